@@ -1,0 +1,54 @@
+"""petclf: train, judge and ship an image classifier in a few lines or one command.
+
+Example::
+
+    from petclf import quick_learner, train, save_model, Predictor
+    learn = quick_learner("pets/images", arch="resnet34")
+    train(learn, epochs=4)
+    save_model(learn, "pets-model")
+    Predictor("pets-model").predict("cat.jpg")
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .artifact import LoadedModel as LoadedModel
+from .artifact import load_model as load_model
+from .artifact import save_model as save_model
+from .data import Dataset as Dataset
+from .data import find_dataset as find_dataset
+from .device import pick_device as pick_device
+from .device import pick_precision as pick_precision
+from .errors import DataError as DataError
+from .errors import PetclfError as PetclfError
+from .errors import UsageError as UsageError
+from .errors import WeightsUnavailableError as WeightsUnavailableError
+from .learner import quick_learner as quick_learner
+from .learner import run_spec as run_spec
+from .predict import Predictor as Predictor
+from .run import train_folder as train_folder
+from .train import TrainResult as TrainResult
+from .train import find_lr as find_lr
+from .train import train as train
+
+__all__ = [
+    "DataError",
+    "Dataset",
+    "LoadedModel",
+    "PetclfError",
+    "Predictor",
+    "TrainResult",
+    "UsageError",
+    "WeightsUnavailableError",
+    "__version__",
+    "find_dataset",
+    "find_lr",
+    "load_model",
+    "pick_device",
+    "pick_precision",
+    "quick_learner",
+    "run_spec",
+    "save_model",
+    "train",
+    "train_folder",
+]

@@ -1,0 +1,143 @@
+"""Model directories: weights in safetensors, everything else in JSON; nothing is ever unpickled.
+
+A model directory holds ``model.safetensors`` (tensors only) and ``petclf.json`` (format
+version, architecture, classes, preprocessing, library versions, training summary), which
+is all ``load_model`` needs to rebuild the network offline.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import fastai
+import torch
+import torchvision
+from fastai.learner import Learner
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .data import Pipeline
+from .errors import PetclfError, UsageError
+from .learner import run_spec
+from .models import build_model
+
+__all__ = ["FORMAT_VERSION", "LoadedModel", "save_model", "load_model", "write_json_atomic"]
+
+FORMAT = "petclf-model"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "petclf.json"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A rebuilt network in eval mode with the facts needed to feed it and read its output."""
+
+    model: nn.Module = field(repr=False)
+    classes: tuple[str, ...]
+    pipeline: Pipeline
+    meta: dict = field(repr=False)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def _versions() -> dict[str, str]:
+    from . import __version__  # noqa: PLC0415 - avoids an import cycle
+
+    return {"petclf": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "fastai": fastai.__version__}
+
+
+def save_model(learn: Learner, directory: str | Path, *, summary: dict | None = None) -> Path:
+    """Write ``learn``'s network as a petclf model directory and return its path.
+
+    Example: ``save_model(learn, "runs/pets/model")`` → ``Path('runs/pets/model')``.
+    """
+    spec = run_spec(learn)
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory} is a file: expected a directory for the model.")
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in learn.model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
+    os.close(fd)
+    save_file(state, tmp, metadata={"format": FORMAT})
+    os.replace(tmp, directory / WEIGHTS_FILE)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "arch": {"name": spec.arch.name, "source": spec.arch.source, "n_out": spec.arch.n_out,
+                 "head": "fastai-default"},
+        "classes": list(spec.classes),
+        "preprocessing": {"size": spec.pipeline.size, "presize": spec.pipeline.presize,
+                          "resize": "shorter side to presize, centre crop, then bilinear to size",
+                          "augment": spec.pipeline.augment, "mean": list(spec.pipeline.mean),
+                          "std": list(spec.pipeline.std), "input": "RGB, 0..1 floats before normalisation"},
+        "precision": spec.precision,
+        "versions": _versions(),
+        "summary": summary or {},
+    }
+    write_json_atomic(directory / META_FILE, meta)
+    return directory
+
+
+def read_meta(directory: str | Path) -> dict:
+    """Read and check ``petclf.json`` of a model directory."""
+    directory = Path(directory)
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise UsageError(f"{directory} is not a petclf model directory: {META_FILE} is missing. "
+                         "Pass the directory that `petclf train` wrote (its model/ sub-folder).")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise PetclfError(f"{meta_path} is not valid JSON ({err}); the model directory is damaged.") from None
+    if meta.get("format") != FORMAT:
+        raise UsageError(f"{meta_path} is not a petclf model description (format {meta.get('format')!r}).")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise UsageError(f"{directory} was written by a newer petclf (format {meta['format_version']}); "
+                         "upgrade petclf to load it.")
+    return meta
+
+
+def load_model(directory: str | Path, *, arch: Callable | nn.Module | None = None,
+               device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild a saved network from a model directory, without network access or unpickling.
+
+    ``arch`` is needed only for models trained with a custom callable or module.
+
+    Example: ``load_model("runs/pets/model").classes`` → ``('Abyssinian', 'Bengal', …)``.
+    """
+    directory = Path(directory)
+    meta = read_meta(directory)
+    info = meta["arch"]
+    if info["source"] == "custom" and arch is None:
+        raise UsageError(f"{directory} holds a custom architecture: pass the same arch= you trained with.")
+    built = build_model(arch if info["source"] == "custom" else
+                        (("timm/" + info["name"]) if info["source"] == "timm" else info["name"]),
+                        int(info["n_out"]), pretrained=False)
+    try:
+        state = load_file(str(directory / WEIGHTS_FILE))
+    except (SafetensorError, FileNotFoundError, OSError) as err:
+        raise PetclfError(f"cannot read {directory / WEIGHTS_FILE} ({err}); the model directory is damaged.") from None
+    try:
+        built.model.load_state_dict(state)
+    except RuntimeError as err:
+        raise PetclfError(f"the weights in {directory} do not fit {info['name']} ({str(err)[:300]}).") from None
+    model = built.model.to(device).eval()
+    pre = meta["preprocessing"]
+    pipeline = Pipeline(size=int(pre["size"]), presize=int(pre["presize"]), augment=pre["augment"],
+                        mean=tuple(pre["mean"]), std=tuple(pre["std"]))
+    return LoadedModel(model=model, classes=tuple(meta["classes"]), pipeline=pipeline, meta=meta)

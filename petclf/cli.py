@@ -1,0 +1,124 @@
+"""The ``petclf`` command: parses arguments and calls the library."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from dataclasses import fields
+from pathlib import Path
+from typing import Sequence
+
+from .errors import PetclfError, UsageError
+
+__all__ = ["main"]
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    from .run import TrainOptions  # noqa: PLC0415 - keeps `petclf --help` fast
+
+    d = TrainOptions()
+    p.add_argument("--arch", default=d.arch, help="torchvision or timm model name (default %(default)s)")
+    p.add_argument("--size", type=int, default=d.size, help="image side in pixels (default %(default)s)")
+    p.add_argument("--bs", type=int, default=d.bs, help="batch size per device (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs with all layers training (default %(default)s)")
+    p.add_argument("--freeze-epochs", type=int, default=d.freeze_epochs,
+                   help="head-only epochs before unfreezing; pretrained only (default %(default)s)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: lr_find's suggestion)")
+    p.add_argument("--valid-pct", type=float, default=d.valid_pct, help="held-out share without valid/ (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="split and initialisation seed (default %(default)s)")
+    p.add_argument("--label-pat", default=None, help="regex whose first group is the label (Pets layout)")
+    p.add_argument("--layout", default=d.layout, choices=["auto", "pets", "folders", "classes"])
+    p.add_argument("--no-pretrained", action="store_true", help="train from scratch (no weights download)")
+    p.add_argument("--weights", default=None, help="local weights file for the body (.pth or .safetensors)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: fastest available)")
+    p.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--augment", default=d.augment, choices=["standard", "no-flip", "none"])
+
+
+def _options(args: argparse.Namespace):
+    from .run import TrainOptions  # noqa: PLC0415
+
+    names = {f.name for f in fields(TrainOptions)} - {"pretrained"}
+    values = {n: getattr(args, n) for n in names if hasattr(args, n)}
+    return TrainOptions(pretrained=not args.no_pretrained, **values)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .run import train_folder  # noqa: PLC0415
+
+    run = train_folder(args.path, out=args.out, options=_options(args))
+    print(f"model: {run.model_dir}\nsummary: {run.out / 'summary.json'}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DEMO_OPTIONS, run_demo  # noqa: PLC0415
+    from dataclasses import replace  # noqa: PLC0415
+
+    options = DEMO_OPTIONS if args.epochs is None else replace(DEMO_OPTIONS, epochs=args.epochs)
+    demo = run_demo(args.out, options=options)
+    s, out = demo.run.summary, demo.run.out
+    top = ", ".join(f"{label} {p:.1%}" for label, p in demo.prediction)
+    print(f"\nvalidation error rate {s['error_rate']:.2%} on {s['n_valid']} images "
+          f"({s['arch']}, {s['device']}, {s['precision']}, {s['seconds']:.0f} s)")
+    print(f"prediction for {demo.image.name}: {top}")
+    print(f"files in {out}:")
+    for name in ("model", "summary.json", "history.csv", "config.json", "lr_find.png", "loss.png"):
+        if (out / name).exists():
+            print(f"  {out / name}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_files  # noqa: PLC0415
+
+    return predict_files(args.model_dir, args.images, topk=args.topk, csv=args.csv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="petclf", description="Train, judge and ship image classifiers.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    from . import __version__  # noqa: PLC0415
+
+    parser.add_argument("--version", action="version", version=f"petclf {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a classifier on a folder of images")
+    train.add_argument("path", help="image folder: Pets file names, train/valid(/test) folders, or class folders")
+    train.add_argument("--out", default="petclf-out", help="output directory (default %(default)s)")
+    _add_train_options(train)
+    train.set_defaults(func=_cmd_train)
+
+    demo = sub.add_parser("demo", help="the whole job on scikit-learn's handwritten digits (offline)")
+    demo.add_argument("--out", default="petclf-demo", help="work directory (default %(default)s)")
+    demo.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
+    demo.set_defaults(func=_cmd_demo)
+
+    predict = sub.add_parser("predict", help="top-k classes for images with a saved model")
+    predict.add_argument("model_dir", help="model directory written by `petclf train` (OUT/model)")
+    predict.add_argument("images", nargs="+", help="image files or folders")
+    predict.add_argument("--topk", type=int, default=3)
+    predict.add_argument("--csv", default=None, help="also write the predictions to this CSV file")
+    predict.set_defaults(func=_cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``petclf`` command; returns the exit code (2: usage or data error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
+    try:
+        return int(args.func(args) or 0)
+    except PetclfError as err:
+        if args.debug:
+            raise
+        print(f"petclf: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("petclf: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

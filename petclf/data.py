@@ -1,0 +1,272 @@
+"""Find labelled images in a folder (three layouts) and build fastai DataLoaders from them.
+
+Layouts:
+
+* ``pets``: one flat folder of ``<label>_<n>.<ext>`` files; the label comes from the file
+  name by a regular expression (Oxford-IIIT Pets).
+* ``folders``: ``train/``, ``valid/`` (or ``val/``) and optional ``test/``, each with one
+  sub-folder per class (Caltech-10).
+* ``classes``: one sub-folder per class and no split folders.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from fastai.data.block import CategoryBlock, DataBlock
+from fastai.data.core import DataLoaders
+from fastai.data.transforms import ColReader, ColSplitter, Normalize
+from fastai.vision.augment import Resize, aug_transforms
+from fastai.vision.core import imagenet_stats
+from fastai.vision.data import ImageBlock
+
+from . import _log
+from .errors import DataError, UsageError
+
+__all__ = [
+    "DEFAULT_LABEL_PAT",
+    "IMAGE_EXTENSIONS",
+    "LAYOUTS",
+    "Dataset",
+    "Pipeline",
+    "find_dataset",
+    "detect_layout",
+    "make_dataloaders",
+]
+
+#: Everything before the last ``_<digits>`` of the file name: keeps underscores and capitals
+#: (``american_pit_bull_terrier_12.jpg`` → ``american_pit_bull_terrier``).
+DEFAULT_LABEL_PAT = r"^(.+)_\d+\.[^.]+$"
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+LAYOUTS = ("auto", "pets", "folders", "classes")
+AUGMENTS = ("standard", "no-flip", "none")
+_VALID_NAMES = ("valid", "val")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Labelled image files: one row per file with columns ``path``, ``label``, ``split``."""
+
+    frame: pd.DataFrame = field(repr=False)
+    layout: str
+    root: Path
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(self.frame.loc[self.frame.split == "train", "label"].unique())
+
+    def count(self, split: str) -> int:
+        return int((self.frame.split == split).sum())
+
+    def describe(self) -> str:
+        parts = [f"{self.count(s)} {s}" for s in ("train", "valid", "test") if self.count(s)]
+        return f"{self.layout} layout, {len(self.classes)} classes, " + ", ".join(parts) + " images"
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """How an image becomes a model input: resize to ``presize`` (centre crop), then ``size``."""
+
+    size: int  # final side in pixels the model sees
+    presize: int  # item resize before batch augmentation (larger than size, as fastai teaches)
+    augment: str  # 'standard', 'no-flip' or 'none'
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def item_tfms(self) -> list:
+        return [Resize(self.presize, method="crop")]
+
+    def batch_tfms(self) -> list:
+        if self.augment == "none":
+            augs = aug_transforms(size=self.size, min_scale=1.0, do_flip=False, max_rotate=0.0,
+                                  max_zoom=1.0, max_lighting=0.0, max_warp=0.0, p_affine=0.0, p_lighting=0.0)
+        else:
+            augs = aug_transforms(size=self.size, min_scale=0.75, do_flip=self.augment == "standard")
+        return [*augs, Normalize.from_stats(list(self.mean), list(self.std))]
+
+
+def make_pipeline(*, size: int, augment: str = "standard", stats: tuple | None = None) -> Pipeline:
+    """A ``Pipeline`` for ``size`` with the usual presize (1.5 × size, as fastai's 460→224 idea)."""
+    if augment not in AUGMENTS:
+        raise UsageError(f"unknown augment {augment!r}: expected one of {', '.join(AUGMENTS)}.")
+    mean, std = stats if stats is not None else imagenet_stats
+    return Pipeline(size=size, presize=int(round(size * 1.5)), augment=augment,
+                    mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("._")
+
+
+def _images_in(folder: Path, *, recurse: bool) -> list[Path]:
+    found = folder.rglob("*") if recurse else folder.iterdir()
+    return sorted(p for p in found if _is_image(p))
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def detect_layout(path: Path) -> str:
+    """Name the layout of ``path``: 'folders', 'classes' or 'pets'.
+
+    Example: ``detect_layout(Path("caltech10"))`` → ``'folders'`` when it has train/ and valid/.
+    """
+    path = _existing_dir(path)
+    if (path / "train").is_dir() and any((path / v).is_dir() for v in _VALID_NAMES):
+        return "folders"
+    if _images_in(path, recurse=False):
+        return "pets"
+    if any(_images_in(d, recurse=True) for d in _class_dirs(path)):
+        return "classes"
+    raise DataError(
+        f"no images found in {path}: expected image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
+        "named <label>_<n>.jpg, one sub-folder per class, or train/ and valid/ split folders."
+    )
+
+
+def _existing_dir(path: Path | str) -> Path:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"data folder {path} does not exist: check the path.")
+    if not path.is_dir():
+        raise DataError(f"{path} is a file: expected a folder of images.")
+    return path
+
+
+def _pets_frame(path: Path, label_pat: str) -> pd.DataFrame:
+    try:
+        pattern = re.compile(label_pat)
+    except re.error as err:
+        raise UsageError(f"label_pat {label_pat!r} is not a valid regular expression: {err}.") from None
+    if pattern.groups < 1:
+        raise UsageError(f"label_pat {label_pat!r} has no group: put the label in parentheses, e.g. {DEFAULT_LABEL_PAT!r}.")
+    files = _images_in(path, recurse=False)
+    rows, unmatched = [], []
+    for file in files:
+        match = pattern.search(file.name)
+        if match and match.group(1):
+            rows.append((str(file), match.group(1)))
+        else:
+            unmatched.append(file.name)
+    if not rows:
+        raise DataError(
+            f"label pattern {label_pat!r} matched none of the {len(files)} file names in {path} "
+            f"(e.g. {', '.join(unmatched[:3])}): expected names like 'great_pyrenees_12.jpg', "
+            "or pass label_pat= / --label-pat with a regex whose first group is the label."
+        )
+    if unmatched:
+        _log.warn(
+            f"label pattern {label_pat!r} did not match {len(unmatched)} of {len(files)} file names; "
+            f"they are left out (e.g. {', '.join(unmatched[:5])})."
+        )
+    return pd.DataFrame(rows, columns=["path", "label"])
+
+
+def _class_frame(folder: Path) -> pd.DataFrame:
+    rows = [(str(f), d.name) for d in _class_dirs(folder) for f in _images_in(d, recurse=True)]
+    return pd.DataFrame(rows, columns=["path", "label"])
+
+
+def _random_split(frame: pd.DataFrame, *, valid_pct: float, seed: int) -> pd.DataFrame:
+    """Split each class apart so small classes still reach the validation set (stratified)."""
+    rng = np.random.default_rng(seed)
+    split = np.array(["train"] * len(frame), dtype=object)
+    for _, index in frame.groupby("label").indices.items():
+        n_valid = int(round(len(index) * valid_pct))
+        if len(index) >= 2 and valid_pct > 0:
+            n_valid = min(max(n_valid, 1), len(index) - 1)
+        split[rng.permutation(index)[:n_valid]] = "valid"
+    return frame.assign(split=split)
+
+
+def _folder_split_frame(path: Path) -> pd.DataFrame:
+    valid_dir = next(path / v for v in _VALID_NAMES if (path / v).is_dir())
+    parts = [_class_frame(path / "train").assign(split="train"), _class_frame(valid_dir).assign(split="valid")]
+    if (path / "test").is_dir():
+        parts.append(_class_frame(path / "test").assign(split="test"))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _drop_unknown_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    known = set(frame.loc[frame.split == "train", "label"])
+    unknown = frame[~frame.label.isin(known)]
+    if len(unknown):
+        names = sorted(unknown.label.unique())
+        _log.warn(f"classes {', '.join(names[:10])} appear only outside train/ ({len(unknown)} images); "
+                  "they are left out because the model cannot learn them.")
+    return frame[frame.label.isin(known)].reset_index(drop=True)
+
+
+def find_dataset(path: Path | str, *, layout: str = "auto", label_pat: str | None = None,
+                 valid_pct: float = 0.2, seed: int = 42) -> Dataset:
+    """Scan ``path`` for labelled images and split them into train/valid(/test).
+
+    Example: ``find_dataset("pets/images").describe()`` →
+    ``'pets layout, 37 classes, 5912 train, 1478 valid images'``.
+    """
+    if layout not in LAYOUTS:
+        raise UsageError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}.")
+    if not 0.0 <= valid_pct < 1.0:
+        raise UsageError(f"valid_pct must be in [0, 1). Received: valid_pct={valid_pct}.")
+    root = _existing_dir(path)
+    chosen = detect_layout(root) if layout == "auto" else layout
+    if chosen == "pets":
+        frame = _random_split(_pets_frame(root, label_pat or DEFAULT_LABEL_PAT), valid_pct=valid_pct, seed=seed)
+    elif chosen == "classes":
+        frame = _random_split(_class_frame(root), valid_pct=valid_pct, seed=seed)
+    else:
+        if not (root / "train").is_dir() or not any((root / v).is_dir() for v in _VALID_NAMES):
+            raise DataError(f"layout 'folders' needs {root}/train and {root}/valid (or val) sub-folders.")
+        frame = _drop_unknown_labels(_folder_split_frame(root))
+    dataset = Dataset(frame=frame.reset_index(drop=True), layout=chosen, root=root)
+    _check_dataset(dataset)
+    return dataset
+
+
+def _check_dataset(dataset: Dataset) -> None:
+    if dataset.count("train") == 0:
+        raise DataError(f"no training images found in {dataset.root} ({dataset.layout} layout).")
+    if len(dataset.classes) < 2:
+        raise DataError(
+            f"found a single class ({', '.join(dataset.classes)}) in {dataset.root}: a classifier needs at "
+            "least 2. Check the folder layout or the label pattern (--label-pat)."
+        )
+    if dataset.count("valid") == 0:
+        raise DataError(
+            f"no validation images in {dataset.root}: raise valid_pct above 0 or add images to valid/."
+        )
+
+
+def make_dataloaders(dataset: Dataset, pipeline: Pipeline, *, bs: int, device: torch.device,
+                     num_workers: int = 0) -> DataLoaders:
+    """fastai DataLoaders for train and valid, plus a third for ``test`` when the dataset has one.
+
+    Example: ``make_dataloaders(ds, make_pipeline(size=224), bs=64, device=torch.device("cpu"))``.
+    """
+    if bs < 1:
+        raise UsageError(f"bs must be a positive integer. Received: bs={bs}.")
+    frame = dataset.frame
+    trainval = frame[frame.split != "test"].assign(is_valid=lambda f: f.split == "valid").reset_index(drop=True)
+    block = DataBlock(
+        blocks=(ImageBlock, CategoryBlock(vocab=dataset.classes)),
+        get_x=ColReader("path"),
+        get_y=ColReader("label"),
+        splitter=ColSplitter("is_valid"),
+        item_tfms=pipeline.item_tfms(),
+        batch_tfms=pipeline.batch_tfms(),
+    )
+    # The train loader drops its last partial batch; never let that drop everything.
+    train_bs = min(bs, dataset.count("train"))
+    dls = block.dataloaders(trainval, bs=train_bs, val_bs=bs, device=device, num_workers=num_workers,
+                            pin_memory=device.type == "cuda")
+    dls.path = dataset.root
+    test = frame[frame.split == "test"].reset_index(drop=True)
+    if len(test):
+        test_dl = dls.test_dl(test, with_labels=True, bs=bs)
+        dls = DataLoaders(dls.train, dls.valid, test_dl, path=dataset.root, device=device)
+    return dls

@@ -1,0 +1,124 @@
+"""``quick_learner``: a folder of images in, a ready fastai ``Learner`` out."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import fastai.callback.progress  # noqa: F401 - registers Learner.no_bar, the progress bar
+import fastai.callback.schedule  # noqa: F401 - registers lr_find, fit_one_cycle, fine_tune
+from fastai.callback.core import Callback
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat
+from fastai.metrics import accuracy, error_rate
+from fastai.torch_core import set_seed
+from torch import nn
+
+from . import _log
+from .data import Dataset, Pipeline, find_dataset, make_dataloaders, make_pipeline
+from .device import pick_device, pick_precision
+from .errors import UsageError
+from .models import ArchSpec, build_model
+from .precision import precision_callbacks
+
+__all__ = ["quick_learner", "RunSpec", "run_spec"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything about a learner that a saved model or a report needs to know."""
+
+    arch: ArchSpec
+    pipeline: Pipeline
+    classes: tuple[str, ...]
+    layout: str
+    data_path: str
+    device: str
+    precision: str
+    pretrained: bool
+    seed: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class PetclfSpec(Callback):
+    """Carries the ``RunSpec`` on the learner (``learn.petclf_spec.spec``); does nothing in training."""
+
+    def __init__(self, spec: RunSpec, dataset: Dataset) -> None:
+        self.spec, self.dataset = spec, dataset
+
+
+def run_spec(learn: Learner) -> RunSpec:
+    """The ``RunSpec`` of a learner made by ``quick_learner``.
+
+    Example: ``run_spec(learn).classes`` → ``('cat', 'dog')``.
+    """
+    holder = getattr(learn, "petclf_spec", None)
+    if not isinstance(holder, PetclfSpec):
+        raise UsageError("this Learner was not made by petclf.quick_learner, so it carries no petclf spec.")
+    return holder.spec
+
+
+def quick_learner(
+    path: str | Path,
+    *,
+    arch: str | Callable | nn.Module = "resnet34",
+    size: int = 224,
+    bs: int = 64,
+    valid_pct: float = 0.2,
+    seed: int = 42,
+    label_pat: str | None = None,
+    layout: str = "auto",
+    pretrained: bool = True,
+    weights: str | Path | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    augment: str = "standard",
+    num_workers: int | None = None,
+) -> Learner:
+    """Build a fastai ``Learner`` for the images in ``path``, ready for ``lr_find`` and ``fine_tune``.
+
+    The layout (Pets file names, train/valid/test folders, or class folders) is detected,
+    the device is CUDA, then MPS, then CPU, and ``precision='auto'`` uses bf16 where the
+    hardware computes it natively. Metrics are error rate and accuracy.
+
+    Example::
+
+        learn = quick_learner("pets/images", arch="resnet34")
+        learn.fine_tune(4, base_lr=learn.lr_find().valley)
+    """
+    _check_positive(size=size, bs=bs)
+    set_seed(seed, reproducible=False)
+    dataset = find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed)
+    built = build_model(arch, len(dataset.classes), pretrained=pretrained, weights=weights)
+    pipeline = make_pipeline(size=size, augment=augment, stats=built.stats)
+    dev = pick_device(device)
+    prec = pick_precision(precision, dev)
+    workers = default_num_workers(dev) if num_workers is None else num_workers
+    dls = make_dataloaders(dataset, pipeline, bs=bs, device=dev, num_workers=workers)
+    spec = RunSpec(arch=built.spec, pipeline=pipeline, classes=tuple(dataset.classes), layout=dataset.layout,
+                   data_path=str(dataset.root), device=str(dev), precision=prec,
+                   pretrained=bool(pretrained or weights is not None), seed=seed)
+    learn = Learner(dls, built.model, loss_func=CrossEntropyLossFlat(), splitter=built.splitter,
+                    metrics=[error_rate, accuracy], cbs=[PetclfSpec(spec, dataset), *precision_callbacks(prec, dev)])
+    if spec.pretrained:
+        learn.freeze()
+    _log.info(f"data: {dataset.describe()}")
+    _log.info(f"model: {built.spec.name} ({'pretrained' if spec.pretrained else 'from scratch'}), "
+              f"device {dev}, precision {prec}")
+    return learn
+
+
+def default_num_workers(device: torch.device) -> int:
+    """Loader worker processes: none on a CPU (they would fight the model for cores), some on a GPU."""
+    if device.type == "cpu":
+        return 0
+    return min(8, max(1, (torch.multiprocessing.cpu_count() or 2) - 1))
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            raise UsageError(f"{name} must be a positive integer. Received: {name}={value!r}.")

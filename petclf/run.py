@@ -1,0 +1,109 @@
+"""``train_folder``: the whole job behind ``petclf train`` — learner, lr_find, training, files."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+from fastai.learner import Learner
+
+from . import _log
+from .artifact import save_model, write_json_atomic
+from .errors import UsageError
+from .learner import quick_learner, run_spec
+from .plots import save_loss_plot, save_lr_find_plot
+from .train import TrainResult, find_lr, train
+
+__all__ = ["TrainOptions", "RunResult", "train_folder"]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Settings of one training run; written to ``config.json`` next to its results."""
+
+    arch: str = "resnet34"  # torchvision or timm name; resnet18 is faster, resnet50 more accurate
+    size: int = 224  # final image side; smaller trains faster on a CPU
+    bs: int = 64  # lower it if memory runs out
+    epochs: int = 5  # epochs with all layers training
+    freeze_epochs: int = 1  # head-only epochs first, only for a pretrained body
+    lr: float | None = None  # None: use lr_find's suggestion
+    valid_pct: float = 0.2  # share of images held out when the data has no valid/ folder
+    seed: int = 42  # fixes the split and the initial weights
+    label_pat: str | None = None  # regex whose first group is the label (Pets layout)
+    layout: str = "auto"  # 'pets', 'folders', 'classes' or 'auto'
+    pretrained: bool = True  # False trains from scratch (no download needed)
+    weights: str | None = None  # local weights file instead of a download
+    device: str | None = None  # 'cpu', 'cuda', 'mps'; None picks the fastest
+    precision: str = "auto"  # 'auto', 'fp32', 'bf16', 'fp16'
+    augment: str = "standard"  # 'standard', 'no-flip' (text, digits), 'none'
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where a run put its files and what it measured."""
+
+    out: Path
+    model_dir: Path
+    summary: dict
+    learn: Learner
+
+
+def _prepare_out(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file: expected a directory (it will be created).")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: TrainOptions = TrainOptions(),
+                 progress: bool | None = None) -> RunResult:
+    """Train a classifier on the images in ``path`` and write model, history, plots and summary to ``out``.
+
+    Example: ``train_folder("pets/images", out="runs/pets", options=TrainOptions(arch="resnet50"))``.
+    """
+    out = _prepare_out(Path(out))
+    start = time.perf_counter()
+    learn = quick_learner(path, arch=options.arch, size=options.size, bs=options.bs, valid_pct=options.valid_pct,
+                          seed=options.seed, label_pat=options.label_pat, layout=options.layout,
+                          pretrained=options.pretrained, weights=options.weights, device=options.device,
+                          precision=options.precision, augment=options.augment)
+    learn.path, learn.model_dir = out, "tmp"  # lr_find's scratch files go to the out dir, not the data
+    write_json_atomic(out / "config.json", {**asdict(options), "data": str(Path(path).resolve())})
+    lr = options.lr
+    if lr is None:
+        lr = find_lr(learn, progress=progress)
+        save_lr_find_plot(learn.recorder, lr, out / "lr_find.png")
+    result = train(learn, epochs=options.epochs, freeze_epochs=options.freeze_epochs, lr=lr, progress=progress)
+    result.history.to_csv(out / "history.csv", index=False)
+    save_loss_plot(result, out / "loss.png")
+    summary = _summary(learn, result, seconds=time.perf_counter() - start)
+    model_dir = save_model(learn, out / "model", summary=summary)
+    write_json_atomic(out / "summary.json", summary)
+    _log.info(f"validation error rate {summary['error_rate']:.4f} (accuracy {summary['accuracy']:.4f}); "
+              f"results in {out}")
+    return RunResult(out=out, model_dir=model_dir, summary=summary, learn=learn)
+
+
+def _summary(learn: Learner, result: TrainResult, *, seconds: float) -> dict:
+    spec = run_spec(learn)
+    dataset = learn.petclf_spec.dataset
+    best = result.best
+    summary = {
+        "classes": list(spec.classes), "arch": spec.arch.name, "pretrained": spec.pretrained,
+        "device": spec.device, "precision": spec.precision, "layout": spec.layout,
+        "size": spec.pipeline.size, "n_train": dataset.count("train"), "n_valid": dataset.count("valid"),
+        "n_test": dataset.count("test"), "lr": result.lr, "epochs": int(len(result.history)),
+        "best_epoch": result.best_epoch, "error_rate": best["error_rate"], "accuracy": best["accuracy"],
+        "valid_loss": best["valid_loss"], "train_seconds": round(result.seconds, 2),
+    }
+    if len(learn.dls.loaders) > 2:
+        test_loss, test_error, test_accuracy = (float(v) for v in learn.validate(ds_idx=2))
+        summary.update(test_loss=test_loss, test_error_rate=test_error, test_accuracy=test_accuracy)
+    summary["seconds"] = round(seconds, 2)
+    return summary
+
+
+def history_frame(out: str | Path) -> pd.DataFrame:
+    """Read the ``history.csv`` a run wrote."""
+    return pd.read_csv(Path(out) / "history.csv")
