@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -47,10 +46,14 @@ class LoadedModel:
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    tmp = _temp_name(path)
+    with open(tmp, "w") as f:
         json.dump(data, f, indent=2, default=str)
     os.replace(tmp, path)
+
+
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def _versions() -> dict[str, str]:
@@ -71,9 +74,8 @@ def save_model(learn: Learner, directory: str | Path, *, summary: dict | None = 
         raise UsageError(f"{directory} is a file: expected a directory for the model.")
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in learn.model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
-    os.close(fd)
-    save_file(state, tmp, metadata={"format": FORMAT})
+    tmp = _temp_name(directory / WEIGHTS_FILE)
+    save_file(state, str(tmp), metadata={"format": FORMAT})
     os.replace(tmp, directory / WEIGHTS_FILE)
     meta = {
         "format": FORMAT,

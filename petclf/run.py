@@ -68,7 +68,6 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
                           seed=options.seed, label_pat=options.label_pat, layout=options.layout,
                           pretrained=options.pretrained, weights=options.weights, device=options.device,
                           precision=options.precision, augment=options.augment)
-    learn.path, learn.model_dir = out, "tmp"  # lr_find's scratch files go to the out dir, not the data
     write_json_atomic(out / "config.json", {**asdict(options), "data": str(Path(path).resolve())})
     lr = options.lr
     if lr is None:

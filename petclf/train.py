@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import math
+import tempfile
 import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -119,8 +121,14 @@ def find_lr(learn: Learner, *, progress: bool | None = None) -> float:
 
     Example: ``lr = find_lr(learn)`` → ``0.0012``.
     """
-    with _quiet_unless(_show_bar(progress), learn):
-        suggestion = learn.lr_find(show_plot=False)
+    saved_path = learn.path
+    # lr_find saves the weights to learn.path and restores them; keep that scratch file out of the data folder.
+    with tempfile.TemporaryDirectory(prefix="petclf-lr-find-") as scratch, _quiet_unless(_show_bar(progress), learn):
+        learn.path = Path(scratch)
+        try:
+            suggestion = learn.lr_find(show_plot=False)
+        finally:
+            learn.path = saved_path
     lr = float(suggestion.valley)
     if not math.isfinite(lr) or lr <= 0:
         raise UsageError("lr_find could not suggest a learning rate (the loss never fell); pass lr= / --lr.")

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from petclf import Predictor, load_model, quick_learner, save_model, train
+from petclf.errors import UsageError
+
+from .conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def trained(pets_dir, tmp_path_factory):
+    learn = quick_learner(pets_dir, precision="fp32", **TINY)
+    train(learn, epochs=1, lr=1e-2, progress=False)
+    model_dir = save_model(learn, tmp_path_factory.mktemp("model") / "m", summary={"note": "test"})
+    return learn, model_dir
+
+
+def test_model_dir_holds_safetensors_and_json(trained):
+    _, model_dir = trained
+    meta = json.loads((model_dir / "petclf.json").read_text())
+    assert meta["format_version"] == 1 and meta["arch"]["name"] == "resnet18"
+    assert meta["classes"] == ["Egyptian_Mau", "american_pit_bull_terrier", "pug"]
+    assert meta["preprocessing"]["size"] == 32 and "torch" in meta["versions"]
+    assert meta["summary"] == {"note": "test"}
+    assert (model_dir / "model.safetensors").read_bytes()[:8] != b"\x80\x04\x95"  # not a pickle
+
+
+def test_predictor_logits_match_get_preds(trained):
+    learn, model_dir = trained
+    learn.model.eval()
+    with learn.no_bar():
+        logits, _ = learn.get_preds(ds_idx=1, act=lambda x: x)
+    files = list(learn.dls.valid.items.path)
+    ours = Predictor(model_dir, device="cpu", precision="fp32").logits(files)
+    assert torch.allclose(ours, logits.as_subclass(torch.Tensor), atol=1e-4)
+
+
+def test_round_trip_gives_identical_predictions(trained, pets_dir):
+    learn, model_dir = trained
+    files = sorted(pets_dir.glob("*.jpg"))[:6]
+    first = Predictor(model_dir, device="cpu").predict_batch(files, bs=4)
+    second = Predictor(model_dir, device="cpu").predict_batch(files, bs=6)
+    assert first == second
+    assert all(len(top) == 3 and abs(sum(p for _, p in top) - 1) < 1e-5 for top in first)
+
+
+def test_loads_in_a_fresh_process_without_network(trained, pets_dir):
+    _, model_dir = trained
+    code = ("import sys, socket\n"
+            "def refuse(*a, **k): raise OSError('network disabled in this test')\n"
+            "socket.socket.connect = refuse\n"
+            "from petclf import Predictor\n"
+            f"print(Predictor({str(model_dir)!r}).predict({str(pets_dir / 'pug_1.jpg')!r}, topk=1)[0][0])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() in {"Egyptian_Mau", "american_pit_bull_terrier", "pug"}
+
+
+def test_not_a_model_dir_is_explained(tmp_path):
+    with pytest.raises(UsageError, match="not a petclf model directory"):
+        load_model(tmp_path)

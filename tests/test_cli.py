@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from petclf.cli import main
+
+TINY_ARGS = ["--arch", "resnet18", "--size", "32", "--bs", "8", "--no-pretrained", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def pets_run(pets_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["train", str(pets_dir), "--epochs", "2", "--out", str(out), *TINY_ARGS]) == 0
+    return out
+
+
+def test_train_writes_every_promised_file(pets_run):
+    for name in ("history.csv", "lr_find.png", "loss.png", "summary.json", "config.json",
+                 "model/model.safetensors", "model/petclf.json"):
+        assert (pets_run / name).is_file(), name
+    history = pd.read_csv(pets_run / "history.csv")
+    assert len(history) == 2 and set(history.phase) == {"unfrozen"}
+    summary = json.loads((pets_run / "summary.json").read_text())
+    for key in ("classes", "arch", "device", "precision", "n_train", "n_valid", "error_rate", "accuracy", "seconds"):
+        assert key in summary, key
+    assert summary["n_train"] + summary["n_valid"] == 30
+    assert summary["arch"] == "resnet18" and summary["device"] == "cpu"
+
+
+def test_train_prints_plain_epoch_lines_when_not_a_terminal(pets_dir, tmp_path, capsys):
+    assert main(["train", str(pets_dir), "--epochs", "1", "--lr", "1e-2", "--out", str(tmp_path), *TINY_ARGS]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1/1 unfrozen" in out
+    assert "\r" not in out and "\x1b" not in out
+    assert not (tmp_path / "lr_find.png").exists()  # --lr given: no lr_find
+
+
+def test_folder_layout_reports_test_accuracy(folders_dir, tmp_path):
+    assert main(["train", str(folders_dir), "--epochs", "1", "--lr", "1e-2", "--out", str(tmp_path), *TINY_ARGS]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["layout"] == "folders" and summary["n_test"] == 12
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+
+
+def test_predict_command_and_csv(pets_run, pets_dir, tmp_path, capsys):
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    images = [str(pets_dir / "pug_1.jpg"), str(tmp_path / "broken.jpg")]
+    code = main(["predict", str(pets_run / "model"), *images, "--topk", "2", "--csv", str(tmp_path / "p.csv")])
+    assert code == 1  # one file could not be read, the other was still predicted
+    captured = capsys.readouterr()
+    assert "pug_1.jpg:" in captured.out and "broken.jpg" in captured.err
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert list(table.columns) == ["path", "label_1", "prob_1", "label_2", "prob_2", "error"]
+    assert len(table) == 2
+
+
+def test_data_errors_exit_2_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "petclf.cli", "train", str(tmp_path / "missing"), *TINY_ARGS],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_out_dir_that_is_a_file_is_refused(pets_dir, tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    assert main(["train", str(pets_dir), "--out", str(tmp_path / "f"), *TINY_ARGS]) == 2
+    assert "is a file" in capsys.readouterr().err
