@@ -87,6 +87,8 @@ def save_model(learn: Learner, directory: str | Path, *, summary: dict | None = 
                           "resize": "shorter side to presize, centre crop, then bilinear to size",
                           "augment": spec.pipeline.augment, "mean": list(spec.pipeline.mean),
                           "std": list(spec.pipeline.std), "input": "RGB, 0..1 floats before normalisation"},
+        "data": {"layout": spec.layout, "label_pat": spec.label_pat, "valid_pct": spec.valid_pct,
+                 "seed": spec.seed, "path": spec.data_path},
         "precision": spec.precision,
         "versions": _versions(),
         "summary": summary or {},

@@ -63,7 +63,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
           f"({s['arch']}, {s['device']}, {s['precision']}, {s['seconds']:.0f} s)")
     print(f"prediction for {demo.image.name}: {top}")
     print(f"files in {out}:")
-    for name in ("model", "summary.json", "history.csv", "config.json", "lr_find.png", "loss.png"):
+    for name in ("report.html", "model", "summary.json", "history.csv", "metrics.json", "per_class.csv",
+                 "most_confused.csv", "confusion_matrix.png", "top_losses.png", "lr_find.png", "loss.png"):
         if (out / name).exists():
             print(f"  {out / name}")
     return 0
@@ -73,6 +74,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict_files  # noqa: PLC0415
 
     return predict_files(args.model_dir, args.images, topk=args.topk, csv=args.csv)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import report_saved_model  # noqa: PLC0415
+
+    page = report_saved_model(args.model_dir, args.data, split=args.split, out=args.out)
+    print(f"report: {page}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--topk", type=int, default=3)
     predict.add_argument("--csv", default=None, help="also write the predictions to this CSV file")
     predict.set_defaults(func=_cmd_predict)
+
+    report = sub.add_parser("report", help="confusion matrix, top losses, per-class figures for a saved model")
+    report.add_argument("model_dir", help="model directory written by `petclf train` (OUT/model)")
+    report.add_argument("data", help="the image folder to evaluate on")
+    report.add_argument("--split", default="valid", choices=["valid", "test"])
+    report.add_argument("--out", default=None, help="report directory (default: report-SPLIT beside the model)")
+    report.set_defaults(func=_cmd_report)
     return parser
 
 

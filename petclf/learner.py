@@ -33,6 +33,8 @@ class RunSpec:
     pipeline: Pipeline
     classes: tuple[str, ...]
     layout: str
+    label_pat: str | None
+    valid_pct: float
     data_path: str
     device: str
     precision: str
@@ -99,6 +101,7 @@ def quick_learner(
     workers = default_num_workers(dev) if num_workers is None else num_workers
     dls = make_dataloaders(dataset, pipeline, bs=bs, device=dev, num_workers=workers)
     spec = RunSpec(arch=built.spec, pipeline=pipeline, classes=tuple(dataset.classes), layout=dataset.layout,
+                   label_pat=label_pat, valid_pct=valid_pct,
                    data_path=str(dataset.root), device=str(dev), precision=prec,
                    pretrained=bool(pretrained or weights is not None), seed=seed)
     learn = Learner(dls, built.model, loss_func=CrossEntropyLossFlat(), splitter=built.splitter,

@@ -11,8 +11,10 @@ from fastai.learner import Learner
 from . import _log
 from .artifact import save_model, write_json_atomic
 from .errors import UsageError
+from .interpret import interpret
 from .learner import quick_learner, run_spec
 from .plots import save_loss_plot, save_lr_find_plot
+from .report import write_report
 from .train import TrainResult, find_lr, train
 
 __all__ = ["TrainOptions", "RunResult", "train_folder"]
@@ -79,6 +81,9 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
     summary = _summary(learn, result, seconds=time.perf_counter() - start)
     model_dir = save_model(learn, out / "model", summary=summary)
     write_json_atomic(out / "summary.json", summary)
+    splits = ["valid", "test"] if len(learn.dls.loaders) > 2 else ["valid"]
+    write_report(out, [interpret(learn, split=s) for s in splits], summary=summary,
+                 history=result.history, loss_png=out / "loss.png")
     _log.info(f"validation error rate {summary['error_rate']:.4f} (accuracy {summary['accuracy']:.4f}); "
               f"results in {out}")
     return RunResult(out=out, model_dir=model_dir, summary=summary, learn=learn)

@@ -21,7 +21,8 @@ def pets_run(pets_dir, tmp_path_factory):
 
 def test_train_writes_every_promised_file(pets_run):
     for name in ("history.csv", "lr_find.png", "loss.png", "summary.json", "config.json",
-                 "model/model.safetensors", "model/petclf.json"):
+                 "model/model.safetensors", "model/petclf.json", "report.html", "metrics.json",
+                 "per_class.csv", "most_confused.csv", "confusion_matrix.png", "top_losses.png"):
         assert (pets_run / name).is_file(), name
     history = pd.read_csv(pets_run / "history.csv")
     assert len(history) == 2 and set(history.phase) == {"unfrozen"}
@@ -45,6 +46,15 @@ def test_folder_layout_reports_test_accuracy(folders_dir, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["layout"] == "folders" and summary["n_test"] == 12
     assert 0.0 <= summary["test_accuracy"] <= 1.0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test"]["n"] == 12
+    assert metrics["test"]["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
+    assert (tmp_path / "test_per_class.csv").is_file()
+    # The same model evaluated later from its saved directory gives the same test figures.
+    assert main(["report", str(tmp_path / "model"), str(folders_dir), "--split", "test",
+                 "--out", str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert again["test"]["correct"] == metrics["test"]["correct"]
 
 
 def test_predict_command_and_csv(pets_run, pets_dir, tmp_path, capsys):
