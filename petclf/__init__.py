@@ -23,9 +23,18 @@ from .errors import DataError as DataError
 from .errors import PetclfError as PetclfError
 from .errors import UsageError as UsageError
 from .errors import WeightsUnavailableError as WeightsUnavailableError
+from .export import export_fastai as export_fastai
+from .export import export_onnx as export_onnx
+from .export import load_pickled_learner as load_pickled_learner
+from .interpret import Interpretation as Interpretation
+from .interpret import interpret as interpret
+from .interpret import interpret_saved as interpret_saved
 from .learner import quick_learner as quick_learner
 from .learner import run_spec as run_spec
 from .predict import Predictor as Predictor
+from .report import report_saved_model as report_saved_model
+from .report import write_report as write_report
+from .run import TrainOptions as TrainOptions
 from .run import train_folder as train_folder
 from .train import TrainResult as TrainResult
 from .train import find_lr as find_lr
@@ -34,21 +43,30 @@ from .train import train as train
 __all__ = [
     "DataError",
     "Dataset",
+    "Interpretation",
     "LoadedModel",
     "PetclfError",
     "Predictor",
+    "TrainOptions",
     "TrainResult",
     "UsageError",
     "WeightsUnavailableError",
     "__version__",
+    "export_fastai",
+    "export_onnx",
     "find_dataset",
     "find_lr",
+    "interpret",
+    "interpret_saved",
     "load_model",
+    "load_pickled_learner",
     "pick_device",
     "pick_precision",
     "quick_learner",
+    "report_saved_model",
     "run_spec",
     "save_model",
     "train",
     "train_folder",
+    "write_report",
 ]

@@ -76,6 +76,9 @@ def save_model(learn: Learner, directory: str | Path, *, summary: dict | None = 
     state = {k: v.detach().to("cpu").contiguous() for k, v in learn.model.state_dict().items()}
     tmp = _temp_name(directory / WEIGHTS_FILE)
     save_file(state, str(tmp), metadata={"format": FORMAT})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates owner-only files; match ordinary files
     os.replace(tmp, directory / WEIGHTS_FILE)
     meta = {
         "format": FORMAT,
@@ -101,6 +104,12 @@ def read_meta(directory: str | Path) -> dict:
     """Read and check ``petclf.json`` of a model directory."""
     directory = Path(directory)
     meta_path = directory / META_FILE
+    if directory.is_file():
+        raise UsageError(
+            f"{directory} is a file, not a petclf model directory. If it is a fastai export.pkl or a torch "
+            "pickle, loading it would run code stored in it: load it only if you trust its author, with "
+            "petclf.export.load_pickled_learner(path, trust=True) or `petclf predict --trust-pickle`."
+        )
     if not meta_path.is_file():
         raise UsageError(f"{directory} is not a petclf model directory: {META_FILE} is missing. "
                          "Pass the directory that `petclf train` wrote (its model/ sub-folder).")

@@ -73,7 +73,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict_files  # noqa: PLC0415
 
-    return predict_files(args.model_dir, args.images, topk=args.topk, csv=args.csv)
+    return predict_files(args.model_dir, args.images, topk=args.topk, csv=args.csv, trust_pickle=args.trust_pickle)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx  # noqa: PLC0415
+
+    if not args.onnx:
+        raise UsageError("say what to export: --onnx OUT.onnx")
+    path = export_onnx(args.model_dir, args.onnx, dtype=args.dtype)
+    print(f"onnx: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -108,7 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", help="image files or folders")
     predict.add_argument("--topk", type=int, default=3)
     predict.add_argument("--csv", default=None, help="also write the predictions to this CSV file")
+    predict.add_argument("--trust-pickle", action="store_true",
+                         help="allow MODEL to be a fastai export.pkl; unpickling runs code from the file")
     predict.set_defaults(func=_cmd_predict)
+
+    export = sub.add_parser("export", help="export a saved model (ONNX with preprocessing inside)")
+    export.add_argument("model_dir", help="model directory written by `petclf train` (OUT/model)")
+    export.add_argument("--onnx", default=None, help="write an ONNX file here")
+    export.add_argument("--dtype", default="uint8", choices=["uint8", "float32"], help="pixel input type")
+    export.set_defaults(func=_cmd_export)
 
     report = sub.add_parser("report", help="confusion matrix, top losses, per-class figures for a saved model")
     report.add_argument("model_dir", help="model directory written by `petclf train` (OUT/model)")
@@ -121,9 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``petclf`` command; returns the exit code (2: usage or data error)."""
+    # fastai's import triggers a torch deprecation notice that users can do nothing about.
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
     parser = build_parser()
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
     try:
         return int(args.func(args) or 0)
     except PetclfError as err:

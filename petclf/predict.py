@@ -38,7 +38,7 @@ class Predictor:
     """
 
     def __init__(self, model_dir: str | Path, *, device: str | torch.device | None = None,
-                 precision: str = "fp32", arch: Callable | nn.Module | None = None) -> None:
+                 precision: str = "auto", arch: Callable | nn.Module | None = None) -> None:
         self.device = pick_device(device)
         self.precision = pick_precision(precision, self.device)
         loaded = load_model(model_dir, arch=arch, device=self.device)
@@ -103,8 +103,27 @@ def expand_images(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+class _PickledPredictor:
+    """fastai's own ``Learner.predict`` for an ``export.pkl`` the user chose to trust."""
+
+    def __init__(self, path: str | Path) -> None:
+        from .export import load_pickled_learner  # noqa: PLC0415
+
+        self.learn = load_pickled_learner(path, trust=True)
+        self.classes = tuple(self.learn.dls.vocab)
+
+    def predict_batch(self, images: Sequence[ImageLike], *, bs: int = 64, topk: int = 3):
+        out = []
+        for image in images:
+            with self.learn.no_bar():
+                probs = self.learn.predict(Path(image) if not isinstance(image, Image.Image) else image)[2]
+            values, idx = probs.topk(min(topk, len(self.classes)))
+            out.append([(self.classes[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())])
+        return out
+
+
 def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: int = 3,
-                  csv: str | Path | None = None, bs: int = 64) -> int:
+                  csv: str | Path | None = None, bs: int = 64, trust_pickle: bool = False) -> int:
     """Print top-k predictions for image files and folders; unreadable files are reported, not fatal.
 
     Returns 0 when every file was predicted, 1 when some could not be read.
@@ -116,7 +135,10 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: 
 
     from fastprogress.fastprogress import progress_bar  # noqa: PLC0415
 
-    predictor = Predictor(model_dir, precision="auto")
+    if Path(model_dir).is_file() and trust_pickle:
+        predictor = _PickledPredictor(model_dir)
+    else:
+        predictor = Predictor(model_dir, precision="auto")
     files = expand_images(inputs)
     if not files:
         raise UsageError(f"no image files found in {', '.join(map(str, inputs))}.")

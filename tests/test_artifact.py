@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -44,9 +45,14 @@ def test_predictor_logits_match_get_preds(trained):
 def test_round_trip_gives_identical_predictions(trained, pets_dir):
     learn, model_dir = trained
     files = sorted(pets_dir.glob("*.jpg"))[:6]
-    first = Predictor(model_dir, device="cpu").predict_batch(files, bs=4)
-    second = Predictor(model_dir, device="cpu").predict_batch(files, bs=6)
-    assert first == second
+    first = Predictor(model_dir, device="cpu", precision="fp32").predict_batch(files, bs=4)
+    second = Predictor(model_dir, device="cpu", precision="fp32").predict_batch(files, bs=6)
+    assert [t[0][0] for t in first] == [t[0][0] for t in second]
+    assert np.allclose([[p for _, p in t] for t in first], [[p for _, p in t] for t in second], atol=1e-6)
+    learn.model.eval()
+    with learn.no_bar():
+        probs, _ = learn.get_preds(dl=learn.dls.test_dl(files))
+    assert [learn.dls.vocab[i] for i in probs.argmax(1)] == [t[0][0] for t in first]
     assert all(len(top) == 3 and abs(sum(p for _, p in top) - 1) < 1e-5 for top in first)
 
 

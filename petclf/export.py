@@ -1,0 +1,123 @@
+"""Export a model directory for other runtimes, and fastai's pickle format only by explicit consent.
+
+The ONNX graph carries its own preprocessing: a client feeds RGB pixels (uint8, or floats in
+0..255) of shape ``(N, presize, presize, 3)`` — the image resized so its shorter side is
+``presize`` and centre-cropped — and gets class scores. Dtype conversion, the resize to
+``size`` and the normalisation happen inside the graph, exactly as in validation.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fastai.learner import Learner
+from PIL import Image
+from torch import nn
+
+from . import _log
+from .artifact import load_model
+from .data import Pipeline
+from .errors import PetclfError, UsageError
+
+__all__ = ["PixelClassifier", "export_onnx", "export_fastai", "load_pickled_learner", "onnx_input"]
+
+class PixelClassifier(nn.Module):
+    """Raw RGB pixels (N, H, W, 3) in → class scores out; preprocessing as fastai's validation does it."""
+
+    def __init__(self, model: nn.Module, pipeline: Pipeline) -> None:
+        super().__init__()
+        self.model, self.size = model, pipeline.size
+        self.register_buffer("mean", torch.tensor(pipeline.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(pipeline.std).view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.permute(0, 3, 1, 2).float() / 255.0
+        # fastai resizes with grid_sample(align_corners=True) on an identity grid: the same as this.
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=True)
+        return self.model((x - self.mean) / self.std)
+
+
+def onnx_input(image: str | Path | Image.Image, pipeline: Pipeline, *, dtype: str = "uint8") -> np.ndarray:
+    """The (1, presize, presize, 3) array an exported model expects for one image (a client's job).
+
+    Example: ``session.run(None, {"pixels": onnx_input("cat.jpg", pipeline)})``.
+    """
+    from fastai.vision.augment import Resize  # noqa: PLC0415
+    from fastai.vision.core import PILImage  # noqa: PLC0415
+
+    img = PILImage.create(image) if not isinstance(image, Image.Image) else PILImage(image.convert("RGB"))
+    resized = Resize(pipeline.presize, method="crop")(img, split_idx=1)
+    return np.asarray(resized, dtype=np.uint8 if dtype == "uint8" else np.float32)[None]
+
+
+def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8", opset: int = 18) -> Path:
+    """Write ``model_dir``'s network as ONNX with preprocessing inside and a dynamic batch dimension.
+
+    Example: ``export_onnx("runs/pets/model", "pets.onnx")`` → ``Path('pets.onnx')``.
+    """
+    if dtype not in ("uint8", "float32"):
+        raise UsageError(f"dtype must be 'uint8' or 'float32'. Received: dtype={dtype!r}.")
+    try:
+        import onnx  # noqa: PLC0415
+    except ImportError:
+        raise UsageError("ONNX export needs the onnx extras: pip install 'petclf[onnx]'.") from None
+    loaded = load_model(model_dir)
+    wrapper = PixelClassifier(loaded.model, loaded.pipeline).eval()
+    p = loaded.pipeline.presize
+    example = torch.zeros(2, p, p, 3, dtype=torch.uint8 if dtype == "uint8" else torch.float32)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    try:
+        program = torch.onnx.export(wrapper, (example,), dynamo=True, input_names=["pixels"], output_names=["logits"],
+                                    dynamic_shapes=({0: batch},), opset_version=opset, verbose=False)
+    except Exception as err:  # the exporter raises many kinds; the user needs the reason, not the stack
+        raise PetclfError(f"ONNX export of {loaded.meta['arch']['name']} failed: {str(err).splitlines()[0]}") from None
+    program.save(str(out))
+    proto = onnx.load(str(out))
+    info = {"classes": json.dumps(list(loaded.classes)), "size": str(loaded.pipeline.size),
+            "presize": str(p), "input": f"RGB pixels (N, {p}, {p}, 3) {dtype}, 0..255, shorter side resized "
+                                       f"to {p} then centre-cropped"}
+    for key, value in info.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = f"petclf.{key}", value
+    onnx.save(proto, str(out))
+    return out
+
+
+def export_fastai(learn: Learner, path: str | Path) -> Path:
+    """Write fastai's ``export.pkl`` (a pickle of the whole Learner) for users of ``load_learner``.
+
+    Prefer ``save_model``: a pickle runs code when loaded and breaks across library versions.
+
+    Example: ``export_fastai(learn, "runs/pets/export.pkl")``.
+    """
+    path = Path(path).resolve()
+    # petclf's own callbacks stay out, so the file loads with fastai alone.
+    ours = [cb for cb in learn.cbs if type(cb).__module__.startswith("petclf.")]
+    with learn.removed_cbs(ours):
+        learn.export(path)
+    return path
+
+
+def load_pickled_learner(path: str | Path, *, trust: bool = False) -> Learner:
+    """Load a fastai ``export.pkl``; refuses unless ``trust=True`` because unpickling runs code from the file.
+
+    Example: ``load_pickled_learner("export.pkl", trust=True)`` for a file you made yourself.
+    """
+    path = Path(path)
+    if not trust:
+        raise UsageError(
+            f"{path} is a pickle: loading it runs whatever code its author put inside, so petclf will not load "
+            "it unless you say you trust it (trust=True / --trust-pickle). For files from others ask for a petclf "
+            "model directory (model.safetensors + petclf.json), which holds only tensors and JSON."
+        )
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist.")
+    from fastai.learner import load_learner  # noqa: PLC0415
+
+    _log.warn(f"unpickling {path} because trust was given")
+    return load_learner(path, cpu=not torch.cuda.is_available())
