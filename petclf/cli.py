@@ -33,6 +33,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: fastest available)")
     p.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--augment", default=d.augment, choices=["standard", "no-flip", "none"])
+    p.add_argument("--strict", action="store_true", help="stop on unreadable files instead of skipping them")
 
 
 def _options(args: argparse.Namespace):
@@ -86,6 +87,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .scan import check_folder  # noqa: PLC0415
+
+    report = check_folder(args.path, layout=args.layout, label_pat=args.label_pat, valid_pct=args.valid_pct,
+                          seed=args.seed, strict=args.strict)
+    print(report.dataset.describe())
+    print(report.summary())
+    for row in report.skipped.itertuples():
+        print(f"skipped  {row.path}: {row.reason}")
+    for row in report.notes.itertuples():
+        print(f"note     {row.path}: {row.note}")
+    for problem in report.warnings:
+        print(f"warning  {problem}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import report_saved_model  # noqa: PLC0415
 
@@ -107,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default="petclf-out", help="output directory (default %(default)s)")
     _add_train_options(train)
     train.set_defaults(func=_cmd_train)
+
+    check = sub.add_parser("check", help="scan an image folder: unreadable files, conversions, leakage")
+    check.add_argument("path", help="image folder, in any layout `petclf train` reads")
+    check.add_argument("--layout", default="auto", choices=["auto", "pets", "folders", "classes"])
+    check.add_argument("--label-pat", default=None, help="regex whose first group is the label (Pets layout)")
+    check.add_argument("--valid-pct", type=float, default=0.2)
+    check.add_argument("--seed", type=int, default=42)
+    check.add_argument("--strict", action="store_true", help="exit with an error if any file is unusable")
+    check.set_defaults(func=_cmd_check)
 
     demo = sub.add_parser("demo", help="the whole job on scikit-learn's handwritten digits (offline)")
     demo.add_argument("--out", default="petclf-demo", help="work directory (default %(default)s)")
@@ -153,6 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("petclf: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, not a stack
+        if args.debug:
+            raise
+        print(f"petclf: error: {type(err).__name__}: {err} (run `petclf --debug ...` for the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Layouts:
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from fastai.vision.data import ImageBlock
 
 from . import _log
 from .errors import DataError, UsageError
+from .images import RGBImage
 
 __all__ = [
     "DEFAULT_LABEL_PAT",
@@ -54,6 +56,7 @@ class Dataset:
     frame: pd.DataFrame = field(repr=False)
     layout: str
     root: Path
+    skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["path", "reason"]), repr=False)
 
     @property
     def classes(self) -> list[str]:
@@ -98,13 +101,44 @@ def make_pipeline(*, size: int, augment: str = "standard", stats: tuple | None =
                     mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("._")
+_JUNK_NAMES = {".DS_Store": "macOS folder metadata (.DS_Store)", "Thumbs.db": "Windows thumbnail cache (Thumbs.db)",
+               "desktop.ini": "Windows folder settings (desktop.ini)"}
+
+
+def _why_not_image(path: Path) -> str | None:
+    """None for a candidate image file; otherwise why the file is passed over."""
+    if path.name in _JUNK_NAMES:
+        return _JUNK_NAMES[path.name]
+    if path.name.startswith("._"):
+        return "macOS AppleDouble metadata (._ file)"
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return f"not an image file ({path.suffix or 'no extension'})"
+    if path.is_symlink():
+        try:
+            path.stat()
+        except FileNotFoundError:
+            return "broken symlink"
+        except OSError:
+            return "symlink loop"
+    return None
+
+
+def _walk(folder: Path, *, recurse: bool) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Candidate images and (path, reason) for everything else; symlinked folders are not followed."""
+    images, skipped = [], []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recurse else []
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            reason = _why_not_image(path)
+            (skipped.append((str(path), reason)) if reason else images.append(path))
+        if not recurse:
+            break
+    return images, skipped
 
 
 def _images_in(folder: Path, *, recurse: bool) -> list[Path]:
-    found = folder.rglob("*") if recurse else folder.iterdir()
-    return sorted(p for p in found if _is_image(p))
+    return _walk(folder, recurse=recurse)[0]
 
 
 def _class_dirs(folder: Path) -> list[Path]:
@@ -145,7 +179,7 @@ def _pets_frame(path: Path, label_pat: str) -> pd.DataFrame:
         raise UsageError(f"label_pat {label_pat!r} is not a valid regular expression: {err}.") from None
     if pattern.groups < 1:
         raise UsageError(f"label_pat {label_pat!r} has no group: put the label in parentheses, e.g. {DEFAULT_LABEL_PAT!r}.")
-    files = _images_in(path, recurse=False)
+    files, skipped = _walk(path, recurse=False)
     rows, unmatched = [], []
     for file in files:
         match = pattern.search(file.name)
@@ -153,6 +187,7 @@ def _pets_frame(path: Path, label_pat: str) -> pd.DataFrame:
             rows.append((str(file), match.group(1)))
         else:
             unmatched.append(file.name)
+            skipped.append((str(file), f"file name does not match the label pattern {label_pat!r}"))
     if not rows:
         raise DataError(
             f"label pattern {label_pat!r} matched none of the {len(files)} file names in {path} "
@@ -164,12 +199,16 @@ def _pets_frame(path: Path, label_pat: str) -> pd.DataFrame:
             f"label pattern {label_pat!r} did not match {len(unmatched)} of {len(files)} file names; "
             f"they are left out (e.g. {', '.join(unmatched[:5])})."
         )
-    return pd.DataFrame(rows, columns=["path", "label"])
+    return pd.DataFrame(rows, columns=["path", "label"]), skipped
 
 
-def _class_frame(folder: Path) -> pd.DataFrame:
-    rows = [(str(f), d.name) for d in _class_dirs(folder) for f in _images_in(d, recurse=True)]
-    return pd.DataFrame(rows, columns=["path", "label"])
+def _class_frame(folder: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    rows, skipped = [], []
+    for d in _class_dirs(folder):
+        images, junk = _walk(d, recurse=True)
+        rows += [(str(f), d.name) for f in images]
+        skipped += junk
+    return pd.DataFrame(rows, columns=["path", "label"]), skipped
 
 
 def _random_split(frame: pd.DataFrame, *, valid_pct: float, seed: int) -> pd.DataFrame:
@@ -184,12 +223,17 @@ def _random_split(frame: pd.DataFrame, *, valid_pct: float, seed: int) -> pd.Dat
     return frame.assign(split=split)
 
 
-def _folder_split_frame(path: Path) -> pd.DataFrame:
+def _folder_split_frame(path: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     valid_dir = next(path / v for v in _VALID_NAMES if (path / v).is_dir())
-    parts = [_class_frame(path / "train").assign(split="train"), _class_frame(valid_dir).assign(split="valid")]
+    folders = {"train": path / "train", "valid": valid_dir}
     if (path / "test").is_dir():
-        parts.append(_class_frame(path / "test").assign(split="test"))
-    return pd.concat(parts, ignore_index=True)
+        folders["test"] = path / "test"
+    parts, skipped = [], []
+    for split, folder in folders.items():
+        frame, junk = _class_frame(folder)
+        parts.append(frame.assign(split=split))
+        skipped += junk
+    return pd.concat(parts, ignore_index=True), skipped
 
 
 def _drop_unknown_labels(frame: pd.DataFrame) -> pd.DataFrame:
@@ -216,19 +260,24 @@ def find_dataset(path: Path | str, *, layout: str = "auto", label_pat: str | Non
     root = _existing_dir(path)
     chosen = detect_layout(root) if layout == "auto" else layout
     if chosen == "pets":
-        frame = _random_split(_pets_frame(root, label_pat or DEFAULT_LABEL_PAT), valid_pct=valid_pct, seed=seed)
+        frame, skipped = _pets_frame(root, label_pat or DEFAULT_LABEL_PAT)
+        frame = _random_split(frame, valid_pct=valid_pct, seed=seed)
     elif chosen == "classes":
-        frame = _random_split(_class_frame(root), valid_pct=valid_pct, seed=seed)
+        frame, skipped = _class_frame(root)
+        frame = _random_split(frame, valid_pct=valid_pct, seed=seed)
     else:
         if not (root / "train").is_dir() or not any((root / v).is_dir() for v in _VALID_NAMES):
             raise DataError(f"layout 'folders' needs {root}/train and {root}/valid (or val) sub-folders.")
-        frame = _drop_unknown_labels(_folder_split_frame(root))
-    dataset = Dataset(frame=frame.reset_index(drop=True), layout=chosen, root=root)
-    _check_dataset(dataset)
+        frame, skipped = _folder_split_frame(root)
+        frame = _drop_unknown_labels(frame)
+    dataset = Dataset(frame=frame.reset_index(drop=True), layout=chosen, root=root,
+                      skipped=pd.DataFrame(skipped, columns=["path", "reason"]))
+    check_dataset(dataset)
     return dataset
 
 
-def _check_dataset(dataset: Dataset) -> None:
+def check_dataset(dataset: Dataset) -> None:
+    """Refuse a dataset that cannot train a classifier (no images, one class, no validation images)."""
     if dataset.count("train") == 0:
         raise DataError(f"no training images found in {dataset.root} ({dataset.layout} layout).")
     if len(dataset.classes) < 2:
@@ -253,16 +302,14 @@ def make_dataloaders(dataset: Dataset, pipeline: Pipeline, *, bs: int, device: t
     frame = dataset.frame
     trainval = frame[frame.split != "test"].assign(is_valid=lambda f: f.split == "valid").reset_index(drop=True)
     block = DataBlock(
-        blocks=(ImageBlock, CategoryBlock(vocab=dataset.classes)),
+        blocks=(ImageBlock(cls=RGBImage), CategoryBlock(vocab=dataset.classes)),
         get_x=ColReader("path"),
         get_y=ColReader("label"),
         splitter=ColSplitter("is_valid"),
         item_tfms=pipeline.item_tfms(),
         batch_tfms=pipeline.batch_tfms(),
     )
-    # The train loader drops its last partial batch; never let that drop everything.
-    train_bs = min(bs, dataset.count("train"))
-    dls = block.dataloaders(trainval, bs=train_bs, val_bs=bs, device=device, num_workers=num_workers,
+    dls = block.dataloaders(trainval, bs=bs, val_bs=bs, device=device, num_workers=num_workers,
                             pin_memory=device.type == "cuda")
     dls.path = dataset.root
     test = frame[frame.split == "test"].reset_index(drop=True)

@@ -46,9 +46,10 @@ def onnx_input(image: str | Path | Image.Image, pipeline: Pipeline, *, dtype: st
     Example: ``session.run(None, {"pixels": onnx_input("cat.jpg", pipeline)})``.
     """
     from fastai.vision.augment import Resize  # noqa: PLC0415
-    from fastai.vision.core import PILImage  # noqa: PLC0415
 
-    img = PILImage.create(image) if not isinstance(image, Image.Image) else PILImage(image.convert("RGB"))
+    from .images import RGBImage  # noqa: PLC0415
+
+    img = RGBImage.create(image)
     resized = Resize(pipeline.presize, method="crop")(img, split_idx=1)
     return np.asarray(resized, dtype=np.uint8 if dtype == "uint8" else np.float32)[None]
 

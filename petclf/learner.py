@@ -19,8 +19,9 @@ from . import _log
 from .data import Dataset, Pipeline, find_dataset, make_dataloaders, make_pipeline
 from .device import pick_device, pick_precision
 from .errors import UsageError
-from .models import ArchSpec, build_model
+from .models import ArchSpec, build_model, check_arch
 from .precision import precision_callbacks
+from .scan import ScanReport, scan_dataset
 
 __all__ = ["quick_learner", "RunSpec", "run_spec"]
 
@@ -48,8 +49,8 @@ class RunSpec:
 class PetclfSpec(Callback):
     """Carries the ``RunSpec`` on the learner (``learn.petclf_spec.spec``); does nothing in training."""
 
-    def __init__(self, spec: RunSpec, dataset: Dataset) -> None:
-        self.spec, self.dataset = spec, dataset
+    def __init__(self, spec: RunSpec, dataset: Dataset, scan: ScanReport | None = None) -> None:
+        self.spec, self.dataset, self.scan = spec, dataset, scan
 
 
 def run_spec(learn: Learner) -> RunSpec:
@@ -79,10 +80,12 @@ def quick_learner(
     precision: str = "auto",
     augment: str = "standard",
     num_workers: int | None = None,
+    strict: bool = False,
 ) -> Learner:
     """Build a fastai ``Learner`` for the images in ``path``, ready for ``lr_find`` and ``fine_tune``.
 
     The layout (Pets file names, train/valid/test folders, or class folders) is detected,
+    every image is checked first (unreadable files are skipped, or refused with ``strict``),
     the device is CUDA, then MPS, then CPU, and ``precision='auto'`` uses bf16 where the
     hardware computes it natively. Metrics are error rate and accuracy.
 
@@ -92,12 +95,18 @@ def quick_learner(
         learn.fine_tune(4, base_lr=learn.lr_find().valley)
     """
     _check_positive(size=size, bs=bs)
-    set_seed(seed, reproducible=False)
-    dataset = find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed)
-    built = build_model(arch, len(dataset.classes), pretrained=pretrained, weights=weights)
-    pipeline = make_pipeline(size=size, augment=augment, stats=built.stats)
+    check_arch(arch)
     dev = pick_device(device)
     prec = pick_precision(precision, dev)
+    set_seed(seed, reproducible=False)
+    scan = scan_dataset(find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed),
+                        strict=strict)
+    dataset = scan.dataset
+    if bs > dataset.count("train"):
+        raise UsageError(f"bs={bs} is larger than the {dataset.count('train')} training images: "
+                         f"use --bs {max(1, dataset.count('train') // 2)} or less.")
+    built = build_model(arch, len(dataset.classes), pretrained=pretrained, weights=weights)
+    pipeline = make_pipeline(size=size, augment=augment, stats=built.stats)
     workers = default_num_workers(dev) if num_workers is None else num_workers
     dls = make_dataloaders(dataset, pipeline, bs=bs, device=dev, num_workers=workers)
     spec = RunSpec(arch=built.spec, pipeline=pipeline, classes=tuple(dataset.classes), layout=dataset.layout,
@@ -105,7 +114,7 @@ def quick_learner(
                    data_path=str(dataset.root), device=str(dev), precision=prec,
                    pretrained=bool(pretrained or weights is not None), seed=seed)
     learn = Learner(dls, built.model, loss_func=CrossEntropyLossFlat(), splitter=built.splitter,
-                    metrics=[error_rate, accuracy], cbs=[PetclfSpec(spec, dataset), *precision_callbacks(prec, dev)])
+                    metrics=[error_rate, accuracy], cbs=[PetclfSpec(spec, dataset, scan), *precision_callbacks(prec, dev)])
     if spec.pretrained:
         learn.freeze()
     _log.info(f"data: {dataset.describe()}")

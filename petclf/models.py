@@ -24,7 +24,7 @@ from torch import nn
 
 from .errors import UsageError, WeightsUnavailableError
 
-__all__ = ["ArchSpec", "BuiltModel", "build_model", "torchvision_arch_names", "read_state_dict"]
+__all__ = ["ArchSpec", "BuiltModel", "build_model", "check_arch", "torchvision_arch_names", "read_state_dict"]
 
 _NETWORK_ERRORS = (OSError, http.client.HTTPException)
 
@@ -69,6 +69,15 @@ def _unknown_arch(name: str) -> UsageError:
         f"unknown architecture {name!r}: expected a torchvision classification model "
         f"name such as resnet34{extra}, a timm model name, or a callable.{hint}"
     )
+
+
+def check_arch(arch: str | Callable | nn.Module) -> None:
+    """Refuse an unknown architecture name early, before any data is read."""
+    if not isinstance(arch, str) or arch in torchvision_arch_names():
+        return
+    timm = _timm()
+    if timm is None or not (arch.startswith("timm/") or timm.is_model(arch)):
+        raise _unknown_arch(arch)
 
 
 def build_model(arch: str | Callable | nn.Module, n_out: int, *, pretrained: bool = True,

@@ -15,6 +15,7 @@ from .artifact import load_model
 from .data import Pipeline
 from .device import pick_device, pick_precision
 from .errors import UsageError
+from .images import RGBImage
 
 __all__ = ["Predictor", "valid_transforms"]
 
@@ -80,13 +81,13 @@ class Predictor:
 
 def _open(image: ImageLike) -> PILImage:
     if isinstance(image, Image.Image):
-        return PILImage(image.convert("RGB"))
+        return RGBImage.create(image)
     path = Path(image)
     try:
-        return PILImage.create(path)
+        return RGBImage.create(path)
     except (FileNotFoundError, IsADirectoryError):
         raise UsageError(f"image {path} does not exist.") from None
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         raise UsageError(f"cannot read {path} as an image ({err}).") from None
 
 

@@ -39,6 +39,7 @@ class TrainOptions:
     device: str | None = None  # 'cpu', 'cuda', 'mps'; None picks the fastest
     precision: str = "auto"  # 'auto', 'fp32', 'bf16', 'fp16'
     augment: str = "standard"  # 'standard', 'no-flip' (text, digits), 'none'
+    strict: bool = False  # refuse unreadable files instead of skipping them
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
     learn = quick_learner(path, arch=options.arch, size=options.size, bs=options.bs, valid_pct=options.valid_pct,
                           seed=options.seed, label_pat=options.label_pat, layout=options.layout,
                           pretrained=options.pretrained, weights=options.weights, device=options.device,
-                          precision=options.precision, augment=options.augment)
+                          precision=options.precision, augment=options.augment, strict=options.strict)
+    _write_skipped(learn, out)
     write_json_atomic(out / "config.json", {**asdict(options), "data": str(Path(path).resolve())})
     lr = options.lr
     if lr is None:
@@ -89,6 +91,14 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
     return RunResult(out=out, model_dir=model_dir, summary=summary, learn=learn)
 
 
+def _write_skipped(learn: Learner, out: Path) -> None:
+    scan = learn.petclf_spec.scan
+    skipped = scan.skipped if scan is not None else pd.DataFrame(columns=["path", "reason"])
+    skipped.to_csv(out / "skipped.csv", index=False)
+    if len(skipped):
+        _log.info(f"{len(skipped)} files skipped; the list with reasons is in {out / 'skipped.csv'}")
+
+
 def _summary(learn: Learner, result: TrainResult, *, seconds: float) -> dict:
     spec = run_spec(learn)
     dataset = learn.petclf_spec.dataset
@@ -97,7 +107,8 @@ def _summary(learn: Learner, result: TrainResult, *, seconds: float) -> dict:
         "classes": list(spec.classes), "arch": spec.arch.name, "pretrained": spec.pretrained,
         "device": spec.device, "precision": spec.precision, "layout": spec.layout,
         "size": spec.pipeline.size, "n_train": dataset.count("train"), "n_valid": dataset.count("valid"),
-        "n_test": dataset.count("test"), "lr": result.lr, "epochs": int(len(result.history)),
+        "n_test": dataset.count("test"), "n_skipped": len(learn.petclf_spec.scan.skipped)
+        if learn.petclf_spec.scan is not None else 0, "lr": result.lr, "epochs": int(len(result.history)),
         "best_epoch": result.best_epoch, "error_rate": best["error_rate"], "accuracy": best["accuracy"],
         "valid_loss": best["valid_loss"], "train_seconds": round(result.seconds, 2),
     }
