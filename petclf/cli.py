@@ -47,7 +47,7 @@ def _options(args: argparse.Namespace):
 def _cmd_train(args: argparse.Namespace) -> int:
     from .run import train_folder  # noqa: PLC0415
 
-    run = train_folder(args.path, out=args.out, options=_options(args))
+    run = train_folder(args.path, out=args.out, options=_options(args), resume=True if args.resume else None)
     print(f"model: {run.model_dir}\nsummary: {run.out / 'summary.json'}")
     return 0
 
@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a classifier on a folder of images")
     train.add_argument("path", help="image folder: Pets file names, train/valid(/test) folders, or class folders")
     train.add_argument("--out", default="petclf-out", help="output directory (default %(default)s)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in --out (also automatic when a checkpoint is there)")
     _add_train_options(train)
     train.set_defaults(func=_cmd_train)
 

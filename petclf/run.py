@@ -1,6 +1,8 @@
 """``train_folder``: the whole job behind ``petclf train`` — learner, lr_find, training, files."""
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -10,6 +12,7 @@ from fastai.learner import Learner
 
 from . import _log
 from .artifact import save_model, write_json_atomic
+from .checkpoint import ResumeState, load_checkpoint
 from .errors import UsageError
 from .interpret import interpret
 from .learner import quick_learner, run_spec
@@ -18,6 +21,8 @@ from .report import write_report
 from .train import TrainResult, find_lr, train
 
 __all__ = ["TrainOptions", "RunResult", "train_folder"]
+
+CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,19 @@ class TrainOptions:
     augment: str = "standard"  # 'standard', 'no-flip' (text, digits), 'none'
     strict: bool = False  # refuse unreadable files instead of skipping them
 
+    def validate(self) -> None:
+        """Refuse impossible settings before any work starts."""
+        for name in ("size", "bs", "epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name} must be a positive integer. Received: {name}={value!r}.")
+        if self.freeze_epochs < 0:
+            raise UsageError(f"freeze_epochs must be 0 or more. Received: freeze_epochs={self.freeze_epochs}.")
+        if self.lr is not None and not self.lr > 0:
+            raise UsageError(f"lr must be a positive number. Received: lr={self.lr}.")
+        if not 0.0 <= self.valid_pct < 1.0:
+            raise UsageError(f"valid_pct must be in [0, 1). Received: valid_pct={self.valid_pct}.")
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -60,24 +78,32 @@ def _prepare_out(out: Path) -> Path:
 
 
 def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: TrainOptions = TrainOptions(),
-                 progress: bool | None = None) -> RunResult:
+                 progress: bool | None = None, resume: bool | None = None) -> RunResult:
     """Train a classifier on the images in ``path`` and write model, history, plots and summary to ``out``.
+
+    A checkpoint is written to ``out/checkpoints`` after every epoch. An interrupted run in
+    ``out`` is continued (``resume=None``, the default, does so when a checkpoint is there;
+    ``True`` insists on one; ``False`` starts over).
 
     Example: ``train_folder("pets/images", out="runs/pets", options=TrainOptions(arch="resnet50"))``.
     """
+    options.validate()
     out = _prepare_out(Path(out))
+    config = {**asdict(options), "data": str(Path(path).resolve())}
+    state = _resume_state(out, config, resume)
     start = time.perf_counter()
     learn = quick_learner(path, arch=options.arch, size=options.size, bs=options.bs, valid_pct=options.valid_pct,
                           seed=options.seed, label_pat=options.label_pat, layout=options.layout,
                           pretrained=options.pretrained, weights=options.weights, device=options.device,
                           precision=options.precision, augment=options.augment, strict=options.strict)
     _write_skipped(learn, out)
-    write_json_atomic(out / "config.json", {**asdict(options), "data": str(Path(path).resolve())})
+    write_json_atomic(out / "config.json", config)
     lr = options.lr
-    if lr is None:
+    if lr is None and state is None:
         lr = find_lr(learn, progress=progress)
         save_lr_find_plot(learn.recorder, lr, out / "lr_find.png")
-    result = train(learn, epochs=options.epochs, freeze_epochs=options.freeze_epochs, lr=lr, progress=progress)
+    result = train(learn, epochs=options.epochs, freeze_epochs=options.freeze_epochs, lr=lr, progress=progress,
+                   checkpoints=out / CHECKPOINT_DIR, resume=state)
     result.history.to_csv(out / "history.csv", index=False)
     save_loss_plot(result, out / "loss.png")
     summary = _summary(learn, result, seconds=time.perf_counter() - start)
@@ -86,9 +112,30 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
     splits = ["valid", "test"] if len(learn.dls.loaders) > 2 else ["valid"]
     write_report(out, [interpret(learn, split=s) for s in splits], summary=summary,
                  history=result.history, loss_png=out / "loss.png")
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the run is complete; the model dir has it all
     _log.info(f"validation error rate {summary['error_rate']:.4f} (accuracy {summary['accuracy']:.4f}); "
               f"results in {out}")
     return RunResult(out=out, model_dir=model_dir, summary=summary, learn=learn)
+
+
+def _resume_state(out: Path, config: dict, resume: bool | None) -> ResumeState | None:
+    checkpoints = out / CHECKPOINT_DIR
+    if resume is False:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        return None
+    state = load_checkpoint(checkpoints)
+    if state is None:
+        if resume:
+            raise UsageError(f"--resume: no checkpoint in {checkpoints}; run without --resume to start training.")
+        return None
+    previous = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else {}
+    changed = sorted(k for k in config if previous.get(k) != config[k] and k != "lr")
+    if changed:
+        raise UsageError(
+            f"{out} holds an interrupted run with other settings ({', '.join(changed)}); resume it with the same "
+            f"settings, use another --out, or delete {checkpoints} to start over."
+        )
+    return state
 
 
 def _write_skipped(learn: Learner, out: Path) -> None:

@@ -13,8 +13,10 @@ import pandas as pd
 import torch
 from fastai.callback.core import Callback
 from fastai.learner import Learner
+from fastcore.foundation import L
 
 from . import _log
+from .checkpoint import Checkpoint, ResumeState
 from .errors import UsageError
 
 __all__ = ["History", "KeepBest", "TrainResult", "find_lr", "train"]
@@ -27,10 +29,12 @@ class History(Callback):
 
     order = 60  # after fastai's Recorder (50), which computes the epoch's values
 
-    def __init__(self, *, total_epochs: int, print_lines: bool) -> None:
+    def __init__(self, *, total_epochs: int, print_lines: bool, rows: list[dict] | None = None,
+                 batch_losses: list[float] | None = None) -> None:
         self.total_epochs, self.print_lines = total_epochs, print_lines
-        self.rows: list[dict] = []
-        self.batch_losses: list[float] = []
+        self.rows: list[dict] = list(rows or [])
+        self.batch_losses: list[float] = list(batch_losses or [])
+        self._cancelled = False
 
     def before_fit(self) -> None:
         opt = self.learn.opt
@@ -38,12 +42,18 @@ class History(Callback):
 
     def before_epoch(self) -> None:
         self.start = time.perf_counter()
+        self._cancelled = False
+
+    def after_cancel_epoch(self) -> None:
+        self._cancelled = True  # fastai still calls after_epoch for epochs skipped on resume
 
     def after_batch(self) -> None:
         if self.training:
             self.batch_losses.append(float(self.learn.smooth_loss))
 
     def after_epoch(self) -> None:
+        if self._cancelled:
+            return
         names = list(self.learn.recorder.metric_names[1:-1])  # drop 'epoch' and 'time'
         values = dict(zip(names, (float(v) for v in self.learn.recorder.values[-1])))
         row = {"epoch": len(self.rows) + 1, "phase": self.phase,
@@ -71,8 +81,17 @@ class KeepBest(Callback):
         self.best_epoch = 0
         self.epochs_seen = 0
         self.current_is_best = True
+        self._cancelled = False
+
+    def before_epoch(self) -> None:
+        self._cancelled = False
+
+    def after_cancel_epoch(self) -> None:
+        self._cancelled = True
 
     def after_epoch(self) -> None:
+        if self._cancelled:
+            return
         names = list(self.learn.recorder.metric_names[1:-1])
         values = dict(zip(names, (float(v) for v in self.learn.recorder.values[-1])))
         self.epochs_seen += 1
@@ -82,9 +101,10 @@ class KeepBest(Callback):
             self.best_key, self.best_epoch = key, self.epochs_seen
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.learn.model.state_dict().items()}
 
-    def after_fit(self) -> None:
+    def restore(self, learn: Learner) -> None:
+        """Put the best epoch's weights back into ``learn`` (once the whole recipe has run)."""
         if self.best_state is not None and not self.current_is_best:
-            self.learn.model.load_state_dict(self.best_state)
+            learn.model.load_state_dict(self.best_state)
             self.current_is_best = True
 
 
@@ -136,38 +156,91 @@ def find_lr(learn: Learner, *, progress: bool | None = None) -> float:
     return lr
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One one-cycle fit of the recipe; fastai's ``fine_tune`` is the frozen + unfrozen pair."""
+
+    name: str  # 'frozen' (head and BatchNorm only) or 'unfrozen' (every layer)
+    epochs: int
+    lr_max: float | slice
+    pct_start: float
+    div: float
+
+
+def plan_phases(*, pretrained: bool, epochs: int, freeze_epochs: int, lr: float) -> list[Phase]:
+    """The recipe as phases: fastai's fine_tune for a pretrained body, one all-layer cycle from scratch."""
+    if not pretrained:
+        # A random body gains nothing from a frozen phase: train every layer from the start.
+        return [Phase("unfrozen", epochs, lr, 0.25, 25.0)]
+    phases = [Phase("frozen", freeze_epochs, slice(lr), 0.99, 25.0)] if freeze_epochs else []
+    # As fine_tune: half the rate, spread 100× across layer groups (discriminative learning rates).
+    return phases + [Phase("unfrozen", epochs, slice(lr / 2 / 100, lr / 2), 0.3, 5.0)]
+
+
 def train(learn: Learner, *, epochs: int = 5, freeze_epochs: int = 1, lr: float | None = None,
-          keep_best: bool = True, progress: bool | None = None) -> TrainResult:
+          keep_best: bool = True, progress: bool | None = None, checkpoints: str | Path | None = None,
+          resume: ResumeState | None = None) -> TrainResult:
     """Train ``learn``: fine-tune (frozen head first) when its body is pretrained, else train all layers.
 
     With ``lr=None`` the learning rate comes from ``lr_find``. When ``keep_best`` is on, the
-    weights of the best validation epoch are restored at the end.
+    weights of the best validation epoch are restored at the end. With ``checkpoints`` a
+    checkpoint is written after every epoch; pass ``resume=load_checkpoint(dir)`` to go on
+    from one.
 
     Example: ``result = train(learn, epochs=4)``; ``result.history`` has one row per epoch.
     """
     if epochs < 1 or freeze_epochs < 0:
         raise UsageError(f"epochs must be ≥ 1 and freeze_epochs ≥ 0. Received: epochs={epochs}, "
                          f"freeze_epochs={freeze_epochs}.")
-    if lr is None:
+    if resume is not None:
+        lr = resume.lr
+    elif lr is None:
         lr = find_lr(learn, progress=progress)
-    pretrained = learn.opt is not None and learn.opt.frozen_idx > 0 or _body_frozen(learn)
-    freeze_epochs = freeze_epochs if pretrained else 0
-    history = History(total_epochs=epochs + freeze_epochs, print_lines=not _show_bar(progress))
-    cbs: list[Callback] = [history] + ([KeepBest()] if keep_best else [])
+    pretrained = (learn.opt is not None and learn.opt.frozen_idx > 0) or _body_frozen(learn)
+    phases = plan_phases(pretrained=pretrained, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr)
+    history = History(total_epochs=sum(p.epochs for p in phases), print_lines=not _show_bar(progress),
+                      rows=resume.rows if resume else None, batch_losses=resume.batch_losses if resume else None)
+    best = KeepBest() if keep_best else None
+    cbs: list[Callback] = [history] + ([best] if best else [])
+    if checkpoints is not None:
+        cbs.append(Checkpoint(Path(checkpoints), lr=lr))
+    done = _restore(learn, resume, best)
     start = time.perf_counter()
+    offset = 0
     with _quiet_unless(_show_bar(progress), learn):
-        if pretrained:
-            learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs, cbs=cbs)
-        else:
-            # A random body gains nothing from a frozen phase: train every layer from the start.
-            learn.unfreeze()
-            learn.fit_one_cycle(epochs, lr, cbs=cbs)
+        for phase in phases:
+            skip = min(max(done - offset, 0), phase.epochs)
+            offset += phase.epochs
+            if skip == phase.epochs:
+                continue
+            learn.freeze() if phase.name == "frozen" else learn.unfreeze()
+            if resume is not None and skip > 0:
+                learn.opt.load_state_dict({"state": resume.opt["state"], "hypers": L(resume.opt["hypers"])})
+                resume.restore_rng()
+            learn.fit_one_cycle(phase.epochs, phase.lr_max, pct_start=phase.pct_start, div=phase.div,
+                                cbs=cbs, start_epoch=skip)
     seconds = time.perf_counter() - start
-    best = cbs[1].best_epoch if keep_best else len(history.rows)
-    if keep_best and best != len(history.rows):
-        _log.info(f"restored the weights of epoch {best} (best validation error)")
-    return TrainResult(history=history.frame(), lr=lr, best_epoch=best, seconds=seconds,
+    if best is not None:
+        best.restore(learn)
+    best_epoch = best.best_epoch if best else len(history.rows)
+    if best is not None and best_epoch != len(history.rows):
+        _log.info(f"restored the weights of epoch {best_epoch} (best validation error)")
+    return TrainResult(history=history.frame(), lr=lr, best_epoch=best_epoch, seconds=seconds,
                        batch_losses=history.batch_losses)
+
+
+def _restore(learn: Learner, resume: ResumeState | None, best: KeepBest | None) -> int:
+    """Load an interrupted run's weights and best-epoch record; returns the epochs already done."""
+    if resume is None:
+        return 0
+    learn.model.load_state_dict(resume.model)
+    if best is not None:
+        best.best_key, best.best_epoch = resume.best_key, resume.best_epoch
+        best.epochs_seen = resume.epochs_done
+        best.best_state = resume.best_model
+        best.current_is_best = resume.best_epoch == resume.epochs_done
+    _log.info(f"resuming after epoch {resume.epochs_done} (lr {resume.lr:.2e})")
+    return resume.epochs_done
 
 
 def _body_frozen(learn: Learner) -> bool:

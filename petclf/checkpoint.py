@@ -1,0 +1,135 @@
+"""Per-epoch checkpoints, written atomically, and the state needed to resume a run after a crash or kill.
+
+A checkpoint holds tensors and plain values only, so it loads with ``weights_only=True``
+(no code can run from it). Each file is written to a temporary name, flushed and renamed,
+so a kill during the write leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from fastai.callback.core import Callback
+
+from .errors import PetclfError
+
+__all__ = ["Checkpoint", "ResumeState", "load_checkpoint", "save_atomic", "CHECKPOINT_FILE", "BEST_FILE"]
+
+CHECKPOINT_FILE = "last.pt"
+BEST_FILE = "best.pt"
+
+
+def save_atomic(obj: object, path: Path) -> None:
+    """``torch.save`` through a temporary file, fsync and rename: the old file survives any crash."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _plain(obj: object) -> object:
+    """Tensors, numbers, strings and containers only (fastcore's ``L`` becomes a list), for weights_only loads."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) or type(obj).__name__ == "L":
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):  # before float: np.float64 is a float subclass but pickles as numpy
+        return obj.item()
+    if isinstance(obj, torch.Tensor) or obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot checkpoint a {type(obj).__name__}")
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+             "python_gauss": random.getstate()[2]}
+    np_state = np.random.get_state()
+    state.update(numpy_keys=torch.from_numpy(np_state[1].astype(np.int64)), numpy_pos=int(np_state[2]))
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), state["python_gauss"]))
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class ResumeState:
+    """What a checkpoint says about the interrupted run."""
+
+    epochs_done: int
+    lr: float
+    rows: list[dict]
+    batch_losses: list[float]
+    best_epoch: int
+    best_key: tuple[float, float] | None
+    model: dict = field(repr=False)
+    opt: dict = field(repr=False)
+    rng: dict = field(repr=False)
+    best_model: dict | None = field(default=None, repr=False)
+
+    def restore_rng(self) -> None:
+        _set_rng_state(self.rng)
+
+
+def load_checkpoint(directory: Path) -> ResumeState | None:
+    """The state in ``directory/last.pt``, or None when there is none."""
+    path = directory / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        best = torch.load(directory / BEST_FILE, map_location="cpu", weights_only=True) \
+            if (directory / BEST_FILE).is_file() else None
+    except Exception as err:  # noqa: BLE001 - any damage means the same thing to the user
+        raise PetclfError(f"the checkpoint in {directory} cannot be read ({err}); delete {directory} to start over.") \
+            from None
+    best_key = tuple(raw["best_key"]) if raw.get("best_key") is not None else None
+    return ResumeState(epochs_done=int(raw["epochs_done"]), lr=float(raw["lr"]), rows=list(raw["rows"]),
+                       batch_losses=list(raw["batch_losses"]), best_epoch=int(raw["best_epoch"]),
+                       best_key=best_key, model=raw["model"], opt=raw["opt"], rng=raw["rng"], best_model=best)
+
+
+class Checkpoint(Callback):
+    """After every completed epoch, save model, optimizer, progress and RNG states to ``directory``."""
+
+    order = 70  # after History (60) and KeepBest (65) have taken in the epoch
+
+    def __init__(self, directory: Path, *, lr: float) -> None:
+        self.directory, self.lr = Path(directory), lr
+        self._cancelled = False
+
+    def before_epoch(self) -> None:
+        self._cancelled = False
+
+    def after_cancel_epoch(self) -> None:
+        self._cancelled = True  # fastai still calls after_epoch for epochs skipped on resume
+
+    def after_epoch(self) -> None:
+        if self._cancelled:
+            return
+        history, keep_best = self.learn.history, getattr(self.learn, "keep_best", None)
+        model_state = {k: v.detach().cpu() for k, v in self.learn.model.state_dict().items()}
+        if keep_best is not None and keep_best.current_is_best:
+            save_atomic(model_state, self.directory / BEST_FILE)
+        opt = self.learn.opt.state_dict()
+        save_atomic(_plain({
+            "epochs_done": len(history.rows), "lr": self.lr, "rows": history.rows,
+            "batch_losses": history.batch_losses, "model": model_state,
+            "opt": _plain({"state": opt["state"], "hypers": opt["hypers"]}),
+            "best_epoch": keep_best.best_epoch if keep_best else 0,
+            "best_key": list(keep_best.best_key) if keep_best and keep_best.best_key else None,
+            "rng": _rng_state(),
+        }), self.directory / CHECKPOINT_FILE)

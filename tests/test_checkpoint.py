@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from petclf.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_atomic
+from petclf.cli import main
+
+TINY_ARGS = ["--arch", "resnet18", "--size", "32", "--bs", "8", "--no-pretrained", "--device", "cpu", "--lr", "1e-2"]
+
+
+def test_a_crash_during_a_write_keeps_the_last_good_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_atomic({"epoch": 1}, path)
+
+    def dies_halfway(obj, f):
+        f.write(b"\x80\x02half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        save_atomic({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
+
+
+def test_sigkill_mid_training_then_resume_to_the_end(pets_dir, tmp_path):
+    out = tmp_path / "run"
+    epochs = 12
+    cmd = [sys.executable, "-m", "petclf.cli", "train", str(pets_dir), "--out", str(out), "--epochs", str(epochs),
+           *TINY_ARGS]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    checkpoint = out / "checkpoints" / CHECKPOINT_FILE
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = load_checkpoint(out / "checkpoints")
+    assert state is not None and 1 <= state.epochs_done < epochs
+    assert not (out / "summary.json").exists()
+
+    assert main(["train", str(pets_dir), "--out", str(out), "--epochs", str(epochs), "--resume", *TINY_ARGS]) == 0
+    history = pd.read_csv(out / "history.csv")
+    assert list(history.epoch) == list(range(1, epochs + 1))
+    assert (out / "summary.json").is_file() and (out / "model" / "model.safetensors").is_file()
+    assert not (out / "checkpoints").exists()  # removed once the run is complete
+
+
+def test_resume_refuses_other_settings(pets_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    save_atomic({"epochs_done": 1, "lr": 0.01, "rows": [], "batch_losses": [], "model": {}, "opt": {},
+                 "best_epoch": 1, "best_key": None, "rng": {}}, out / "checkpoints" / CHECKPOINT_FILE)
+    (out / "config.json").write_text('{"arch": "resnet34"}')
+    assert main(["train", str(pets_dir), "--out", str(out), *TINY_ARGS]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_resume_without_checkpoint_is_a_usage_error(pets_dir, tmp_path, capsys):
+    assert main(["train", str(pets_dir), "--out", str(tmp_path), "--resume", *TINY_ARGS]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--epochs", "-1"], "epochs must be a positive integer"),
+    (["--size", "0"], "size must be a positive integer"),
+    (["--bs", "500"], "larger than the"),
+    (["--arch", "resnet43"], "Did you mean"),
+])
+def test_bad_arguments_are_refused_before_work(pets_dir, tmp_path, capsys, bad, message):
+    args = ["train", str(pets_dir), "--out", str(tmp_path / "o"), *TINY_ARGS, *bad]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "history.csv").exists()
