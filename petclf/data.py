@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from fastai.data.block import CategoryBlock, DataBlock
+from fastai.data.block import CategoryBlock, DataBlock, TransformBlock
 from fastai.data.core import DataLoaders
-from fastai.data.transforms import ColReader, ColSplitter, Normalize
+from fastai.data.transforms import ColReader, ColSplitter, IntToFloatTensor, Normalize
 from fastai.vision.augment import Resize, aug_transforms
 from fastai.vision.core import imagenet_stats
 from fastai.vision.data import ImageBlock
@@ -291,22 +291,39 @@ def check_dataset(dataset: Dataset) -> None:
         )
 
 
+#: Above this many bytes of cached pixels, images are decoded every epoch instead.
+CACHE_LIMIT_BYTES = 4 * 1024**3
+
+
 def make_dataloaders(dataset: Dataset, pipeline: Pipeline, *, bs: int, device: torch.device,
-                     num_workers: int = 0) -> DataLoaders:
+                     num_workers: int = 0, cache: bool | None = None) -> DataLoaders:
     """fastai DataLoaders for train and valid, plus a third for ``test`` when the dataset has one.
+
+    ``cache`` (default: when it fits in 4 GiB) decodes each image once into a disk cache of
+    images pre-resized to the presize (see ``petclf.imagecache``).
 
     Example: ``make_dataloaders(ds, make_pipeline(size=224), bs=64, device=torch.device("cpu"))``.
     """
+    from .imagecache import LoadPresized, PresizedImages, cache_bytes  # noqa: PLC0415 - imagecache needs scan, which needs data
+
     if bs < 1:
         raise UsageError(f"bs must be a positive integer. Received: bs={bs}.")
     frame = dataset.frame
+    if cache is None:
+        cache = cache_bytes(len(frame), pipeline.presize) <= CACHE_LIMIT_BYTES
+    if cache:
+        frame = frame.assign(row=np.arange(len(frame)))
+        images = PresizedImages(list(frame.path), pipeline.presize)
+        x_block, get_x, item_tfms = TransformBlock(type_tfms=LoadPresized(images), batch_tfms=IntToFloatTensor), "row", []
+    else:
+        x_block, get_x, item_tfms = ImageBlock(cls=RGBImage), "path", pipeline.item_tfms()
     trainval = frame[frame.split != "test"].assign(is_valid=lambda f: f.split == "valid").reset_index(drop=True)
     block = DataBlock(
-        blocks=(ImageBlock(cls=RGBImage), CategoryBlock(vocab=dataset.classes)),
-        get_x=ColReader("path"),
+        blocks=(x_block, CategoryBlock(vocab=dataset.classes)),
+        get_x=ColReader(get_x),
         get_y=ColReader("label"),
         splitter=ColSplitter("is_valid"),
-        item_tfms=pipeline.item_tfms(),
+        item_tfms=item_tfms,
         batch_tfms=pipeline.batch_tfms(),
     )
     dls = block.dataloaders(trainval, bs=bs, val_bs=bs, device=device, num_workers=num_workers,

@@ -81,6 +81,7 @@ def quick_learner(
     augment: str = "standard",
     num_workers: int | None = None,
     strict: bool = False,
+    cache: bool | None = None,
 ) -> Learner:
     """Build a fastai ``Learner`` for the images in ``path``, ready for ``lr_find`` and ``fine_tune``.
 
@@ -108,7 +109,7 @@ def quick_learner(
     built = build_model(arch, len(dataset.classes), pretrained=pretrained, weights=weights)
     pipeline = make_pipeline(size=size, augment=augment, stats=built.stats)
     workers = default_num_workers(dev) if num_workers is None else num_workers
-    dls = make_dataloaders(dataset, pipeline, bs=bs, device=dev, num_workers=workers)
+    dls = make_dataloaders(dataset, pipeline, bs=bs, device=dev, num_workers=workers, cache=cache)
     spec = RunSpec(arch=built.spec, pipeline=pipeline, classes=tuple(dataset.classes), layout=dataset.layout,
                    label_pat=label_pat, valid_pct=valid_pct,
                    data_path=str(dataset.root), device=str(dev), precision=prec,

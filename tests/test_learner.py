@@ -73,3 +73,14 @@ def test_bf16_precision_on_cpu_adds_autocast(pets_dir):
 def test_bad_sizes_are_refused_before_work(pets_dir, bad):
     with pytest.raises(UsageError, match="positive integer"):
         quick_learner(pets_dir, **{**TINY, **bad})
+
+
+def test_cached_and_decoded_pipelines_give_the_same_batches(pets_dir):
+    cached = quick_learner(pets_dir, cache=True, **TINY)
+    decoded = quick_learner(pets_dir, cache=False, **TINY)
+    (xc, yc), (xd, yd) = cached.dls.valid.one_batch(), decoded.dls.valid.one_batch()
+    assert torch.equal(yc, yd)
+    assert torch.allclose(xc, xd, atol=1e-5)
+    # fastai idioms that take file paths keep working on a cached learner.
+    label, _, probs = cached.predict(pets_dir / "pug_1.jpg")
+    assert label in cached.dls.vocab and len(probs) == 3
