@@ -34,14 +34,19 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--augment", default=d.augment, choices=["standard", "no-flip", "none"])
     p.add_argument("--strict", action="store_true", help="stop on unreadable files instead of skipping them")
+    p.add_argument("--no-image-cache", action="store_true",
+                   help="decode images every epoch instead of caching them pre-resized on disk")
+    p.add_argument("--no-feature-cache", action="store_true",
+                   help="run frozen epochs through the whole body (with augmentation) instead of on cached features")
 
 
 def _options(args: argparse.Namespace):
     from .run import TrainOptions  # noqa: PLC0415
 
-    names = {f.name for f in fields(TrainOptions)} - {"pretrained"}
+    names = {f.name for f in fields(TrainOptions)} - {"pretrained", "image_cache", "feature_cache"}
     values = {n: getattr(args, n) for n in names if hasattr(args, n)}
-    return TrainOptions(pretrained=not args.no_pretrained, **values)
+    return TrainOptions(pretrained=not args.no_pretrained, image_cache=False if args.no_image_cache else None,
+                        feature_cache=not args.no_feature_cache, **values)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -87,7 +87,7 @@ class PresizedImages:
     def load(self, item: int | np.integer | str | Path | Image.Image) -> TensorImage:
         """A cached row by index; a path or PIL image (``learn.predict(path)``, ``test_dl(paths)``) is decoded."""
         if isinstance(item, (str, Path, Image.Image)):
-            pixels = np.asarray(self._resize(RGBImage.create(item), split_idx=1))
+            pixels = np.array(self._resize(RGBImage.create(item), split_idx=1))
         else:
             pixels = np.array(self.array[int(item)])
         return TensorImage(torch.from_numpy(pixels).permute(2, 0, 1))

@@ -10,7 +10,7 @@ import torch
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
 
-__all__ = ["CpuAutocast", "ChannelsLast", "precision_callbacks"]
+__all__ = ["CpuAutocast", "ChannelsLast", "autocast_for", "precision_callbacks"]
 
 
 class CpuAutocast(Callback):
@@ -70,3 +70,14 @@ def precision_callbacks(precision: str, device: torch.device) -> list[Callback]:
     if device.type == "cuda":
         return [ChannelsLast(), MixedPrecision(amp_mode=precision)]
     return []
+
+
+def autocast_for(learn) -> "torch.autocast":
+    """The autocast context matching the precision callbacks on ``learn`` (disabled for fp32)."""
+    if any(isinstance(cb, CpuAutocast) for cb in learn.cbs):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    for cb in learn.cbs:
+        if isinstance(cb, MixedPrecision):
+            dtype = torch.bfloat16 if str(cb.amp_mode).lower().endswith("bf16") else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)

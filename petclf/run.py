@@ -45,6 +45,8 @@ class TrainOptions:
     precision: str = "auto"  # 'auto', 'fp32', 'bf16', 'fp16'
     augment: str = "standard"  # 'standard', 'no-flip' (text, digits), 'none'
     strict: bool = False  # refuse unreadable files instead of skipping them
+    image_cache: bool | None = None  # decode each image once into a presized cache; None: when under 4 GiB
+    feature_cache: bool = True  # frozen epochs train the head on body features computed once
 
     def validate(self) -> None:
         """Refuse impossible settings before any work starts."""
@@ -95,7 +97,8 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
     learn = quick_learner(path, arch=options.arch, size=options.size, bs=options.bs, valid_pct=options.valid_pct,
                           seed=options.seed, label_pat=options.label_pat, layout=options.layout,
                           pretrained=options.pretrained, weights=options.weights, device=options.device,
-                          precision=options.precision, augment=options.augment, strict=options.strict)
+                          precision=options.precision, augment=options.augment, strict=options.strict,
+                          cache=options.image_cache)
     _write_skipped(learn, out)
     write_json_atomic(out / "config.json", config)
     lr = options.lr
@@ -103,7 +106,7 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
         lr = find_lr(learn, progress=progress)
         save_lr_find_plot(learn.recorder, lr, out / "lr_find.png")
     result = train(learn, epochs=options.epochs, freeze_epochs=options.freeze_epochs, lr=lr, progress=progress,
-                   checkpoints=out / CHECKPOINT_DIR, resume=state)
+                   checkpoints=out / CHECKPOINT_DIR, resume=state, feature_cache=options.feature_cache)
     result.history.to_csv(out / "history.csv", index=False)
     save_loss_plot(result, out / "loss.png")
     summary = _summary(learn, result, seconds=time.perf_counter() - start)

@@ -18,6 +18,7 @@ from fastcore.foundation import L
 from . import _log
 from .checkpoint import Checkpoint, ResumeState
 from .errors import UsageError
+from .features import supports_feature_cache, train_head
 
 __all__ = ["History", "KeepBest", "TrainResult", "find_lr", "train"]
 
@@ -35,10 +36,11 @@ class History(Callback):
         self.rows: list[dict] = list(rows or [])
         self.batch_losses: list[float] = list(batch_losses or [])
         self._cancelled = False
+        self.phase_override: str | None = None  # set while a head-only learner trains the frozen phase
 
     def before_fit(self) -> None:
         opt = self.learn.opt
-        self.phase = "frozen" if opt is not None and opt.frozen_idx > 0 else "unfrozen"
+        self.phase = self.phase_override or ("frozen" if opt is not None and opt.frozen_idx > 0 else "unfrozen")
 
     def before_epoch(self) -> None:
         self.start = time.perf_counter()
@@ -179,13 +181,14 @@ def plan_phases(*, pretrained: bool, epochs: int, freeze_epochs: int, lr: float)
 
 def train(learn: Learner, *, epochs: int = 5, freeze_epochs: int = 1, lr: float | None = None,
           keep_best: bool = True, progress: bool | None = None, checkpoints: str | Path | None = None,
-          resume: ResumeState | None = None) -> TrainResult:
+          resume: ResumeState | None = None, feature_cache: bool = True) -> TrainResult:
     """Train ``learn``: fine-tune (frozen head first) when its body is pretrained, else train all layers.
 
     With ``lr=None`` the learning rate comes from ``lr_find``. When ``keep_best`` is on, the
     weights of the best validation epoch are restored at the end. With ``checkpoints`` a
     checkpoint is written after every epoch; pass ``resume=load_checkpoint(dir)`` to go on
-    from one.
+    from one. With ``feature_cache`` the frozen epochs train the head on body features
+    computed once (see ``petclf.features``).
 
     Example: ``result = train(learn, epochs=4)``; ``result.history`` has one row per epoch.
     """
@@ -212,6 +215,13 @@ def train(learn: Learner, *, epochs: int = 5, freeze_epochs: int = 1, lr: float 
             skip = min(max(done - offset, 0), phase.epochs)
             offset += phase.epochs
             if skip == phase.epochs:
+                continue
+            if phase.name == "frozen" and skip == 0 and feature_cache and supports_feature_cache(learn):
+                learn.freeze()
+                history.phase_override = "frozen"
+                train_head(learn, phase.epochs, float(phase.lr_max.stop), cbs=[history],
+                           pct_start=phase.pct_start, show_bar=_show_bar(progress))
+                history.phase_override = None
                 continue
             learn.freeze() if phase.name == "frozen" else learn.unfreeze()
             if resume is not None and skip > 0:

@@ -84,3 +84,25 @@ def test_cached_and_decoded_pipelines_give_the_same_batches(pets_dir):
     # fastai idioms that take file paths keep working on a cached learner.
     label, _, probs = cached.predict(pets_dir / "pug_1.jpg")
     assert label in cached.dls.vocab and len(probs) == 3
+
+
+def test_frozen_epochs_on_cached_features_train_only_the_head(pets_dir, tmp_path):
+    from petclf.features import train_head
+
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
+    learn = quick_learner(pets_dir, weights=tmp_path / "r18.pth", precision="fp32", **{**TINY, "pretrained": True})
+    body_before = {k: v.clone() for k, v in learn.model[0].state_dict().items()}
+    head_before = {k: v.clone() for k, v in learn.model[1].state_dict().items()}
+    head_learn = train_head(learn, 2, 1e-2, show_bar=False)
+    assert all(torch.equal(v, learn.model[0].state_dict()[k]) for k, v in body_before.items())
+    assert not all(torch.equal(v, learn.model[1].state_dict()[k]) for k, v in head_before.items())
+    # The head trained on cached features scores the same as the whole network on images.
+    with head_learn.no_bar(), learn.no_bar():
+        assert float(head_learn.validate()[0]) == pytest.approx(float(learn.validate()[0]), rel=1e-4)
+
+
+def test_fine_tune_without_feature_cache_uses_fastai_frozen_fit(pets_dir, tmp_path):
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
+    learn = quick_learner(pets_dir, weights=tmp_path / "r18.pth", **{**TINY, "pretrained": True})
+    result = train(learn, epochs=1, freeze_epochs=1, lr=1e-3, progress=False, feature_cache=False)
+    assert list(result.history.phase) == ["frozen", "unfrozen"]
