@@ -116,6 +116,38 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare_caltech10(args: argparse.Namespace) -> int:
+    from .caltech import prepare_caltech10  # noqa: PLC0415
+
+    counts = prepare_caltech10(args.src, args.dst)
+    print(f"{args.dst}: " + ", ".join(f"{n} {split}" for split, n in counts.items()) + " images")
+    return 0
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from .zoo import classify  # noqa: PLC0415
+
+    for image, top in zip(args.images, classify(args.images, arch=args.arch, weights=args.weights, topk=args.topk)):
+        print(f"{image}:")
+        for label, p in top:
+            print(f"  {p:7.2%}  {label}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .zoo import DEFAULT_COMPARE, compare, plot_compare  # noqa: PLC0415
+
+    archs = args.archs.split(",") if args.archs else list(DEFAULT_COMPARE)
+    table = compare(archs, runs=args.runs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "compare.csv", index=False)
+    plot_compare(table, out / "compare.png")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"table: {out / 'compare.csv'}  chart: {out / 'compare.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="petclf", description="Train, judge and ship image classifiers.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -160,6 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--onnx", default=None, help="write an ONNX file here")
     export.add_argument("--dtype", default="uint8", choices=["uint8", "float32"], help="pixel input type")
     export.set_defaults(func=_cmd_export)
+
+    caltech = sub.add_parser("prepare-caltech10", help="build the 10-animal Caltech-256 subset (train/valid/test)")
+    caltech.add_argument("src", help="Caltech-256 download: the folder holding 256_ObjectCategories/")
+    caltech.add_argument("dst", help="where to write train/, valid/ and test/")
+    caltech.set_defaults(func=_cmd_prepare_caltech10)
+
+    classify = sub.add_parser("classify", help="ImageNet top-k labels from a pretrained torchvision model")
+    classify.add_argument("images", nargs="+")
+    classify.add_argument("--arch", default="resnet101")
+    classify.add_argument("--weights", default=None, help="local torchvision weight file (offline use)")
+    classify.add_argument("--topk", type=int, default=5)
+    classify.set_defaults(func=_cmd_classify)
+
+    compare = sub.add_parser("compare", help="parameters, size, GFLOPs, latency and ImageNet error of networks")
+    compare.add_argument("--archs", default=None, help="comma-separated torchvision names (default: 11 classics)")
+    compare.add_argument("--runs", type=int, default=5, help="timed runs per network (median reported)")
+    compare.add_argument("--out", default="petclf-compare", help="directory for compare.csv and compare.png")
+    compare.set_defaults(func=_cmd_compare)
 
     report = sub.add_parser("report", help="confusion matrix, top losses, per-class figures for a saved model")
     report.add_argument("model_dir", help="model directory written by `petclf train` (OUT/model)")

@@ -5,7 +5,8 @@ Layouts:
 * ``pets``: one flat folder of ``<label>_<n>.<ext>`` files; the label comes from the file
   name by a regular expression (Oxford-IIIT Pets).
 * ``folders``: ``train/``, ``valid/`` (or ``val/``) and optional ``test/``, each with one
-  sub-folder per class (Caltech-10).
+  sub-folder per class (Caltech-10); with ``train/`` and ``test/`` only (CIFAR-10), valid is
+  drawn from ``train/``.
 * ``classes``: one sub-folder per class and no split folders.
 """
 from __future__ import annotations
@@ -151,7 +152,7 @@ def detect_layout(path: Path) -> str:
     Example: ``detect_layout(Path("caltech10"))`` → ``'folders'`` when it has train/ and valid/.
     """
     path = _existing_dir(path)
-    if (path / "train").is_dir() and any((path / v).is_dir() for v in _VALID_NAMES):
+    if (path / "train").is_dir() and any((path / v).is_dir() for v in (*_VALID_NAMES, "test")):
         return "folders"
     if _images_in(path, recurse=False):
         return "pets"
@@ -223,15 +224,20 @@ def _random_split(frame: pd.DataFrame, *, valid_pct: float, seed: int) -> pd.Dat
     return frame.assign(split=split)
 
 
-def _folder_split_frame(path: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    valid_dir = next(path / v for v in _VALID_NAMES if (path / v).is_dir())
-    folders = {"train": path / "train", "valid": valid_dir}
-    if (path / "test").is_dir():
-        folders["test"] = path / "test"
+def _folder_split_frame(path: Path, *, valid_pct: float, seed: int) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    valid_dir = next((path / v for v in _VALID_NAMES if (path / v).is_dir()), None)
+    folders = {"train": path / "train", "valid": valid_dir, "test": path / "test"}
     parts, skipped = [], []
     for split, folder in folders.items():
+        if folder is None or not folder.is_dir():
+            continue
         frame, junk = _class_frame(folder)
-        parts.append(frame.assign(split=split))
+        if split == "train" and valid_dir is None:
+            # train/ and test/ only (CIFAR-10): hold out valid_pct of train/ for validation.
+            frame = _random_split(frame, valid_pct=valid_pct, seed=seed)
+        else:
+            frame = frame.assign(split=split)
+        parts.append(frame)
         skipped += junk
     return pd.concat(parts, ignore_index=True), skipped
 
@@ -266,9 +272,9 @@ def find_dataset(path: Path | str, *, layout: str = "auto", label_pat: str | Non
         frame, skipped = _class_frame(root)
         frame = _random_split(frame, valid_pct=valid_pct, seed=seed)
     else:
-        if not (root / "train").is_dir() or not any((root / v).is_dir() for v in _VALID_NAMES):
-            raise DataError(f"layout 'folders' needs {root}/train and {root}/valid (or val) sub-folders.")
-        frame, skipped = _folder_split_frame(root)
+        if not (root / "train").is_dir():
+            raise DataError(f"layout 'folders' needs a {root}/train sub-folder, with valid/ (or val/) and/or test/.")
+        frame, skipped = _folder_split_frame(root, valid_pct=valid_pct, seed=seed)
         frame = _drop_unknown_labels(frame)
     dataset = Dataset(frame=frame.reset_index(drop=True), layout=chosen, root=root,
                       skipped=pd.DataFrame(skipped, columns=["path", "reason"]))

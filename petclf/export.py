@@ -12,32 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from fastai.learner import Learner
 from PIL import Image
-from torch import nn
 
 from . import _log
 from .artifact import load_model
 from .data import Pipeline
 from .errors import PetclfError, UsageError
+from .preprocess import PixelClassifier, presized_pixels
 
-__all__ = ["PixelClassifier", "export_onnx", "export_fastai", "load_pickled_learner", "onnx_input"]
-
-class PixelClassifier(nn.Module):
-    """Raw RGB pixels (N, H, W, 3) in → class scores out; preprocessing as fastai's validation does it."""
-
-    def __init__(self, model: nn.Module, pipeline: Pipeline) -> None:
-        super().__init__()
-        self.model, self.size = model, pipeline.size
-        self.register_buffer("mean", torch.tensor(pipeline.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(pipeline.std).view(1, 3, 1, 1))
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.permute(0, 3, 1, 2).float() / 255.0
-        # fastai resizes with grid_sample(align_corners=True) on an identity grid: the same as this.
-        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=True)
-        return self.model((x - self.mean) / self.std)
+__all__ = ["export_onnx", "export_fastai", "load_pickled_learner", "onnx_input"]
 
 
 def onnx_input(image: str | Path | Image.Image, pipeline: Pipeline, *, dtype: str = "uint8") -> np.ndarray:
@@ -45,13 +29,8 @@ def onnx_input(image: str | Path | Image.Image, pipeline: Pipeline, *, dtype: st
 
     Example: ``session.run(None, {"pixels": onnx_input("cat.jpg", pipeline)})``.
     """
-    from fastai.vision.augment import Resize  # noqa: PLC0415
-
-    from .images import RGBImage  # noqa: PLC0415
-
-    img = RGBImage.create(image)
-    resized = Resize(pipeline.presize, method="crop")(img, split_idx=1)
-    return np.asarray(resized, dtype=np.uint8 if dtype == "uint8" else np.float32)[None]
+    pixels = presized_pixels(image, pipeline.presize)
+    return pixels[None].astype(np.uint8 if dtype == "uint8" else np.float32)
 
 
 def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8", opset: int = 18) -> Path:

@@ -1,32 +1,35 @@
 """Predict with a saved model directory, preprocessing images exactly as validation does."""
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
-from fastai.data.transforms import IntToFloatTensor, Normalize, ToTensor
-from fastai.vision.core import PILImage
-from fasttransform import Pipeline as TfmPipeline
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from .artifact import load_model
-from .data import Pipeline
 from .device import pick_device, pick_precision
 from .errors import UsageError
 from .images import RGBImage
+from .preprocess import PixelClassifier, presized_pixels
 
-__all__ = ["Predictor", "valid_transforms"]
+__all__ = ["Predictor", "predict_files", "expand_images"]
 
 ImageLike = str | Path | Image.Image
 
 
-def valid_transforms(pipeline: Pipeline) -> tuple[TfmPipeline, TfmPipeline]:
-    """fastai's validation-mode item and batch transforms for ``pipeline`` (same code as training uses)."""
-    item = TfmPipeline([*pipeline.item_tfms(), ToTensor()], split_idx=1)
-    batch = TfmPipeline([IntToFloatTensor(), *pipeline.batch_tfms()], split_idx=1)
-    return item, batch
+def _fuse_conv_bn(model: nn.Module) -> nn.Module:
+    """Fold BatchNorm into the convolution before it (inference only); unchanged if the model cannot be traced."""
+    from torch.fx.experimental.optimization import fuse  # noqa: PLC0415
+
+    try:
+        return fuse(model.eval())
+    except Exception:  # noqa: BLE001 - tracing fails on data-dependent control flow; fusion is optional
+        return model
 
 
 class Predictor:
@@ -43,18 +46,26 @@ class Predictor:
         self.device = pick_device(device)
         self.precision = pick_precision(precision, self.device)
         loaded = load_model(model_dir, arch=arch, device=self.device)
-        self.model, self.classes, self.pipeline = loaded.model, loaded.classes, loaded.pipeline
-        self.meta = loaded.meta
-        self._item, self._batch = valid_transforms(self.pipeline)
+        self.classes, self.pipeline, self.meta = loaded.classes, loaded.pipeline, loaded.meta
+        # Weights stored in the compute dtype: autocast would re-cast every weight on every call,
+        # which dominates the cost of small batches.
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
+        model = _fuse_conv_bn(loaded.model).to(dtype=dtype, memory_format=torch.channels_last)
+        self.net = PixelClassifier(model, self.pipeline, dtype=dtype).to(self.device).eval()
+        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
+        self._prefetch = ThreadPoolExecutor(max_workers=1)
+
+    def pixels(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """(N, presize, presize, 3) uint8: the images read and centre-cropped as in validation."""
+        # PIL decodes and resizes without the GIL, so threads read a batch on every core.
+        arrays = list(self._pool.map(lambda img: presized_pixels(_checked(img), self.pipeline.presize), images))
+        return torch.from_numpy(np.stack(arrays))
 
     def logits(self, images: Sequence[ImageLike]) -> torch.Tensor:
-        """Raw fp32 scores, one row per image, for already-readable images."""
-        items = [self._item(_open(img)) for img in images]
-        xb = self._batch(torch.stack(items).to(self.device)).as_subclass(torch.Tensor)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype or torch.float32,
-                                                    enabled=dtype is not None):
-            return self.model(xb).float().cpu()
+        """Raw fp32 scores, one row per image."""
+        pixels = self.pixels(images).to(self.device)
+        with torch.inference_mode():
+            return self.net(pixels).cpu()
 
     def predict(self, image: ImageLike, *, topk: int = 3) -> list[tuple[str, float]]:
         """The ``topk`` most likely classes of one image with their probabilities.
@@ -65,10 +76,20 @@ class Predictor:
 
     def predict_batch(self, images: Iterable[ImageLike], *, bs: int = 64,
                       topk: int = 3) -> list[list[tuple[str, float]]]:
-        """Predict many images, ``bs`` at a time; results come in the order given."""
-        images, out = list(images), []
-        for start in range(0, len(images), bs):
-            out.extend(self._top(self.logits(images[start:start + bs]), topk))
+        """Predict many images, ``bs`` at a time; results come in the order given.
+
+        The next batch is read while the network runs on the current one.
+        """
+        images = list(images)
+        chunks = [images[i:i + bs] for i in range(0, len(images), bs)]
+        out: list[list[tuple[str, float]]] = []
+        pending = self._prefetch.submit(self.pixels, chunks[0]) if chunks else None
+        for k in range(len(chunks)):
+            pixels = pending.result()
+            if k + 1 < len(chunks):
+                pending = self._prefetch.submit(self.pixels, chunks[k + 1])
+            with torch.inference_mode():
+                out.extend(self._top(self.net(pixels.to(self.device)).cpu(), topk))
         return out
 
     def _top(self, logits: torch.Tensor, topk: int) -> list[list[tuple[str, float]]]:
@@ -79,7 +100,8 @@ class Predictor:
         return [[(self.classes[i], float(p)) for p, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]
 
 
-def _open(image: ImageLike) -> PILImage:
+def _checked(image: ImageLike) -> Image.Image:
+    """The image as RGB, or a UsageError that says why the file cannot be read."""
     if isinstance(image, Image.Image):
         return RGBImage.create(image)
     path = Path(image)
@@ -123,6 +145,20 @@ class _PickledPredictor:
         return out
 
 
+def _predict_chunk(predictor, files: list[Path], *, topk: int) -> list[tuple[Path, list, str]]:
+    """(file, top-k, error) for each file; one unreadable file costs its batch a file-by-file retry."""
+    try:
+        return [(f, top, "") for f, top in zip(files, predictor.predict_batch(files, bs=len(files), topk=topk))]
+    except UsageError:
+        results = []
+        for f in files:
+            try:
+                results.append((f, predictor.predict_batch([f], topk=topk)[0], ""))
+            except UsageError as err:
+                results.append((f, [], str(err)))
+        return results
+
+
 def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: int = 3,
                   csv: str | Path | None = None, bs: int = 64, trust_pickle: bool = False) -> int:
     """Print top-k predictions for image files and folders; unreadable files are reported, not fatal.
@@ -144,18 +180,13 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: 
     if not files:
         raise UsageError(f"no image files found in {', '.join(map(str, inputs))}.")
     rows, failed = [], []
-    readable = []
-    for file in files:
-        try:
-            _open(file)
-            readable.append(file)
-        except UsageError as err:
-            failed.append((file, str(err)))
-    chunks = range(0, len(readable), bs)
-    show_bar = sys.stderr.isatty() and len(readable) > bs
+    chunks = range(0, len(files), bs)
+    show_bar = sys.stderr.isatty() and len(files) > bs
     for start in progress_bar(chunks) if show_bar else chunks:
-        batch = readable[start:start + bs]
-        for file, top in zip(batch, predictor.predict_batch(batch, bs=bs, topk=topk)):
+        for file, top, error in _predict_chunk(predictor, files[start:start + bs], topk=topk):
+            if error:
+                failed.append((file, error))
+                continue
             rows.append((file, top))
             print(f"{file}: " + ", ".join(f"{label} {p:.1%}" for label, p in top))
     for file, reason in failed:

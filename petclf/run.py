@@ -168,7 +168,3 @@ def _summary(learn: Learner, result: TrainResult, *, seconds: float) -> dict:
     summary["seconds"] = round(seconds, 2)
     return summary
 
-
-def history_frame(out: str | Path) -> pd.DataFrame:
-    """Read the ``history.csv`` a run wrote."""
-    return pd.read_csv(Path(out) / "history.csv")

@@ -104,3 +104,11 @@ def test_bad_options_are_refused(pets_dir):
 def test_presize_is_larger_than_size():
     pipe = make_pipeline(size=224)
     assert pipe.presize > pipe.size
+
+
+def test_train_and_test_folders_only_draw_valid_from_train(tmp_path, folders_dir):
+    shutil.copytree(folders_dir / "train", tmp_path / "train")
+    shutil.copytree(folders_dir / "test", tmp_path / "test")
+    ds = find_dataset(tmp_path, valid_pct=0.25)
+    assert ds.layout == "folders"
+    assert (ds.count("train"), ds.count("valid"), ds.count("test")) == (18, 6, 12)
