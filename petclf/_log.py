@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 
@@ -25,6 +26,9 @@ if not logger.handlers:
     logger.setLevel(logging.INFO)
     # Our handler already prints; the root logger would print it twice.
     logger.propagate = False
+    # Under torchrun / accelerate launch only process 0 speaks (errors excepted).
+    if int(os.environ.get("RANK", "0")) > 0:
+        logger.setLevel(logging.ERROR)
 
 
 def info(message: str) -> None:

@@ -52,8 +52,11 @@ def _options(args: argparse.Namespace):
 def _cmd_train(args: argparse.Namespace) -> int:
     from .run import train_folder  # noqa: PLC0415
 
+    from .distributed import is_main  # noqa: PLC0415
+
     run = train_folder(args.path, out=args.out, options=_options(args), resume=True if args.resume else None)
-    print(f"model: {run.model_dir}\nsummary: {run.out / 'summary.json'}")
+    if is_main():
+        print(f"model: {run.model_dir}\nsummary: {run.out / 'summary.json'}")
     return 0
 
 

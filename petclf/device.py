@@ -1,6 +1,7 @@
 """Pick the device and the numeric precision a run uses."""
 from __future__ import annotations
 
+import os
 import platform
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +33,9 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
             raise UsageError("device 'mps' was asked for but Apple MPS is not available; use --device cpu.")
         return chosen
     if torch.cuda.is_available():
+        local = os.environ.get("LOCAL_RANK")
+        if local is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            torch.cuda.set_device(int(local))  # one GPU per launched process
         return torch.device("cuda", torch.cuda.current_device())
     if _mps_available():
         return torch.device("mps")

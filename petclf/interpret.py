@@ -15,7 +15,7 @@ from PIL import Image
 from . import _log
 from .errors import UsageError
 
-__all__ = ["Interpretation", "interpret", "interpret_saved"]
+__all__ = ["Interpretation", "interpret", "interpret_files", "interpret_saved"]
 
 _EPS = 1e-12
 
@@ -210,12 +210,20 @@ def interpret_saved(model_dir: str | Path, data: str | Path, *, split: str = "va
     frame = dataset.frame[dataset.frame.split == split]
     if frame.empty:
         raise UsageError(f"{data} has no {split} images" + (" (a test split needs a test/ folder)." if split == "test" else "."))
-    predictor = Predictor(model_dir)
+    return interpret_files(Predictor(model_dir), list(frame.path), list(frame.label), split=split, bs=bs)
+
+
+def interpret_files(predictor, paths: Sequence[str], labels: Sequence[str], *, split: str = "valid",
+                    bs: int = 64) -> Interpretation:
+    """Predict labelled files with a ``Predictor`` and return an ``Interpretation`` in the files' order.
+
+    Example: ``interpret_files(Predictor(d), ["a/cat_1.jpg"], ["cat"], split="test").metrics()``.
+    """
     index = {c: i for i, c in enumerate(predictor.classes)}
-    known = frame[frame.label.isin(index)]
-    if len(known) < len(frame):
-        _log.warn(f"{len(frame) - len(known)} {split} images have classes the model does not know; left out.")
-    paths = list(known.path)
-    probs = torch.cat([predictor.logits(paths[i:i + bs]).softmax(dim=1) for i in range(0, len(paths), bs)])
-    return Interpretation.from_arrays(probs.numpy(), [index[c] for c in known.label],
-                                      classes=predictor.classes, items=paths, split=split)
+    known = [(p, c) for p, c in zip(paths, labels) if c in index]
+    if len(known) < len(paths):
+        _log.warn(f"{len(paths) - len(known)} {split} images have classes the model does not know; left out.")
+    files = [p for p, _ in known]
+    probs = torch.cat([predictor.logits(files[i:i + bs]).softmax(dim=1) for i in range(0, len(files), bs)])
+    return Interpretation.from_arrays(probs.numpy(), [index[c] for _, c in known],
+                                      classes=predictor.classes, items=files, split=split)

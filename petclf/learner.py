@@ -18,6 +18,7 @@ from torch import nn
 from . import _log
 from .data import Dataset, Pipeline, find_dataset, make_dataloaders, make_pipeline
 from .device import pick_device, pick_precision
+from .distributed import main_process_first
 from .errors import UsageError
 from .models import ArchSpec, build_model, check_arch
 from .precision import precision_callbacks
@@ -100,8 +101,9 @@ def quick_learner(
     dev = pick_device(device)
     prec = pick_precision(precision, dev)
     set_seed(seed, reproducible=False)
-    scan = scan_dataset(find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed),
-                        strict=strict)
+    with main_process_first():  # process 0 fills the scan and image caches; the others then read them
+        scan = scan_dataset(find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed),
+                            strict=strict)
     dataset = scan.dataset
     if bs > dataset.count("train"):
         raise UsageError(f"bs={bs} is larger than the {dataset.count('train')} training images: "
@@ -109,7 +111,8 @@ def quick_learner(
     built = build_model(arch, len(dataset.classes), pretrained=pretrained, weights=weights)
     pipeline = make_pipeline(size=size, augment=augment, stats=built.stats)
     workers = default_num_workers(dev) if num_workers is None else num_workers
-    dls = make_dataloaders(dataset, pipeline, bs=bs, device=dev, num_workers=workers, cache=cache)
+    with main_process_first():
+        dls = make_dataloaders(dataset, pipeline, bs=bs, device=dev, num_workers=workers, cache=cache)
     spec = RunSpec(arch=built.spec, pipeline=pipeline, classes=tuple(dataset.classes), layout=dataset.layout,
                    label_pat=label_pat, valid_pct=valid_pct,
                    data_path=str(dataset.root), device=str(dev), precision=prec,

@@ -1,6 +1,7 @@
 """Predict with a saved model directory, preprocessing images exactly as validation does."""
 from __future__ import annotations
 
+import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,14 +44,30 @@ class Predictor:
 
     def __init__(self, model_dir: str | Path, *, device: str | torch.device | None = None,
                  precision: str = "auto", arch: Callable | nn.Module | None = None) -> None:
+        loaded = load_model(model_dir, arch=arch)
+        self._setup(loaded.model, loaded.classes, loaded.pipeline, device=device, precision=precision)
+        self.meta = loaded.meta
+
+    @classmethod
+    def from_learner(cls, learn, *, precision: str = "auto") -> "Predictor":
+        """A predictor for a learner made by ``quick_learner``, without saving it first (the learner is not changed)."""
+        from .learner import run_spec  # noqa: PLC0415
+
+        spec = run_spec(learn)
+        predictor = cls.__new__(cls)
+        model = copy.deepcopy(getattr(learn.model, "module", learn.model)).float().cpu()
+        predictor._setup(model, spec.classes, spec.pipeline, device=learn.dls.device, precision=precision)
+        predictor.meta = {}
+        return predictor
+
+    def _setup(self, model: nn.Module, classes, pipeline, *, device, precision: str) -> None:
         self.device = pick_device(device)
         self.precision = pick_precision(precision, self.device)
-        loaded = load_model(model_dir, arch=arch, device=self.device)
-        self.classes, self.pipeline, self.meta = loaded.classes, loaded.pipeline, loaded.meta
+        self.classes, self.pipeline = tuple(classes), pipeline
         # Weights stored in the compute dtype: autocast would re-cast every weight on every call,
         # which dominates the cost of small batches.
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
-        model = _fuse_conv_bn(loaded.model).to(dtype=dtype, memory_format=torch.channels_last)
+        model = _fuse_conv_bn(model).to(dtype=dtype, memory_format=torch.channels_last)
         self.net = PixelClassifier(model, self.pipeline, dtype=dtype).to(self.device).eval()
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
         self._prefetch = ThreadPoolExecutor(max_workers=1)

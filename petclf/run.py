@@ -13,10 +13,12 @@ from fastai.learner import Learner
 from . import _log
 from .artifact import save_model, write_json_atomic
 from .checkpoint import ResumeState, load_checkpoint
+from .distributed import broadcast, is_main
 from .errors import UsageError
-from .interpret import interpret
+from .interpret import Interpretation, interpret_files
 from .learner import quick_learner, run_spec
 from .plots import save_loss_plot, save_lr_find_plot
+from .predict import Predictor
 from .report import write_report
 from .train import TrainResult, find_lr, train
 
@@ -99,22 +101,25 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
                           pretrained=options.pretrained, weights=options.weights, device=options.device,
                           precision=options.precision, augment=options.augment, strict=options.strict,
                           cache=options.image_cache)
-    _write_skipped(learn, out)
-    write_json_atomic(out / "config.json", config)
+    if is_main():  # under a launcher, one process writes every file
+        _write_skipped(learn, out)
+        write_json_atomic(out / "config.json", config)
     lr = options.lr
     if lr is None and state is None:
-        lr = find_lr(learn, progress=progress)
-        save_lr_find_plot(learn.recorder, lr, out / "lr_find.png")
+        lr = broadcast(find_lr(learn, progress=progress))
+        if is_main():
+            save_lr_find_plot(learn.recorder, lr, out / "lr_find.png")
     result = train(learn, epochs=options.epochs, freeze_epochs=options.freeze_epochs, lr=lr, progress=progress,
                    checkpoints=out / CHECKPOINT_DIR, resume=state, feature_cache=options.feature_cache)
+    if not is_main():  # under a launcher the other processes are done: process 0 evaluates and writes
+        return RunResult(out=out, model_dir=out / "model", summary={}, learn=learn)
+    interps = _evaluate(learn)
+    summary = _summary(learn, result, interps, seconds=time.perf_counter() - start)
     result.history.to_csv(out / "history.csv", index=False)
     save_loss_plot(result, out / "loss.png")
-    summary = _summary(learn, result, seconds=time.perf_counter() - start)
     model_dir = save_model(learn, out / "model", summary=summary)
     write_json_atomic(out / "summary.json", summary)
-    splits = ["valid", "test"] if len(learn.dls.loaders) > 2 else ["valid"]
-    write_report(out, [interpret(learn, split=s) for s in splits], summary=summary,
-                 history=result.history, loss_png=out / "loss.png")
+    write_report(out, interps, summary=summary, history=result.history, loss_png=out / "loss.png")
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the run is complete; the model dir has it all
     _log.info(f"validation error rate {summary['error_rate']:.4f} (accuracy {summary['accuracy']:.4f}); "
               f"results in {out}")
@@ -149,7 +154,15 @@ def _write_skipped(learn: Learner, out: Path) -> None:
         _log.info(f"{len(skipped)} files skipped; the list with reasons is in {out / 'skipped.csv'}")
 
 
-def _summary(learn: Learner, result: TrainResult, *, seconds: float) -> dict:
+def _evaluate(learn: Learner) -> list[Interpretation]:
+    """Valid (and test) predictions of the trained network, in plain torch: no fastai gathering across processes."""
+    predictor = Predictor.from_learner(learn)
+    frame = learn.petclf_spec.dataset.frame
+    return [interpret_files(predictor, list(part.path), list(part.label), split=split)
+            for split in ("valid", "test") if len(part := frame[frame.split == split])]
+
+
+def _summary(learn: Learner, result: TrainResult, interps: list[Interpretation], *, seconds: float) -> dict:
     spec = run_spec(learn)
     dataset = learn.petclf_spec.dataset
     best = result.best
@@ -162,9 +175,10 @@ def _summary(learn: Learner, result: TrainResult, *, seconds: float) -> dict:
         "best_epoch": result.best_epoch, "error_rate": best["error_rate"], "accuracy": best["accuracy"],
         "valid_loss": best["valid_loss"], "train_seconds": round(result.seconds, 2),
     }
-    if len(learn.dls.loaders) > 2:
-        test_loss, test_error, test_accuracy = (float(v) for v in learn.validate(ds_idx=2))
-        summary.update(test_loss=test_loss, test_error_rate=test_error, test_accuracy=test_accuracy)
+    for interp in interps:
+        if interp.split == "test":
+            m = interp.metrics()
+            summary.update(test_loss=m["log_loss"], test_error_rate=m["error_rate"], test_accuracy=m["accuracy"])
     summary["seconds"] = round(seconds, 2)
     return summary
 

@@ -17,6 +17,7 @@ from fastcore.foundation import L
 
 from . import _log
 from .checkpoint import Checkpoint, ResumeState
+from .distributed import broadcast, distributed, is_main, world_size
 from .errors import UsageError
 from .features import supports_feature_cache, train_head
 
@@ -101,7 +102,7 @@ class KeepBest(Callback):
         self.current_is_best = self.best_key is None or key < self.best_key
         if self.current_is_best:
             self.best_key, self.best_epoch = key, self.epochs_seen
-            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.learn.model.state_dict().items()}
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in bare(self.learn.model).state_dict().items()}
 
     def restore(self, learn: Learner) -> None:
         """Put the best epoch's weights back into ``learn`` (once the whole recipe has run)."""
@@ -198,19 +199,21 @@ def train(learn: Learner, *, epochs: int = 5, freeze_epochs: int = 1, lr: float 
     if resume is not None:
         lr = resume.lr
     elif lr is None:
-        lr = find_lr(learn, progress=progress)
+        lr = broadcast(find_lr(learn, progress=progress))  # every process trains with process 0's choice
     pretrained = (learn.opt is not None and learn.opt.frozen_idx > 0) or _body_frozen(learn)
     phases = plan_phases(pretrained=pretrained, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr)
-    history = History(total_epochs=sum(p.epochs for p in phases), print_lines=not _show_bar(progress),
+    history = History(total_epochs=sum(p.epochs for p in phases), print_lines=is_main() and not _show_bar(progress),
                       rows=resume.rows if resume else None, batch_losses=resume.batch_losses if resume else None)
     best = KeepBest() if keep_best else None
     cbs: list[Callback] = [history] + ([best] if best else [])
-    if checkpoints is not None:
+    if checkpoints is not None and is_main():
         cbs.append(Checkpoint(Path(checkpoints), lr=lr))
+    # Heads trained apart in each process would diverge; under a launcher the frozen phase runs data-parallel.
+    feature_cache = feature_cache and world_size() <= 1
     done = _restore(learn, resume, best)
     start = time.perf_counter()
     offset = 0
-    with _quiet_unless(_show_bar(progress), learn):
+    with _quiet_unless(_show_bar(progress), learn), distributed(learn):
         for phase in phases:
             skip = min(max(done - offset, 0), phase.epochs)
             offset += phase.epochs
@@ -251,6 +254,11 @@ def _restore(learn: Learner, resume: ResumeState | None, best: KeepBest | None) 
         best.current_is_best = resume.best_epoch == resume.epochs_done
     _log.info(f"resuming after epoch {resume.epochs_done} (lr {resume.lr:.2e})")
     return resume.epochs_done
+
+
+def bare(model: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a DistributedDataParallel wrapper (or the network itself)."""
+    return getattr(model, "module", model)
 
 
 def _body_frozen(learn: Learner) -> bool:
