@@ -10,6 +10,11 @@ Example::
 """
 from __future__ import annotations
 
+import warnings
+
+# fastai's import trips a torch deprecation notice about its own code that users can do nothing about.
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+
 __version__ = "0.1.0"
 
 from .artifact import LoadedModel as LoadedModel

@@ -12,7 +12,7 @@ from .run import RunResult, TrainOptions, train_folder
 __all__ = ["DEMO_OPTIONS", "DemoResult", "run_demo"]
 
 #: resnet18 from scratch at 64 px: the digits are 8×8 scans, so larger sizes add time, not accuracy.
-DEMO_OPTIONS = TrainOptions(arch="resnet18", size=64, bs=64, epochs=6, pretrained=False, augment="no-flip")
+DEMO_OPTIONS = TrainOptions(arch="resnet18", size=64, bs=64, epochs=8, pretrained=False, augment="no-flip")
 
 
 @dataclass(frozen=True)
