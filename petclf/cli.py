@@ -19,11 +19,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     d = TrainOptions()
     p.add_argument("--arch", default=d.arch, help="torchvision or timm model name (default %(default)s)")
     p.add_argument("--size", type=int, default=d.size, help="image side in pixels (default %(default)s)")
-    p.add_argument("--bs", type=int, default=d.bs, help="batch size per device (default %(default)s)")
+    p.add_argument("--bs", type=int, default=d.bs,
+                   help="batch size per process/device; global batch = bs × processes (default %(default)s)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="epochs with all layers training (default %(default)s)")
     p.add_argument("--freeze-epochs", type=int, default=d.freeze_epochs,
                    help="head-only epochs before unfreezing; pretrained only (default %(default)s)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: lr_find's suggestion)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate, used as given in every process (default: lr_find's suggestion)")
     p.add_argument("--valid-pct", type=float, default=d.valid_pct, help="held-out share without valid/ (default %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="split and initialisation seed (default %(default)s)")
     p.add_argument("--label-pat", default=None, help="regex whose first group is the label (Pets layout)")

@@ -225,6 +225,8 @@ def train(learn: Learner, *, epochs: int = 5, freeze_epochs: int = 1, lr: float 
                 train_head(learn, phase.epochs, float(phase.lr_max.stop), cbs=[history],
                            pct_start=phase.pct_start, show_bar=_show_bar(progress))
                 history.phase_override = None
+                if best is not None:  # head-only epochs are not candidates, but they are numbered
+                    best.epochs_seen = len(history.rows)
                 continue
             learn.freeze() if phase.name == "frozen" else learn.unfreeze()
             if resume is not None and skip > 0:

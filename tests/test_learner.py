@@ -40,6 +40,8 @@ def test_pretrained_body_is_fine_tuned_frozen_first(pets_dir, tmp_path):
     assert not next(learn.model[0].parameters()).requires_grad
     result = train(learn, epochs=1, freeze_epochs=1, lr=1e-3, progress=False)
     assert list(result.history.phase) == ["frozen", "unfrozen"]
+    # Epochs are numbered across both phases; the kept epoch is the unfrozen one.
+    assert list(result.history.epoch) == [1, 2] and result.best_epoch == 2
 
 
 def test_discriminative_learning_rates_reach_each_layer_group(pets_dir):
