@@ -201,12 +201,14 @@ def interpret_saved(model_dir: str | Path, data: str | Path, *, split: str = "va
     from .artifact import read_meta  # noqa: PLC0415 - avoids an import cycle at load time
     from .data import find_dataset  # noqa: PLC0415
     from .predict import Predictor  # noqa: PLC0415
+    from .scan import scan_dataset  # noqa: PLC0415
 
     if split not in ("valid", "test"):
         raise UsageError(f"split must be 'valid' or 'test'. Received: split={split!r}.")
     info = read_meta(model_dir).get("data", {})
     dataset = find_dataset(data, layout=info.get("layout", "auto"), label_pat=info.get("label_pat"),
                            valid_pct=info.get("valid_pct", 0.2), seed=info.get("seed", 42))
+    dataset = scan_dataset(dataset).dataset  # unreadable files are left out, as in training
     frame = dataset.frame[dataset.frame.split == split]
     if frame.empty:
         raise UsageError(f"{data} has no {split} images" + (" (a test split needs a test/ folder)." if split == "test" else "."))
