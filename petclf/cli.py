@@ -5,7 +5,6 @@ import argparse
 import sys
 import warnings
 from dataclasses import fields
-from pathlib import Path
 from typing import Sequence
 
 from .errors import PetclfError, UsageError
@@ -140,16 +139,12 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .zoo import DEFAULT_COMPARE, compare, plot_compare  # noqa: PLC0415
+    from .zoo import DEFAULT_COMPARE, compare, write_compare  # noqa: PLC0415
 
-    archs = args.archs.split(",") if args.archs else list(DEFAULT_COMPARE)
-    table = compare(archs, runs=args.runs)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "compare.csv", index=False)
-    plot_compare(table, out / "compare.png")
+    table = compare(args.archs.split(",") if args.archs else DEFAULT_COMPARE, runs=args.runs)
+    csv, chart = write_compare(table, args.out)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    print(f"table: {out / 'compare.csv'}  chart: {out / 'compare.png'}")
+    print(f"table: {csv}  chart: {chart}")
     return 0
 
 

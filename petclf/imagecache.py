@@ -10,7 +10,6 @@ and the other augmentations still run every epoch.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -80,9 +79,7 @@ class PresizedImages:
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
             list(pool.map(one, range(len(paths))))
         out.flush()
-        del out
         os.replace(tmp, self.file)
-        (folder / f"{self.file.stem}.json").write_text(json.dumps({"presize": self.presize, "n": len(paths)}))
 
     def load(self, item: int | np.integer | str | Path | Image.Image) -> TensorImage:
         """A cached row by index; a path or PIL image (``learn.predict(path)``, ``test_dl(paths)``) is decoded."""

@@ -68,7 +68,7 @@ def write_report(out: str | Path, interps: Sequence[Interpretation], *, summary:
     out.mkdir(parents=True, exist_ok=True)
     metrics = {i.split: i.metrics() for i in interps}
     write_json_atomic(out / "metrics.json", metrics)
-    parts = [f"<h1>petclf report</h1>", '<h2 id="summary">Summary</h2>', _summary_html(summary or {})]
+    parts = ["<h1>petclf report</h1>", '<h2 id="summary">Summary</h2>', _summary_html(summary or {})]
     parts += ['<h2 id="metrics">Metrics</h2>', _table(pd.DataFrame(metrics).T)]
     parts.append('<h2 id="learning-curves">Learning curves</h2>')
     if loss_png is not None and Path(loss_png).is_file():

@@ -23,7 +23,7 @@ from .errors import UsageError
 from .images import read_rgb
 from .models import _download_torchvision, read_state_dict, torchvision_arch_names
 
-__all__ = ["DEFAULT_COMPARE", "classify", "compare", "plot_compare"]
+__all__ = ["DEFAULT_COMPARE", "classify", "compare", "plot_compare", "write_compare"]
 
 DEFAULT_COMPARE = ("alexnet", "vgg16", "googlenet", "resnet18", "resnet50", "resnet101", "resnext50_32x4d",
                    "densenet121", "mobilenet_v2", "shufflenet_v2_x1_0", "squeezenet1_0")
@@ -127,3 +127,11 @@ def plot_compare(table: pd.DataFrame, path: str | Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return Path(path)
+
+
+def write_compare(table: pd.DataFrame, out: str | Path) -> tuple[Path, Path]:
+    """Write ``compare.csv`` and the bubble chart ``compare.png`` into ``out``; return both paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "compare.csv", index=False)
+    return out / "compare.csv", plot_compare(table, out / "compare.png")

@@ -5,7 +5,6 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
 
 from petclf import Predictor, load_model, quick_learner, save_model, train
 from petclf.cli import main
