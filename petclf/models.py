@@ -61,7 +61,7 @@ def _timm():
 
 def _unknown_arch(name: str) -> UsageError:
     timm = _timm()
-    names = torchvision_arch_names() + (list(timm.list_models()) if timm else [])
+    names = sorted(set(torchvision_arch_names()) | (set(timm.list_models()) if timm else set()))
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     extra = "" if timm else " (install timm for its models: pip install timm)"
