@@ -16,7 +16,7 @@ from .artifact import load_model
 from .device import pick_device, pick_precision
 from .errors import UsageError
 from .images import RGBImage
-from .preprocess import PixelClassifier, presized_pixels
+from .preprocess import PixelClassifier, Presizer
 
 __all__ = ["Predictor", "predict_files", "expand_images"]
 
@@ -69,13 +69,14 @@ class Predictor:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
         model = _fuse_conv_bn(model).to(dtype=dtype, memory_format=torch.channels_last)
         self.net = PixelClassifier(model, self.pipeline, dtype=dtype).to(self.device).eval()
+        self._presize = Presizer(self.pipeline.presize)
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
         self._prefetch = ThreadPoolExecutor(max_workers=1)
 
     def pixels(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """(N, presize, presize, 3) uint8: the images read and centre-cropped as in validation."""
         # PIL decodes and resizes without the GIL, so threads read a batch on every core.
-        arrays = list(self._pool.map(lambda img: presized_pixels(_checked(img), self.pipeline.presize), images))
+        arrays = list(self._pool.map(lambda img: self._presize(_checked(img)), images))
         return torch.from_numpy(np.stack(arrays))
 
     def logits(self, images: Sequence[ImageLike]) -> torch.Tensor:

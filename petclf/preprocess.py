@@ -8,6 +8,7 @@ here skips fastai's per-call dispatch, which costs more than the maths for small
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,26 @@ from torch import nn
 from .data import Pipeline
 from .images import RGBImage
 
-__all__ = ["PixelClassifier", "presized_pixels"]
+__all__ = ["PixelClassifier", "Presizer", "presized_pixels"]
+
+
+class Presizer:
+    """Reads images as training does (shorter side to ``presize``, centre crop) into uint8 arrays; thread-safe."""
+
+    def __init__(self, presize: int) -> None:
+        self.presize = presize
+        self._local = threading.local()  # fastai's Resize keeps per-call state: one per thread
+
+    def __call__(self, image: str | Path | Image.Image) -> np.ndarray:
+        resize = getattr(self._local, "resize", None)
+        if resize is None:
+            resize = self._local.resize = Resize(self.presize, method="crop")
+        return np.asarray(resize(RGBImage.create(image), split_idx=1), dtype=np.uint8)
 
 
 def presized_pixels(image: str | Path | Image.Image, presize: int) -> np.ndarray:
     """(presize, presize, 3) uint8 RGB: the image read as training reads it, resized and centre-cropped."""
-    return np.asarray(Resize(presize, method="crop")(RGBImage.create(image), split_idx=1), dtype=np.uint8)
+    return Presizer(presize)(image)
 
 
 class PixelClassifier(nn.Module):
