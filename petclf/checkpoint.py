@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from fastai.callback.core import Callback
 
+from .distributed import bare
 from .errors import PetclfError
 
 __all__ = ["Checkpoint", "ResumeState", "load_checkpoint", "save_atomic", "CHECKPOINT_FILE", "BEST_FILE"]
@@ -121,8 +122,7 @@ class Checkpoint(Callback):
         if self._cancelled:
             return
         history, keep_best = self.learn.history, getattr(self.learn, "keep_best", None)
-        model = getattr(self.learn.model, "module", self.learn.model)  # unwrap DistributedDataParallel
-        model_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        model_state = {k: v.detach().cpu() for k, v in bare(self.learn.model).state_dict().items()}
         if keep_best is not None and keep_best.current_is_best:
             save_atomic(model_state, self.directory / BEST_FILE)
         opt = self.learn.opt.state_dict()

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from fastai.callback.progress import ProgressCallback
 from fastai.learner import Learner
 
-__all__ = ["distributed", "is_main", "main_process_first", "rank", "world_size", "broadcast"]
+__all__ = ["bare", "distributed", "is_main", "main_process_first", "rank", "world_size", "broadcast"]
 
 
 def world_size() -> int:
@@ -39,6 +39,11 @@ def local_rank() -> int:
 def is_main() -> bool:
     """True in the one process that writes files and logs."""
     return rank() == 0
+
+
+def bare(model: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a DistributedDataParallel wrapper (or the network itself)."""
+    return getattr(model, "module", model)
 
 
 def _init_group() -> None:

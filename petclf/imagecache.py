@@ -18,11 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 from fastai.torch_core import TensorImage
-from fastai.vision.augment import Resize
 from fasttransform import Transform
 
 from . import _log
-from .images import RGBImage
+from .preprocess import Presizer
 from .scan import cache_dir
 
 __all__ = ["LoadPresized", "PresizedImages", "cache_bytes"]
@@ -47,12 +46,12 @@ class PresizedImages:
 
     def __init__(self, paths: list[str], presize: int, *, workers: int | None = None) -> None:
         self.presize = presize
+        self._presize = Presizer(presize)
+        self._array: np.ndarray | None = None
         folder = cache_dir() / "images"
         self.file = folder / f"{_key(paths, presize)}.npy"
         if not self.file.is_file():
             self._build(paths, folder, workers)
-        self._array: np.ndarray | None = None
-        self._resize = Resize(presize, method="crop")
 
     @property
     def array(self) -> np.ndarray:
@@ -68,10 +67,8 @@ class PresizedImages:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), self.presize, self.presize, 3))
-        resize = Resize(self.presize, method="crop")
-
         def one(i: int) -> None:
-            out[i] = np.asarray(resize(RGBImage.create(paths[i]), split_idx=1))
+            out[i] = self._presize(paths[i])
 
         _log.info(f"caching {len(paths)} images at {self.presize} px "
                   f"({cache_bytes(len(paths), self.presize) / 1e6:.0f} MB in {folder})")
@@ -84,7 +81,7 @@ class PresizedImages:
     def load(self, item: int | np.integer | str | Path | Image.Image) -> TensorImage:
         """A cached row by index; a path or PIL image (``learn.predict(path)``, ``test_dl(paths)``) is decoded."""
         if isinstance(item, (str, Path, Image.Image)):
-            pixels = np.array(self._resize(RGBImage.create(item), split_idx=1))
+            pixels = np.array(self._presize(item))
         else:
             pixels = np.array(self.array[int(item)])
         return TensorImage(torch.from_numpy(pixels).permute(2, 0, 1))

@@ -14,8 +14,8 @@ from torch import nn
 
 from .artifact import load_model
 from .device import pick_device, pick_precision
+from .distributed import bare
 from .errors import UsageError
-from .images import RGBImage
 from .preprocess import PixelClassifier, Presizer
 
 __all__ = ["Predictor", "predict_files", "expand_images"]
@@ -55,7 +55,7 @@ class Predictor:
 
         spec = run_spec(learn)
         predictor = cls.__new__(cls)
-        model = copy.deepcopy(getattr(learn.model, "module", learn.model)).float().cpu()
+        model = copy.deepcopy(bare(learn.model)).float().cpu()
         predictor._setup(model, spec.classes, spec.pipeline, device=learn.dls.device, precision=precision)
         predictor.meta = {}
         return predictor
@@ -76,8 +76,17 @@ class Predictor:
     def pixels(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """(N, presize, presize, 3) uint8: the images read and centre-cropped as in validation."""
         # PIL decodes and resizes without the GIL, so threads read a batch on every core.
-        arrays = list(self._pool.map(lambda img: self._presize(_checked(img)), images))
+        arrays = list(self._pool.map(self._read, images))
         return torch.from_numpy(np.stack(arrays))
+
+    def _read(self, image: ImageLike) -> np.ndarray:
+        """One image's presized pixels, or a UsageError that says why the file cannot be read."""
+        try:
+            return self._presize(image)
+        except (FileNotFoundError, IsADirectoryError):
+            raise UsageError(f"image {image} does not exist.") from None
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+            raise UsageError(f"cannot read {image} as an image ({err}).") from None
 
     def logits(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """Raw fp32 scores, one row per image."""
@@ -116,19 +125,6 @@ class Predictor:
         probs = logits.softmax(dim=1)
         values, indices = probs.topk(min(topk, len(self.classes)), dim=1)
         return [[(self.classes[i], float(p)) for p, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]
-
-
-def _checked(image: ImageLike) -> Image.Image:
-    """The image as RGB, or a UsageError that says why the file cannot be read."""
-    if isinstance(image, Image.Image):
-        return RGBImage.create(image)
-    path = Path(image)
-    try:
-        return RGBImage.create(path)
-    except (FileNotFoundError, IsADirectoryError):
-        raise UsageError(f"image {path} does not exist.") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-        raise UsageError(f"cannot read {path} as an image ({err}).") from None
 
 
 def expand_images(inputs: Sequence[str | Path]) -> list[Path]:

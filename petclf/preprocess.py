@@ -31,6 +31,13 @@ class Presizer:
         self.presize = presize
         self._local = threading.local()  # fastai's Resize keeps per-call state: one per thread
 
+    # Pickled (fastai export, loader workers) by its size alone: thread-local state does not travel.
+    def __getstate__(self) -> dict:
+        return {"presize": self.presize}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["presize"])
+
     def __call__(self, image: str | Path | Image.Image) -> np.ndarray:
         resize = getattr(self._local, "resize", None)
         if resize is None:

@@ -17,7 +17,7 @@ from fastcore.foundation import L
 
 from . import _log
 from .checkpoint import Checkpoint, ResumeState
-from .distributed import broadcast, distributed, is_main, world_size
+from .distributed import bare, broadcast, distributed, is_main, world_size
 from .errors import UsageError
 from .features import supports_feature_cache, train_head
 
@@ -256,11 +256,6 @@ def _restore(learn: Learner, resume: ResumeState | None, best: KeepBest | None) 
         best.current_is_best = resume.best_epoch == resume.epochs_done
     _log.info(f"resuming after epoch {resume.epochs_done} (lr {resume.lr:.2e})")
     return resume.epochs_done
-
-
-def bare(model: torch.nn.Module) -> torch.nn.Module:
-    """The network inside a DistributedDataParallel wrapper (or the network itself)."""
-    return getattr(model, "module", model)
 
 
 def _body_frozen(learn: Learner) -> bool:
