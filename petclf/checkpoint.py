@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fastai.callback.core import Callback
 
 from .distributed import bare
+from .epochs import CompletedEpochCallback
 from .errors import PetclfError
 
 __all__ = ["Checkpoint", "ResumeState", "load_checkpoint", "save_atomic", "CHECKPOINT_FILE", "BEST_FILE"]
@@ -103,24 +103,15 @@ def load_checkpoint(directory: Path) -> ResumeState | None:
                        best_key=best_key, model=raw["model"], opt=raw["opt"], rng=raw["rng"], best_model=best)
 
 
-class Checkpoint(Callback):
+class Checkpoint(CompletedEpochCallback):
     """After every completed epoch, save model, optimizer, progress and RNG states to ``directory``."""
 
     order = 70  # after History (60) and KeepBest (65) have taken in the epoch
 
     def __init__(self, directory: Path, *, lr: float) -> None:
         self.directory, self.lr = Path(directory), lr
-        self._cancelled = False
 
-    def before_epoch(self) -> None:
-        self._cancelled = False
-
-    def after_cancel_epoch(self) -> None:
-        self._cancelled = True  # fastai still calls after_epoch for epochs skipped on resume
-
-    def after_epoch(self) -> None:
-        if self._cancelled:
-            return
+    def after_completed_epoch(self) -> None:
         history, keep_best = self.learn.history, getattr(self.learn, "keep_best", None)
         model_state = {k: v.detach().cpu() for k, v in bare(self.learn.model).state_dict().items()}
         if keep_best is not None and keep_best.current_is_best:

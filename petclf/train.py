@@ -18,6 +18,7 @@ from fastcore.foundation import L
 from . import _log
 from .checkpoint import Checkpoint, ResumeState
 from .distributed import bare, broadcast, distributed, is_main, world_size
+from .epochs import CompletedEpochCallback
 from .errors import UsageError
 from .features import supports_feature_cache, train_head
 
@@ -26,7 +27,7 @@ __all__ = ["History", "KeepBest", "TrainResult", "find_lr", "train"]
 HISTORY_COLUMNS = ["epoch", "phase", "train_loss", "valid_loss", "error_rate", "accuracy", "seconds"]
 
 
-class History(Callback):
+class History(CompletedEpochCallback):
     """Records one row per epoch and the smoothed batch losses; prints a plain line per epoch if asked."""
 
     order = 60  # after fastai's Recorder (50), which computes the epoch's values
@@ -36,7 +37,6 @@ class History(Callback):
         self.total_epochs, self.print_lines = total_epochs, print_lines
         self.rows: list[dict] = list(rows or [])
         self.batch_losses: list[float] = list(batch_losses or [])
-        self._cancelled = False
         self.phase_override: str | None = None  # set while a head-only learner trains the frozen phase
 
     def before_fit(self) -> None:
@@ -44,23 +44,16 @@ class History(Callback):
         self.phase = self.phase_override or ("frozen" if opt is not None and opt.frozen_idx > 0 else "unfrozen")
 
     def before_epoch(self) -> None:
+        super().before_epoch()
         self.start = time.perf_counter()
-        self._cancelled = False
-
-    def after_cancel_epoch(self) -> None:
-        self._cancelled = True  # fastai still calls after_epoch for epochs skipped on resume
 
     def after_batch(self) -> None:
         if self.training:
             self.batch_losses.append(float(self.learn.smooth_loss))
 
-    def after_epoch(self) -> None:
-        if self._cancelled:
-            return
-        names = list(self.learn.recorder.metric_names[1:-1])  # drop 'epoch' and 'time'
-        values = dict(zip(names, (float(v) for v in self.learn.recorder.values[-1])))
+    def after_completed_epoch(self) -> None:
         row = {"epoch": len(self.rows) + 1, "phase": self.phase,
-               **{k: values.get(k, math.nan) for k in HISTORY_COLUMNS[2:6]},
+               **{k: self.epoch_value(k) for k in HISTORY_COLUMNS[2:6]},
                "seconds": round(time.perf_counter() - self.start, 2)}
         self.rows.append(row)
         if self.print_lines:
@@ -72,7 +65,7 @@ class History(Callback):
         return pd.DataFrame(self.rows, columns=HISTORY_COLUMNS)
 
 
-class KeepBest(Callback):
+class KeepBest(CompletedEpochCallback):
     """Remember the weights of the epoch with the lowest validation error (ties: lower valid loss)
     and put them back when training ends."""
 
@@ -84,21 +77,10 @@ class KeepBest(Callback):
         self.best_epoch = 0
         self.epochs_seen = 0
         self.current_is_best = True
-        self._cancelled = False
 
-    def before_epoch(self) -> None:
-        self._cancelled = False
-
-    def after_cancel_epoch(self) -> None:
-        self._cancelled = True
-
-    def after_epoch(self) -> None:
-        if self._cancelled:
-            return
-        names = list(self.learn.recorder.metric_names[1:-1])
-        values = dict(zip(names, (float(v) for v in self.learn.recorder.values[-1])))
+    def after_completed_epoch(self) -> None:
         self.epochs_seen += 1
-        key = (values.get("error_rate", math.nan), values.get("valid_loss", math.nan))
+        key = (self.epoch_value("error_rate"), self.epoch_value("valid_loss"))
         self.current_is_best = self.best_key is None or key < self.best_key
         if self.current_is_best:
             self.best_key, self.best_epoch = key, self.epochs_seen
