@@ -15,6 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from fastai.vision.data import ImageBlock
 
 from . import _log
 from .errors import DataError, UsageError
+from .imagecache import LoadPresized, PresizedImages, cache_bytes
 from .images import RGBImage
 
 __all__ = [
@@ -115,6 +117,7 @@ def _why_not_image(path: Path) -> str | None:
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         return f"not an image file ({path.suffix or 'no extension'})"
     if path.is_symlink():
+        # Settled here, at listing time: a link has no stamp for the scan cache to key on.
         try:
             path.stat()
         except FileNotFoundError:
@@ -124,22 +127,28 @@ def _why_not_image(path: Path) -> str | None:
     return None
 
 
-def _walk(folder: Path, *, recurse: bool) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Candidate images and (path, reason) for everything else; symlinked folders are not followed."""
-    images, skipped = [], []
+def _entries(folder: Path, *, recurse: bool) -> Iterator[tuple[Path, str | None]]:
+    """Each file with why it is passed over (None: a candidate image); symlinked folders are not followed."""
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recurse else []
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            reason = _why_not_image(path)
-            (skipped.append((str(path), reason)) if reason else images.append(path))
+            yield path, _why_not_image(path)
         if not recurse:
             break
+
+
+def _walk(folder: Path, *, recurse: bool) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Candidate images and (path, reason) for everything else."""
+    images, skipped = [], []
+    for path, reason in _entries(folder, recurse=recurse):
+        (skipped.append((str(path), reason)) if reason else images.append(path))
     return images, skipped
 
 
-def _images_in(folder: Path, *, recurse: bool) -> list[Path]:
-    return _walk(folder, recurse=recurse)[0]
+def _has_image(folder: Path, *, recurse: bool) -> bool:
+    """True at the first candidate image (layout detection needs no full listing)."""
+    return any(reason is None for _, reason in _entries(folder, recurse=recurse))
 
 
 def _class_dirs(folder: Path) -> list[Path]:
@@ -154,9 +163,9 @@ def detect_layout(path: Path) -> str:
     path = _existing_dir(path)
     if (path / "train").is_dir() and any((path / v).is_dir() for v in (*_VALID_NAMES, "test")):
         return "folders"
-    if _images_in(path, recurse=False):
+    if _has_image(path, recurse=False):
         return "pets"
-    if any(_images_in(d, recurse=True) for d in _class_dirs(path)):
+    if any(_has_image(d, recurse=True) for d in _class_dirs(path)):
         return "classes"
     raise DataError(
         f"no images found in {path}: expected image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
@@ -310,8 +319,6 @@ def make_dataloaders(dataset: Dataset, pipeline: Pipeline, *, bs: int, device: t
 
     Example: ``make_dataloaders(ds, make_pipeline(size=224), bs=64, device=torch.device("cpu"))``.
     """
-    from .imagecache import LoadPresized, PresizedImages, cache_bytes  # noqa: PLC0415 - imagecache needs scan, which needs data
-
     if bs < 1:
         raise UsageError(f"bs must be a positive integer. Received: bs={bs}.")
     frame = dataset.frame

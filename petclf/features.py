@@ -34,7 +34,7 @@ def supports_feature_cache(learn: Learner) -> bool:
 def _features(learn: Learner, dl) -> tuple[torch.Tensor, torch.Tensor]:
     extractor = nn.Sequential(learn.model[0], learn.model[1][:2]).eval()
     feats, targets = [], []
-    channels_last = learn.dls.device.type == "cpu" or learn.dls.device.type == "cuda"
+    channels_last = learn.dls.device.type in ("cpu", "cuda")  # as the ChannelsLast callback trains
     for xb, yb in dl:
         xb = xb.as_subclass(torch.Tensor)
         if channels_last:

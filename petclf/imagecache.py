@@ -22,7 +22,7 @@ from fasttransform import Transform
 
 from . import _log
 from .preprocess import Presizer
-from .scan import cache_dir
+from .cachedir import cache_dir
 
 __all__ = ["LoadPresized", "PresizedImages", "cache_bytes"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,7 +19,9 @@ from fastai.vision.augment import Resize
 from PIL import Image
 from torch import nn
 
-from .data import Pipeline
+if TYPE_CHECKING:
+    from .data import Pipeline
+
 from .images import RGBImage
 
 __all__ = ["PixelClassifier", "Presizer", "presized_pixels"]

@@ -19,11 +19,12 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from . import _log
+from .cachedir import cache_dir
 from .data import Dataset, check_dataset
 from .errors import DataError
 from .images import to_rgb
 
-__all__ = ["FileCheck", "ScanReport", "check_file", "scan_files", "scan_dataset", "check_folder", "cache_dir"]
+__all__ = ["FileCheck", "ScanReport", "check_file", "scan_files", "scan_dataset", "check_folder"]
 
 CACHE_VERSION = 1
 
@@ -52,13 +53,6 @@ class ScanReport:
     def summary(self) -> str:
         return (f"scanned {self.n_files} images ({self.n_cached} unchanged since the last scan): "
                 f"{len(self.dataset.frame)} used, {len(self.skipped)} skipped, {len(self.notes)} converted")
-
-
-def cache_dir() -> Path:
-    """Where scan results are kept: ``$PETCLF_CACHE_DIR``, else ``$XDG_CACHE_HOME/petclf``, else ``~/.cache/petclf``."""
-    if os.environ.get("PETCLF_CACHE_DIR"):
-        return Path(os.environ["PETCLF_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "petclf"
 
 
 def _stat_problem(path: Path) -> tuple[os.stat_result | None, str]:
