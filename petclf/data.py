@@ -28,7 +28,7 @@ from fastai.vision.core import imagenet_stats
 from fastai.vision.data import ImageBlock
 
 from . import _log
-from .errors import DataError, UsageError
+from .errors import DataError, UsageError, require_fraction, require_positive
 from .imagecache import LoadPresized, PresizedImages, cache_bytes
 from .images import RGBImage
 
@@ -270,8 +270,7 @@ def find_dataset(path: Path | str, *, layout: str = "auto", label_pat: str | Non
     """
     if layout not in LAYOUTS:
         raise UsageError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}.")
-    if not 0.0 <= valid_pct < 1.0:
-        raise UsageError(f"valid_pct must be in [0, 1). Received: valid_pct={valid_pct}.")
+    require_fraction(valid_pct=valid_pct)
     root = _existing_dir(path)
     chosen = detect_layout(root) if layout == "auto" else layout
     if chosen == "pets":
@@ -319,8 +318,7 @@ def make_dataloaders(dataset: Dataset, pipeline: Pipeline, *, bs: int, device: t
 
     Example: ``make_dataloaders(ds, make_pipeline(size=224), bs=64, device=torch.device("cpu"))``.
     """
-    if bs < 1:
-        raise UsageError(f"bs must be a positive integer. Received: bs={bs}.")
+    require_positive(bs=bs)
     frame = dataset.frame
     if cache is None:
         cache = cache_bytes(len(frame), pipeline.presize) <= CACHE_LIMIT_BYTES

@@ -1,7 +1,8 @@
 """Errors petclf shows to users: short, with what happened, what was expected and the fix."""
 from __future__ import annotations
 
-__all__ = ["PetclfError", "DataError", "UsageError", "WeightsUnavailableError"]
+__all__ = ["PetclfError", "DataError", "UsageError", "WeightsUnavailableError", "require_positive",
+           "require_fraction"]
 
 
 class PetclfError(Exception):
@@ -29,3 +30,17 @@ class WeightsUnavailableError(PetclfError, RuntimeError):
     """Pretrained weights were asked for but cannot be found or downloaded."""
 
     exit_code = 2
+
+
+def require_positive(**values: int) -> None:
+    """Refuse any value that is not a positive integer, naming it: ``require_positive(bs=0)`` raises."""
+    for name, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            raise UsageError(f"{name} must be a positive integer. Received: {name}={value!r}.")
+
+
+def require_fraction(**values: float) -> None:
+    """Refuse any value outside [0, 1), naming it: ``require_fraction(valid_pct=1.5)`` raises."""
+    for name, value in values.items():
+        if not 0.0 <= value < 1.0:
+            raise UsageError(f"{name} must be in [0, 1). Received: {name}={value}.")

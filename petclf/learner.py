@@ -19,7 +19,7 @@ from . import _log
 from .data import Dataset, Pipeline, find_dataset, make_dataloaders, make_pipeline
 from .device import pick_device, pick_precision
 from .distributed import main_process_first
-from .errors import UsageError
+from .errors import UsageError, require_positive
 from .models import ArchSpec, build_model, check_arch
 from .precision import precision_callbacks
 from .scan import ScanReport, scan_dataset
@@ -50,8 +50,13 @@ class RunSpec:
 class PetclfSpec(Callback):
     """Carries the ``RunSpec`` on the learner (``learn.petclf_spec.spec``); does nothing in training."""
 
-    def __init__(self, spec: RunSpec, dataset: Dataset, scan: ScanReport | None = None) -> None:
-        self.spec, self.dataset, self.scan = spec, dataset, scan
+    def __init__(self, spec: RunSpec, scan: ScanReport) -> None:
+        self.spec, self.scan = spec, scan
+
+    @property
+    def dataset(self) -> Dataset:
+        """The images used (after the scan left out unreadable ones)."""
+        return self.scan.dataset
 
 
 def run_spec(learn: Learner) -> RunSpec:
@@ -96,7 +101,7 @@ def quick_learner(
         learn = quick_learner("pets/images", arch="resnet34")
         learn.fine_tune(4, base_lr=learn.lr_find().valley)
     """
-    _check_positive(size=size, bs=bs)
+    require_positive(size=size, bs=bs)
     check_arch(arch)
     dev = pick_device(device)
     prec = pick_precision(precision, dev)
@@ -118,7 +123,7 @@ def quick_learner(
                    data_path=str(dataset.root), device=str(dev), precision=prec,
                    pretrained=bool(pretrained or weights is not None), seed=seed)
     learn = Learner(dls, built.model, loss_func=CrossEntropyLossFlat(), splitter=built.splitter,
-                    metrics=[error_rate, accuracy], cbs=[PetclfSpec(spec, dataset, scan), *precision_callbacks(prec, dev)])
+                    metrics=[error_rate, accuracy], cbs=[PetclfSpec(spec, scan), *precision_callbacks(prec, dev)])
     if spec.pretrained:
         learn.freeze()
     _log.info(f"data: {dataset.describe()}")
@@ -132,9 +137,3 @@ def default_num_workers(device: torch.device) -> int:
     if device.type == "cpu":
         return 0
     return min(8, max(1, (torch.multiprocessing.cpu_count() or 2) - 1))
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or value < 1:
-            raise UsageError(f"{name} must be a positive integer. Received: {name}={value!r}.")

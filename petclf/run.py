@@ -7,14 +7,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import pandas as pd
 from fastai.learner import Learner
 
 from . import _log
 from .artifact import save_model, write_json_atomic
 from .checkpoint import ResumeState, load_checkpoint
 from .distributed import broadcast, is_main
-from .errors import UsageError
+from .errors import UsageError, require_fraction, require_positive
 from .interpret import Interpretation, interpret_files
 from .learner import quick_learner, run_spec
 from .plots import save_loss_plot, save_lr_find_plot
@@ -52,16 +51,12 @@ class TrainOptions:
 
     def validate(self) -> None:
         """Refuse impossible settings before any work starts."""
-        for name in ("size", "bs", "epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise UsageError(f"{name} must be a positive integer. Received: {name}={value!r}.")
+        require_positive(size=self.size, bs=self.bs, epochs=self.epochs)
         if self.freeze_epochs < 0:
             raise UsageError(f"freeze_epochs must be 0 or more. Received: freeze_epochs={self.freeze_epochs}.")
         if self.lr is not None and not self.lr > 0:
             raise UsageError(f"lr must be a positive number. Received: lr={self.lr}.")
-        if not 0.0 <= self.valid_pct < 1.0:
-            raise UsageError(f"valid_pct must be in [0, 1). Received: valid_pct={self.valid_pct}.")
+        require_fraction(valid_pct=self.valid_pct)
 
 
 @dataclass(frozen=True)
@@ -147,8 +142,7 @@ def _resume_state(out: Path, config: dict, resume: bool | None) -> ResumeState |
 
 
 def _write_skipped(learn: Learner, out: Path) -> None:
-    scan = learn.petclf_spec.scan
-    skipped = scan.skipped if scan is not None else pd.DataFrame(columns=["path", "reason"])
+    skipped = learn.petclf_spec.scan.skipped
     skipped.to_csv(out / "skipped.csv", index=False)
     if len(skipped):
         _log.info(f"{len(skipped)} files skipped; the list with reasons is in {out / 'skipped.csv'}")
@@ -170,8 +164,8 @@ def _summary(learn: Learner, result: TrainResult, interps: list[Interpretation],
         "classes": list(spec.classes), "arch": spec.arch.name, "pretrained": spec.pretrained,
         "device": spec.device, "precision": spec.precision, "layout": spec.layout,
         "size": spec.pipeline.size, "n_train": dataset.count("train"), "n_valid": dataset.count("valid"),
-        "n_test": dataset.count("test"), "n_skipped": len(learn.petclf_spec.scan.skipped)
-        if learn.petclf_spec.scan is not None else 0, "lr": result.lr, "epochs": int(len(result.history)),
+        "n_test": dataset.count("test"), "n_skipped": len(learn.petclf_spec.scan.skipped),
+        "lr": result.lr, "epochs": int(len(result.history)),
         "best_epoch": result.best_epoch, "error_rate": best["error_rate"], "accuracy": best["accuracy"],
         "valid_loss": best["valid_loss"], "train_seconds": round(result.seconds, 2),
     }

@@ -103,7 +103,8 @@ def test_killed_torchrun_run_resumes(digits, tmp_path):
     proc.wait()
     assert not (out / "summary.json").exists()
     resumed = _torchrun("-m", "petclf.cli", "train", str(digits), "--out", str(out), "--bs", "8", "--resume", *ARGS)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    errors = [line for line in resumed.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert resumed.returncode == 0, "\n".join(errors[:40])
     assert "resuming after epoch" in resumed.stderr
     history = json.loads((out / "summary.json").read_text())
     assert history["epochs"] == 4
