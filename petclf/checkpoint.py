@@ -17,6 +17,7 @@ import torch
 from .distributed import bare
 from .epochs import CompletedEpochCallback
 from .errors import PetclfError
+from .optim import opt_state
 
 __all__ = ["Checkpoint", "ResumeState", "load_checkpoint", "save_atomic", "CHECKPOINT_FILE", "BEST_FILE"]
 
@@ -116,11 +117,10 @@ class Checkpoint(CompletedEpochCallback):
         model_state = {k: v.detach().cpu() for k, v in bare(self.learn.model).state_dict().items()}
         if keep_best is not None and keep_best.current_is_best:
             save_atomic(model_state, self.directory / BEST_FILE)
-        opt = self.learn.opt.state_dict()
         save_atomic(_plain({
             "epochs_done": len(history.rows), "lr": self.lr, "rows": history.rows,
             "batch_losses": history.batch_losses, "model": model_state,
-            "opt": _plain({"state": opt["state"], "hypers": opt["hypers"]}),
+            "opt": _plain(opt_state(self.learn.opt)),
             "best_epoch": keep_best.best_epoch if keep_best else 0,
             "best_key": list(keep_best.best_key) if keep_best and keep_best.best_key else None,
             "rng": _rng_state(),

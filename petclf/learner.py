@@ -21,6 +21,7 @@ from .device import pick_device, pick_precision
 from .distributed import main_process_first
 from .errors import UsageError, require_positive
 from .models import ArchSpec, build_model, check_arch
+from .optim import fused_adam
 from .precision import precision_callbacks
 from .scan import ScanReport, scan_dataset
 
@@ -122,7 +123,7 @@ def quick_learner(
                    label_pat=label_pat, valid_pct=valid_pct,
                    data_path=str(dataset.root), device=str(dev), precision=prec,
                    pretrained=bool(pretrained or weights is not None), seed=seed)
-    learn = Learner(dls, built.model, loss_func=CrossEntropyLossFlat(), splitter=built.splitter,
+    learn = Learner(dls, built.model, loss_func=CrossEntropyLossFlat(), splitter=built.splitter, opt_func=fused_adam,
                     metrics=[error_rate, accuracy], cbs=[PetclfSpec(spec, scan), *precision_callbacks(prec, dev)])
     if spec.pretrained:
         learn.freeze()

@@ -13,7 +13,6 @@ import pandas as pd
 import torch
 from fastai.callback.core import Callback
 from fastai.learner import Learner
-from fastcore.foundation import L
 
 from . import _log
 from .checkpoint import Checkpoint, ResumeState
@@ -21,6 +20,7 @@ from .distributed import bare, broadcast, distributed, is_main, world_size
 from .epochs import CompletedEpochCallback
 from .errors import UsageError
 from .features import supports_feature_cache, train_head
+from .optim import load_opt_state
 
 __all__ = ["History", "KeepBest", "TrainResult", "find_lr", "train"]
 
@@ -212,7 +212,7 @@ def train(learn: Learner, *, epochs: int = 5, freeze_epochs: int = 1, lr: float 
                 continue
             learn.freeze() if phase.name == "frozen" else learn.unfreeze()
             if resume is not None and skip > 0:
-                learn.opt.load_state_dict({"state": resume.opt["state"], "hypers": L(resume.opt["hypers"])})
+                load_opt_state(learn.opt, resume.opt)
                 resume.restore_rng()
             learn.fit_one_cycle(phase.epochs, phase.lr_max, pct_start=phase.pct_start, div=phase.div,
                                 cbs=cbs, start_epoch=skip)

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,19 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
            "--master_port", str(_port()), *args]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +113,17 @@ def test_killed_torchrun_run_resumes(digits, tmp_path):
     while not (out / "checkpoints" / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "training ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
+    # torchrun starts each worker in a session of its own: kill the workers as well as the launcher's group,
+    # as a crash of the machine would (orphaned workers would go on writing into the same out dir).
+    workers = _children(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in workers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
+    assert workers, "no worker processes were found under the launcher"
     assert not (out / "summary.json").exists()
     resumed = _torchrun("-m", "petclf.cli", "train", str(digits), "--out", str(out), "--bs", "8", "--resume", *ARGS)
     errors = [line for line in resumed.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
