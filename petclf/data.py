@@ -92,9 +92,8 @@ class Pipeline:
                                   max_zoom=1.0, max_lighting=0.0, max_warp=0.0, p_affine=0.0, p_lighting=0.0)
         else:
             # One resample straight to `size` (random zoom, rotation, flip) and lighting. fastai's
-            # perspective warp and a separate random-resized crop at the presize would each add a
-            # full-batch pass: on a 2-core CPU they made augmentation 3× dearer (88 vs 30 ms a batch
-            # of 64 at 128 px, benchmarks/bench.py notes).
+            # perspective warp and a separate random-resized crop at the presize each add a pass
+            # over the batch: with them, a batch of 64 at 128 px took 88 ms instead of 30 on 2 cores.
             augs = aug_transforms(size=self.size, do_flip=self.augment == "standard", max_warp=0.0)
         return [*augs, Normalize.from_stats(list(self.mean), list(self.std))]
 

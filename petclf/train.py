@@ -212,7 +212,9 @@ def train(learn: Learner, *, epochs: int = 5, freeze_epochs: int = 1, lr: float 
                 continue
             learn.freeze() if phase.name == "frozen" else learn.unfreeze()
             if resume is not None and skip > 0:
-                load_opt_state(learn.opt, resume.opt)
+                if not load_opt_state(learn.opt, resume.opt):
+                    _log.warn("the checkpoint's optimizer state comes from another optimizer (an older petclf?); "
+                              "training goes on from its weights with fresh optimizer moments.")
                 resume.restore_rng()
             learn.fit_one_cycle(phase.epochs, phase.lr_max, pct_start=phase.pct_start, div=phase.div,
                                 cbs=cbs, start_epoch=skip)

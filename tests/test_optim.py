@@ -51,7 +51,18 @@ def test_optimizer_state_round_trips_through_plain_values():
     opt.step()
     saved = opt_state(opt)
     restored = fused_adam([list(model.parameters())], lr=1e-3)
-    load_opt_state(restored, {**saved, "param_groups": [{**g, "betas": list(g["betas"])} for g in saved["param_groups"]]})
+    as_checkpointed = {**saved, "param_groups": [{**g, "betas": list(g["betas"])} for g in saved["param_groups"]]}
+    assert load_opt_state(restored, as_checkpointed)
     assert restored.hypers == opt.hypers
     for p in model.parameters():
         torch.testing.assert_close(restored.opt.state[p]["exp_avg"], opt.opt.state[p]["exp_avg"])
+
+
+def test_state_of_another_optimizer_kind_is_refused_not_misloaded():
+    model = nn.Linear(3, 2)
+    fastai_opt = Adam(list(model.parameters()), lr=1e-3)
+    model(torch.randn(2, 3)).sum().backward()
+    fastai_opt.step()
+    ours = fused_adam([list(model.parameters())], lr=1e-3)
+    assert not load_opt_state(ours, opt_state(fastai_opt))  # e.g. a checkpoint from an older petclf
+    assert len(ours.opt.state) == 0
