@@ -25,12 +25,11 @@ from fastai.data.core import DataLoaders
 from fastai.data.transforms import ColReader, ColSplitter, IntToFloatTensor, Normalize
 from fastai.vision.augment import Resize, aug_transforms
 from fastai.vision.core import imagenet_stats
-from fastai.vision.data import ImageBlock
 
 from . import _log
 from .errors import DataError, UsageError, require_fraction, require_positive
 from .imagecache import LoadPresized, PresizedImages, cache_bytes
-from .images import RGBImage
+from .images import ReadRGB
 
 __all__ = [
     "DEFAULT_LABEL_PAT",
@@ -330,7 +329,8 @@ def make_dataloaders(dataset: Dataset, pipeline: Pipeline, *, bs: int, device: t
         images = PresizedImages(list(frame.path), pipeline.presize)
         x_block, get_x, item_tfms = TransformBlock(type_tfms=LoadPresized(images), batch_tfms=IntToFloatTensor), "row", []
     else:
-        x_block, get_x, item_tfms = ImageBlock(cls=RGBImage), "path", pipeline.item_tfms()
+        x_block = TransformBlock(type_tfms=ReadRGB(pipeline.presize), batch_tfms=IntToFloatTensor)
+        get_x, item_tfms = "path", pipeline.item_tfms()
     trainval = frame[frame.split != "test"].assign(is_valid=lambda f: f.split == "valid").reset_index(drop=True)
     block = DataBlock(
         blocks=(x_block, CategoryBlock(vocab=dataset.classes)),

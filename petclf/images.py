@@ -6,13 +6,15 @@ clipped to white and transparent areas turn to whatever colour hides behind the 
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 from fastai.vision.core import PILImage
 from PIL import Image, ImageOps
+from fasttransform import Transform
 
-__all__ = ["read_rgb", "to_rgb", "RGBImage"]
+__all__ = ["read_rgb", "to_rgb", "RGBImage", "ReadRGB"]
 
 _WIDE_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 
@@ -35,22 +37,47 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def read_rgb(path: str | Path) -> Image.Image:
+def read_rgb(path: str | Path, *, min_side: int | None = None) -> Image.Image:
     """Open ``path`` by its content (not its extension) and return 8-bit RGB.
+
+    With ``min_side``, a JPEG at least twice that size is decoded at 1/2, 1/4 or 1/8 scale,
+    as small as keeps its shorter side at ``min_side`` or more (a 4000×3000 photo read for a
+    336 px presize: 138 → 31 ms). Everything that resizes to a presize reads this way, so
+    training, prediction and export see the same pixels.
 
     Example: ``read_rgb("scan_16bit.png").mode`` → ``'RGB'``.
     """
     with Image.open(path) as img:
+        if min_side:
+            _draft(img, min_side)
         img.load()
         return to_rgb(img)
+
+
+def _draft(img: Image.Image, min_side: int) -> None:
+    factor = min(img.size) / min_side
+    if factor >= 2:  # JPEG only; other formats ignore draft()
+        img.draft(img.mode, (math.ceil(img.width / factor), math.ceil(img.height / factor)))
 
 
 class RGBImage(PILImage):
     """fastai's ``PILImage`` opened through ``read_rgb``."""
 
     @classmethod
-    def create(cls, fn: Path | str | Image.Image, **kwargs) -> "RGBImage":  # noqa: ARG003
+    def create(cls, fn: Path | str | Image.Image, *, min_side: int | None = None, **kwargs) -> "RGBImage":  # noqa: ARG003
         # fastai reads the annotation of ``fn`` to know which inputs this block accepts.
         if isinstance(fn, Image.Image):
             return cls(to_rgb(fn))
-        return cls(read_rgb(fn))
+        return cls(read_rgb(fn, min_side=min_side))
+
+
+class ReadRGB(Transform):
+    """fastai type transform: a path (or PIL image) → ``RGBImage``, read for a ``presize`` resize."""
+
+    def __init__(self, presize: int) -> None:
+        super().__init__()
+        self.presize = presize
+        self.input_types = (str, Path, Image.Image)  # what test_dl and predict accept
+
+    def encodes(self, item: str | Path | Image.Image) -> RGBImage:
+        return RGBImage.create(item, min_side=self.presize)

@@ -45,7 +45,7 @@ class Presizer:
         resize = getattr(self._local, "resize", None)
         if resize is None:
             resize = self._local.resize = Resize(self.presize, method="crop")
-        return np.asarray(resize(RGBImage.create(image), split_idx=1), dtype=np.uint8)
+        return np.asarray(resize(RGBImage.create(image, min_side=self.presize), split_idx=1), dtype=np.uint8)
 
 
 def presized_pixels(image: str | Path | Image.Image, presize: int) -> np.ndarray:

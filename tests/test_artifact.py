@@ -7,9 +7,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from petclf import Predictor, load_model, quick_learner, save_model, train
 from petclf.errors import UsageError
+from petclf.images import read_rgb
 
 from .conftest import TINY
 
@@ -34,6 +36,39 @@ def test_model_dir_holds_safetensors_and_json(trained):
 
 def test_predictor_logits_match_get_preds(trained):
     learn, model_dir = trained
+    learn.model.eval()
+    with learn.no_bar():
+        logits, _ = learn.get_preds(ds_idx=1, act=lambda x: x)
+    files = list(learn.dls.valid.items.path)
+    ours = Predictor(model_dir, device="cpu", precision="fp32").logits(files)
+    assert torch.allclose(ours, logits.as_subclass(torch.Tensor), atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def photos_dir(tmp_path_factory):
+    """800×600 JPEGs with detail at every scale: large enough (≥ 2 × a 48 px presize) to be read reduced."""
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(5)
+    for k, label in enumerate(("cat", "dog", "fox")):
+        for i in range(4):
+            pixels = rng.integers(0, 255, (600, 800, 3), dtype=np.uint8)
+            pixels[..., k] = 220
+            Image.fromarray(pixels).save(root / f"{label}_{i}.jpg", quality=90)
+    return root
+
+
+def test_large_jpeg_is_read_at_the_smallest_scale_that_keeps_the_presize(photos_dir):
+    path = photos_dir / "cat_0.jpg"
+    assert read_rgb(path).size == (800, 600)
+    assert read_rgb(path, min_side=48).size == (100, 75)  # 1/8: the shorter side stays ≥ 48
+    assert read_rgb(path, min_side=200).size == (400, 300)  # 1/2: 1/4 would give 150 < 200
+    assert read_rgb(path, min_side=400).size == (800, 600)  # under 2 ×: decoded whole
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["image-cache", "no-image-cache"])
+def test_predictor_reads_large_photos_as_training_does(photos_dir, tmp_path, cache):
+    learn = quick_learner(photos_dir, precision="fp32", cache=cache, **{**TINY, "bs": 4})
+    model_dir = save_model(learn, tmp_path / "m")
     learn.model.eval()
     with learn.no_bar():
         logits, _ = learn.get_preds(ds_idx=1, act=lambda x: x)
