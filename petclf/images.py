@@ -42,7 +42,7 @@ def read_rgb(path: str | Path, *, min_side: int | None = None) -> Image.Image:
 
     With ``min_side``, a JPEG at least twice that size is decoded at 1/2, 1/4 or 1/8 scale,
     as small as keeps its shorter side at ``min_side`` or more (a 4000×3000 photo read for a
-    336 px presize: 138 → 31 ms). Everything that resizes to a presize reads this way, so
+    336 px presize: 139 → 31 ms). Everything that resizes to a presize reads this way, so
     training, prediction and export see the same pixels.
 
     Example: ``read_rgb("scan_16bit.png").mode`` → ``'RGB'``.
