@@ -34,14 +34,18 @@ def test_model_dir_holds_safetensors_and_json(trained):
     assert (model_dir / "model.safetensors").read_bytes()[:8] != b"\x80\x04\x95"  # not a pickle
 
 
-def test_predictor_logits_match_get_preds(trained):
-    learn, model_dir = trained
+def _assert_predictor_matches_validation(learn, model_dir) -> None:
+    """The Predictor's logits for the validation files equal the learner's own validation logits."""
     learn.model.eval()
     with learn.no_bar():
         logits, _ = learn.get_preds(ds_idx=1, act=lambda x: x)
     files = list(learn.dls.valid.items.path)
     ours = Predictor(model_dir, device="cpu", precision="fp32").logits(files)
     assert torch.allclose(ours, logits.as_subclass(torch.Tensor), atol=1e-4)
+
+
+def test_predictor_logits_match_get_preds(trained):
+    _assert_predictor_matches_validation(*trained)
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +72,7 @@ def test_large_jpeg_is_read_at_the_smallest_scale_that_keeps_the_presize(photos_
 @pytest.mark.parametrize("cache", [True, False], ids=["image-cache", "no-image-cache"])
 def test_predictor_reads_large_photos_as_training_does(photos_dir, tmp_path, cache):
     learn = quick_learner(photos_dir, precision="fp32", cache=cache, **{**TINY, "bs": 4})
-    model_dir = save_model(learn, tmp_path / "m")
-    learn.model.eval()
-    with learn.no_bar():
-        logits, _ = learn.get_preds(ds_idx=1, act=lambda x: x)
-    files = list(learn.dls.valid.items.path)
-    ours = Predictor(model_dir, device="cpu", precision="fp32").logits(files)
-    assert torch.allclose(ours, logits.as_subclass(torch.Tensor), atol=1e-4)
+    _assert_predictor_matches_validation(learn, save_model(learn, tmp_path / "m"))
 
 
 def test_round_trip_gives_identical_predictions(trained, pets_dir):
