@@ -26,7 +26,7 @@ from .cachedir import cache_dir
 
 __all__ = ["LoadPresized", "PresizedImages", "cache_bytes"]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: large JPEGs read at reduced scale (images.read_rgb)
 
 
 def cache_bytes(n_images: int, presize: int) -> int:
