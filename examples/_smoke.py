@@ -36,6 +36,13 @@ def split_tree(root: Path, files: dict[str, list[Path]], splits: dict[str, float
     return root
 
 
+def split_classes(name: str, classes: list[str], splits: dict[str, float]) -> Path:
+    """A fresh ``<split>/<class>/`` tree of digits (one digit per class) in a new work folder."""
+    work = work_dir(name)
+    files = class_folders(work, classes, digits=list(range(len(classes))))
+    return split_tree(work / name, files, splits)
+
+
 def caltech256_like(root: Path) -> Path:
     """A Caltech-256-shaped tree (``256_ObjectCategories/009.bear/…``) with 72 images per animal class."""
     folders = ["009.bear", "038.chimp", "084.giraffe", "090.gorilla", "134.llama-101", "151.ostrich",

@@ -50,12 +50,9 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="a few seconds on generated data")
     args = parser.parse_args()
     if args.smoke:
-        from _smoke import class_folders, split_tree, work_dir
+        from _smoke import split_classes
 
-        work = work_dir("cifar10")
-        names = ["airplane", "automobile", "bird", "cat"]
-        data = split_tree(work / "cifar10", class_folders(work, names, digits=[0, 1, 2, 3]),
-                          {"train": 0.75, "test": 0.25})
+        data = split_classes("cifar10", ["airplane", "automobile", "bird", "cat"], {"train": 0.75, "test": 0.25})
         epochs = 2
     else:
         data, epochs = cifar10(args.data), args.epochs

@@ -71,11 +71,9 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="a few seconds on generated data")
     args = parser.parse_args()
     if args.smoke:
-        from _smoke import class_folders, split_tree, work_dir
+        from _smoke import split_classes
 
-        work = work_dir("hymenoptera")
-        data = split_tree(work / "hymenoptera", class_folders(work, ["ants", "bees"], digits=[0, 1]),
-                          {"train": 0.7, "val": 0.3})
+        data = split_classes("hymenoptera", ["ants", "bees"], {"train": 0.7, "val": 0.3})
         options = dict(weights=None, pretrained=False, epochs=2, size=32)
     else:
         data = Path(args.data) if args.data else download(Path("data"))

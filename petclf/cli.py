@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Sequence
 
 from .errors import PetclfError, UsageError
@@ -63,7 +63,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DEMO_OPTIONS, run_demo  # noqa: PLC0415
-    from dataclasses import replace  # noqa: PLC0415
 
     options = DEMO_OPTIONS if args.epochs is None else replace(DEMO_OPTIONS, epochs=args.epochs)
     demo = run_demo(args.out, options=options)

@@ -41,7 +41,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8",
     if dtype not in ("uint8", "float32"):
         raise UsageError(f"dtype must be 'uint8' or 'float32'. Received: dtype={dtype!r}.")
     try:
-        import onnx  # noqa: PLC0415
+        import onnxscript  # noqa: F401, PLC0415 - the exporter's dependency
     except ImportError:
         raise UsageError("ONNX export needs the onnx extras: pip install 'petclf[onnx]'.") from None
     loaded = load_model(model_dir)
@@ -56,15 +56,11 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8",
                                     dynamic_shapes=({0: batch},), opset_version=opset, verbose=False)
     except Exception as err:  # the exporter raises many kinds; the user needs the reason, not the stack
         raise PetclfError(f"ONNX export of {loaded.meta['arch']['name']} failed: {str(err).splitlines()[0]}") from None
-    program.save(str(out))
-    proto = onnx.load(str(out))
     info = {"classes": json.dumps(list(loaded.classes)), "size": str(loaded.pipeline.size),
             "presize": str(p), "input": f"RGB pixels (N, {p}, {p}, 3) {dtype}, 0..255, shorter side resized "
                                        f"to {p} then centre-cropped"}
-    for key, value in info.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = f"petclf.{key}", value
-    onnx.save(proto, str(out))
+    program.model.metadata_props.update({f"petclf.{key}": value for key, value in info.items()})
+    program.save(str(out))  # one write, metadata included
     return out
 
 

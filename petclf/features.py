@@ -18,7 +18,7 @@ from fastai.learner import Learner
 from fastai.metrics import accuracy, error_rate
 from torch import nn
 
-from .precision import autocast_for
+from .precision import autocast_for, channels_last_for
 
 __all__ = ["supports_feature_cache", "train_head"]
 
@@ -34,7 +34,7 @@ def supports_feature_cache(learn: Learner) -> bool:
 def _features(learn: Learner, dl) -> tuple[torch.Tensor, torch.Tensor]:
     extractor = nn.Sequential(learn.model[0], learn.model[1][:2]).eval()
     feats, targets = [], []
-    channels_last = learn.dls.device.type in ("cpu", "cuda")  # as the ChannelsLast callback trains
+    channels_last = channels_last_for(learn)
     for xb, yb in dl:
         xb = xb.as_subclass(torch.Tensor)
         if channels_last:

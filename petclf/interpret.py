@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -10,10 +11,13 @@ import pandas as pd
 import torch
 from fastai.learner import Learner
 from matplotlib.figure import Figure
-from PIL import Image
 
 from . import _log
+from .artifact import read_meta
 from .errors import UsageError
+from .images import read_rgb
+from .predict import Predictor
+from .scan import check_folder
 
 __all__ = ["Interpretation", "interpret", "interpret_files", "interpret_saved"]
 
@@ -48,11 +52,11 @@ class Interpretation:
             raise UsageError(f"expected {len(probs)} items, got {len(items)}.")
         return cls(probs=probs, targets=targets, classes=tuple(classes), items=tuple(map(str, items)), split=split)
 
-    @property
+    @cached_property
     def preds(self) -> np.ndarray:
         return self.probs.argmax(axis=1)
 
-    @property
+    @cached_property
     def losses(self) -> np.ndarray:
         """Cross-entropy of each item: −log p(actual class)."""
         return -np.log(np.clip(self.probs[np.arange(len(self.targets)), self.targets], _EPS, 1.0))
@@ -164,10 +168,9 @@ class Interpretation:
 def _thumbnail(path: str) -> np.ndarray:
     # Shown from the original file, so no de-normalisation can go wrong.
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            img.thumbnail((256, 256))
-            return np.asarray(img)
+        img = read_rgb(path, min_side=256)
+        img.thumbnail((256, 256))
+        return np.asarray(img)
     except (OSError, ValueError):
         return np.full((32, 32, 3), 200, dtype=np.uint8)
 
@@ -198,17 +201,12 @@ def interpret_saved(model_dir: str | Path, data: str | Path, *, split: str = "va
 
     Example: ``interpret_saved("runs/caltech/model", "data/caltech10", split="test").metrics()``.
     """
-    from .artifact import read_meta  # noqa: PLC0415 - avoids an import cycle at load time
-    from .data import find_dataset  # noqa: PLC0415
-    from .predict import Predictor  # noqa: PLC0415
-    from .scan import scan_dataset  # noqa: PLC0415
-
     if split not in ("valid", "test"):
         raise UsageError(f"split must be 'valid' or 'test'. Received: split={split!r}.")
     info = read_meta(model_dir).get("data", {})
-    dataset = find_dataset(data, layout=info.get("layout", "auto"), label_pat=info.get("label_pat"),
-                           valid_pct=info.get("valid_pct", 0.2), seed=info.get("seed", 42))
-    dataset = scan_dataset(dataset).dataset  # unreadable files are left out, as in training
+    # Unreadable files are left out, as in training.
+    dataset = check_folder(data, layout=info.get("layout", "auto"), label_pat=info.get("label_pat"),
+                           valid_pct=info.get("valid_pct", 0.2), seed=info.get("seed", 42)).dataset
     frame = dataset.frame[dataset.frame.split == split]
     if frame.empty:
         raise UsageError(f"{data} has no {split} images" + (" (a test split needs a test/ folder)." if split == "test" else "."))

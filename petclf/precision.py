@@ -10,7 +10,7 @@ import torch
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
 
-__all__ = ["CpuAutocast", "ChannelsLast", "autocast_for", "precision_callbacks"]
+__all__ = ["CpuAutocast", "ChannelsLast", "autocast_for", "channels_last_for", "precision_callbacks"]
 
 
 class CpuAutocast(Callback):
@@ -70,6 +70,11 @@ def precision_callbacks(precision: str, device: torch.device) -> list[Callback]:
     if device.type == "cuda":
         return [ChannelsLast(), MixedPrecision(amp_mode=precision)]
     return []
+
+
+def channels_last_for(learn) -> bool:
+    """True when ``learn`` trains in channels-last layout (its precision callbacks include ``ChannelsLast``)."""
+    return any(isinstance(cb, ChannelsLast) for cb in learn.cbs)
 
 
 def autocast_for(learn) -> "torch.autocast":

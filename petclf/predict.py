@@ -2,20 +2,26 @@
 from __future__ import annotations
 
 import copy
+import csv as csv_module
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+from fastprogress.fastprogress import progress_bar
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from .artifact import load_model
+from .data import IMAGE_EXTENSIONS
 from .device import pick_device, pick_precision
 from .distributed import bare
 from .errors import UsageError
+from .export import load_pickled_learner
+from .learner import run_spec
 from .preprocess import PixelClassifier, Presizer
 
 __all__ = ["Predictor", "predict_files", "expand_images"]
@@ -51,8 +57,6 @@ class Predictor:
     @classmethod
     def from_learner(cls, learn, *, precision: str = "auto") -> "Predictor":
         """A predictor for a learner made by ``quick_learner``, without saving it first (the learner is not changed)."""
-        from .learner import run_spec  # noqa: PLC0415
-
         spec = run_spec(learn)
         predictor = cls.__new__(cls)
         model = copy.deepcopy(bare(learn.model)).float().cpu()
@@ -120,17 +124,19 @@ class Predictor:
         return out
 
     def _top(self, logits: torch.Tensor, topk: int) -> list[list[tuple[str, float]]]:
-        if topk < 1:
-            raise UsageError(f"topk must be a positive integer. Received: topk={topk}.")
-        probs = logits.softmax(dim=1)
-        values, indices = probs.topk(min(topk, len(self.classes)), dim=1)
-        return [[(self.classes[i], float(p)) for p, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]
+        return _top_classes(logits.softmax(dim=1), self.classes, topk)
+
+
+def _top_classes(probs: torch.Tensor, classes: Sequence[str], topk: int) -> list[list[tuple[str, float]]]:
+    """For each row of ``probs`` (n, classes): the ``topk`` (class, probability) pairs, most likely first."""
+    if topk < 1:
+        raise UsageError(f"topk must be a positive integer. Received: topk={topk}.")
+    values, indices = probs.topk(min(topk, len(classes)), dim=1)
+    return [[(classes[i], float(p)) for p, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]
 
 
 def expand_images(inputs: Sequence[str | Path]) -> list[Path]:
     """Files as given, folders replaced by the image files inside them (sorted, recursive)."""
-    from .data import IMAGE_EXTENSIONS  # noqa: PLC0415
-
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
@@ -144,8 +150,6 @@ class _PickledPredictor:
     """fastai's own ``Learner.predict`` for an ``export.pkl`` the user chose to trust."""
 
     def __init__(self, path: str | Path) -> None:
-        from .export import load_pickled_learner  # noqa: PLC0415
-
         self.learn = load_pickled_learner(path, trust=True)
         self.classes = tuple(self.learn.dls.vocab)
 
@@ -154,8 +158,7 @@ class _PickledPredictor:
         for image in images:
             with self.learn.no_bar():
                 probs = self.learn.predict(Path(image) if not isinstance(image, Image.Image) else image)[2]
-            values, idx = probs.topk(min(topk, len(self.classes)))
-            out.append([(self.classes[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())])
+            out.extend(_top_classes(probs[None], self.classes, topk))
         return out
 
 
@@ -181,11 +184,6 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: 
 
     Example: ``predict_files("runs/pets/model", ["photos/"], csv="preds.csv")``.
     """
-    import csv as csv_module  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
-    from fastprogress.fastprogress import progress_bar  # noqa: PLC0415
-
     if Path(model_dir).is_file() and trust_pickle:
         predictor = _PickledPredictor(model_dir)
     else:

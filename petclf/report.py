@@ -12,8 +12,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .artifact import write_json_atomic
-from .interpret import Interpretation
+from .artifact import read_meta, write_json_atomic
+from .interpret import Interpretation, interpret_saved
 
 __all__ = ["write_report"]
 
@@ -120,9 +120,6 @@ def report_saved_model(model_dir: str | Path, data: str | Path, *, split: str = 
 
     Example: ``report_saved_model("runs/caltech/model", "data/caltech10", split="test")``.
     """
-    from .artifact import read_meta  # noqa: PLC0415
-    from .interpret import interpret_saved  # noqa: PLC0415
-
     model_dir = Path(model_dir)
     summary = read_meta(model_dir).get("summary", {})
     target = Path(out) if out is not None else model_dir.resolve().parent / f"report-{split}"

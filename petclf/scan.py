@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from . import _log
 from .cachedir import cache_dir
-from .data import Dataset, check_dataset
+from .data import Dataset, check_dataset, find_dataset
 from .errors import DataError
 from .images import to_rgb
 
@@ -235,7 +235,5 @@ def check_folder(path: str | Path, *, layout: str = "auto", label_pat: str | Non
 
     Example: ``print(check_folder("pets/images").summary())``.
     """
-    from .data import find_dataset  # noqa: PLC0415
-
     dataset = find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed)
     return scan_dataset(dataset, strict=strict)
