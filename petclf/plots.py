@@ -1,21 +1,33 @@
-"""Training plots written as PNG files (matplotlib's object API: no global pyplot state)."""
+"""Figures as PNG (matplotlib's object API: no global pyplot state), and the training plots."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .train import TrainResult
+if TYPE_CHECKING:
+    from .train import TrainResult
 
-__all__ = ["save_lr_find_plot", "save_loss_plot"]
+__all__ = ["figure_png", "save_figure", "save_lr_find_plot", "save_loss_plot"]
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def figure_png(fig: Figure) -> bytes:
+    """The figure laid out and rendered as PNG bytes (100 dpi)."""
     FigureCanvasAgg(fig)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write the figure as a PNG file at ``path``."""
+    path = Path(path)
+    path.write_bytes(figure_png(fig))
     return path
 
 
@@ -29,10 +41,10 @@ def save_lr_find_plot(recorder, lr: float, path: Path) -> Path:
     ax.axvline(lr, color="tab:red", linestyle="--", label=f"chosen lr {lr:.2e}")
     ax.set(xlabel="learning rate", ylabel="loss (smoothed)", title="lr_find")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def save_loss_plot(result: TrainResult, path: Path) -> Path:
+def save_loss_plot(result: "TrainResult", path: Path) -> Path:
     """Smoothed training loss per batch and validation loss per epoch on one axis."""
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()
@@ -44,4 +56,4 @@ def save_loss_plot(result: TrainResult, path: Path) -> Path:
         ax.plot(np.arange(1, epochs + 1) * per_epoch, result.history.valid_loss, "o-", label="valid")
     ax.set(xlabel="batch", ylabel="loss", title="training and validation loss")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)

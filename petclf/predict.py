@@ -124,10 +124,10 @@ class Predictor:
         return out
 
     def _top(self, logits: torch.Tensor, topk: int) -> list[list[tuple[str, float]]]:
-        return _top_classes(logits.softmax(dim=1), self.classes, topk)
+        return top_classes(logits.softmax(dim=1), self.classes, topk)
 
 
-def _top_classes(probs: torch.Tensor, classes: Sequence[str], topk: int) -> list[list[tuple[str, float]]]:
+def top_classes(probs: torch.Tensor, classes: Sequence[str], topk: int) -> list[list[tuple[str, float]]]:
     """For each row of ``probs`` (n, classes): the ``topk`` (class, probability) pairs, most likely first."""
     if topk < 1:
         raise UsageError(f"topk must be a positive integer. Received: topk={topk}.")
@@ -158,7 +158,7 @@ class _PickledPredictor:
         for image in images:
             with self.learn.no_bar():
                 probs = self.learn.predict(Path(image) if not isinstance(image, Image.Image) else image)[2]
-            out.extend(_top_classes(probs[None], self.classes, topk))
+            out.extend(top_classes(probs[None], self.classes, topk))
         return out
 
 

@@ -3,17 +3,14 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from .artifact import read_meta, write_json_atomic
 from .interpret import Interpretation, interpret_saved
+from .plots import figure_png
 
 __all__ = ["write_report"]
 
@@ -22,14 +19,6 @@ SECTIONS = ("summary", "metrics", "learning-curves", "confusion-matrix", "most-c
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}h2{border-bottom:1px solid #ddd;margin-top:1.6em}"""
-
-
-def _png(fig: Figure) -> bytes:
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
 
 
 def _img_tag(png: bytes, alt: str) -> str:
@@ -44,14 +33,15 @@ def _prefix(split: str) -> str:
     return "" if split == "valid" else f"{split}_"
 
 
-def _write_split_files(interp: Interpretation, out: Path, *, top_k: int) -> dict[str, bytes]:
+def _write_split_files(interp: Interpretation, out: Path, *, top_k: int, confused: pd.DataFrame,
+                       per_class: pd.DataFrame) -> dict[str, bytes]:
     prefix = _prefix(interp.split)
-    pngs = {"confusion": _png(interp.plot_confusion_matrix(normalize=len(interp.classes) > 30)),
-            "top_losses": _png(interp.plot_top_losses(top_k))}
+    pngs = {"confusion": figure_png(interp.plot_confusion_matrix(normalize=len(interp.classes) > 30)),
+            "top_losses": figure_png(interp.plot_top_losses(top_k))}
     (out / f"{prefix}confusion_matrix.png").write_bytes(pngs["confusion"])
     (out / f"{prefix}top_losses.png").write_bytes(pngs["top_losses"])
-    interp.most_confused().to_csv(out / f"{prefix}most_confused.csv", index=False)
-    interp.per_class().to_csv(out / f"{prefix}per_class.csv")
+    confused.to_csv(out / f"{prefix}most_confused.csv", index=False)
+    per_class.to_csv(out / f"{prefix}per_class.csv")
     return pngs
 
 
@@ -76,15 +66,15 @@ def write_report(out: str | Path, interps: Sequence[Interpretation], *, summary:
     parts.append(_table(history, index=False) if history is not None else "<p>No training history (saved model).</p>")
     split_parts: dict[str, list[str]] = {s: [] for s in SECTIONS[3:]}
     for interp in interps:
-        pngs = _write_split_files(interp, out, top_k=top_k)
+        confused, per_class = interp.most_confused(), interp.per_class()
+        pngs = _write_split_files(interp, out, top_k=top_k, confused=confused, per_class=per_class)
         title = f"<h3>{html.escape(interp.split)} split ({len(interp.targets)} images)</h3>"
         split_parts["confusion-matrix"] += [title, _img_tag(pngs["confusion"], f"{interp.split} confusion matrix")]
-        confused = interp.most_confused()
         split_parts["most-confused"] += [title, _table(confused, index=False) if len(confused)
                                          else "<p>No mistakes.</p>"]
         split_parts["top-losses"] += [title, _img_tag(pngs["top_losses"], f"{interp.split} top losses"),
                                       _table(interp.top_losses(top_k), index=False)]
-        split_parts["per-class"] += [title, _table(interp.per_class())]
+        split_parts["per-class"] += [title, _table(per_class)]
     headings = {"confusion-matrix": "Confusion matrix", "most-confused": "Most confused",
                 "top-losses": "Top losses", "per-class": "Per class"}
     for key, heading in headings.items():

@@ -14,7 +14,6 @@ from typing import Sequence
 import pandas as pd
 import torch
 import torchvision
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -22,6 +21,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from .errors import UsageError
 from .images import read_rgb
 from .models import _download_torchvision, read_state_dict, torchvision_arch_names
+from .plots import save_figure
+from .predict import top_classes
 
 __all__ = ["DEFAULT_COMPARE", "classify", "compare", "plot_compare", "write_compare"]
 
@@ -58,9 +59,7 @@ def classify(images: Sequence[str | Path], *, arch: str = "resnet101", weights: 
     batch = torch.stack([preprocess(read_rgb(p)) for p in images])
     with torch.inference_mode():
         probs = model(batch).softmax(dim=1)
-    values, indices = probs.topk(topk, dim=1)
-    labels = meta.meta["categories"]
-    return [[(labels[i], float(v)) for v, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]
+    return top_classes(probs, meta.meta["categories"], topk)
 
 
 def _gflops(model: nn.Module) -> float:
@@ -116,7 +115,6 @@ def compare(archs: Sequence[str] = DEFAULT_COMPARE, *, runs: int = 5) -> pd.Data
 def plot_compare(table: pd.DataFrame, path: str | Path) -> Path:
     """Bubble chart: x top-1 error, y CPU latency, bubble area ∝ weight-file size."""
     fig = Figure(figsize=(8, 6))
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     sizes = table["size_mb"].fillna(10).clip(lower=5)
     ax.scatter(table["top1_err"], table["cpu_ms"], s=sizes * 4, alpha=0.5)
@@ -124,9 +122,7 @@ def plot_compare(table: pd.DataFrame, path: str | Path) -> Path:
         ax.annotate(row.arch, (row.top1_err, row.cpu_ms), fontsize=8, ha="center")
     ax.set(xlabel="ImageNet top-1 error (%)", ylabel="CPU latency, batch 1 (ms)",
            title="error vs latency (bubble area: weight file size)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def write_compare(table: pd.DataFrame, out: str | Path) -> tuple[Path, Path]:
