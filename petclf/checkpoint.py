@@ -120,7 +120,7 @@ class Checkpoint(CompletedEpochCallback):
         save_atomic(_plain({
             "epochs_done": len(history.rows), "lr": self.lr, "rows": history.rows,
             "batch_losses": history.batch_losses, "model": model_state,
-            "opt": _plain(opt_state(self.learn.opt)),
+            "opt": opt_state(self.learn.opt),
             "best_epoch": keep_best.best_epoch if keep_best else 0,
             "best_key": list(keep_best.best_key) if keep_best and keep_best.best_key else None,
             "rng": _rng_state(),

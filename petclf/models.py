@@ -7,6 +7,7 @@ two ways out. A local weights file is read without unpickling code.
 from __future__ import annotations
 
 import difflib
+import functools
 import http.client
 import os
 import pickle
@@ -24,7 +25,8 @@ from torch import nn
 
 from .errors import UsageError, WeightsUnavailableError
 
-__all__ = ["ArchSpec", "BuiltModel", "build_model", "check_arch", "torchvision_arch_names", "read_state_dict"]
+__all__ = ["ArchSpec", "BuiltModel", "build_model", "check_arch", "download_torchvision", "torchvision_arch_names",
+           "read_state_dict"]
 
 _NETWORK_ERRORS = (OSError, http.client.HTTPException)
 
@@ -46,9 +48,10 @@ class BuiltModel:
     spec: ArchSpec
 
 
-def torchvision_arch_names() -> list[str]:
+@functools.cache
+def torchvision_arch_names() -> tuple[str, ...]:
     """Names of torchvision's image-classification models (``resnet34``, ``convnext_tiny``, …)."""
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models)))
 
 
 def _timm():
@@ -123,7 +126,7 @@ def _torchvision_model(name: str, n_out: int, *, pretrained: bool, weights: str 
         backbone = builder(weights=None)
         _load_backbone(backbone, read_state_dict(weights), source=str(weights))
     elif pretrained:
-        backbone = _download_torchvision(name, builder)
+        backbone = download_torchvision(name, builder)
     else:
         backbone = builder(weights=None)
     body = create_body(backbone, n_in=3, pretrained=pretrained or weights is not None, cut=meta.get("cut"))
@@ -131,7 +134,7 @@ def _torchvision_model(name: str, n_out: int, *, pretrained: bool, weights: str 
                       meta.get("stats", imagenet_stats), ArchSpec(name, "torchvision", n_out))
 
 
-def _download_torchvision(name: str, builder: Callable) -> nn.Module:
+def download_torchvision(name: str, builder: Callable) -> nn.Module:
     try:
         default = torchvision.models.get_model_weights(name).DEFAULT
     except ValueError:

@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import UsageError
 from .images import read_rgb
-from .models import _download_torchvision, read_state_dict, torchvision_arch_names
+from .models import download_torchvision, read_state_dict, torchvision_arch_names
 from .plots import save_figure
 from .predict import top_classes
 
@@ -53,7 +53,7 @@ def classify(images: Sequence[str | Path], *, arch: str = "resnet101", weights: 
         model = builder(weights=None)
         model.load_state_dict(read_state_dict(weights))
     else:
-        model = _download_torchvision(arch, builder)
+        model = download_torchvision(arch, builder)
     model.eval()
     preprocess = meta.transforms()
     batch = torch.stack([preprocess(read_rgb(p)) for p in images])
