@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 __all__ = ["PetclfError", "DataError", "UsageError", "WeightsUnavailableError", "require_positive",
-           "require_fraction"]
+           "require_non_negative", "require_fraction"]
 
 
 class PetclfError(Exception):
@@ -37,6 +37,13 @@ def require_positive(**values: int) -> None:
     for name, value in values.items():
         if not isinstance(value, int) or value < 1:
             raise UsageError(f"{name} must be a positive integer. Received: {name}={value!r}.")
+
+
+def require_non_negative(**values: int) -> None:
+    """Refuse any value that is not an integer ≥ 0, naming it: ``require_non_negative(freeze_epochs=-1)`` raises."""
+    for name, value in values.items():
+        if not isinstance(value, int) or value < 0:
+            raise UsageError(f"{name} must be 0 or more. Received: {name}={value!r}.")
 
 
 def require_fraction(**values: float) -> None:

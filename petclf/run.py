@@ -13,7 +13,7 @@ from . import _log
 from .artifact import save_model, write_json_atomic
 from .checkpoint import ResumeState, load_checkpoint
 from .distributed import broadcast, is_main
-from .errors import UsageError, require_fraction, require_positive
+from .errors import UsageError, require_fraction, require_non_negative, require_positive
 from .interpret import Interpretation, interpret_files
 from .learner import quick_learner, run_spec
 from .plots import save_loss_plot, save_lr_find_plot
@@ -52,8 +52,7 @@ class TrainOptions:
     def validate(self) -> None:
         """Refuse impossible settings before any work starts."""
         require_positive(size=self.size, bs=self.bs, epochs=self.epochs)
-        if self.freeze_epochs < 0:
-            raise UsageError(f"freeze_epochs must be 0 or more. Received: freeze_epochs={self.freeze_epochs}.")
+        require_non_negative(freeze_epochs=self.freeze_epochs)
         if self.lr is not None and not self.lr > 0:
             raise UsageError(f"lr must be a positive number. Received: lr={self.lr}.")
         require_fraction(valid_pct=self.valid_pct)

@@ -18,7 +18,7 @@ from . import _log
 from .checkpoint import Checkpoint, ResumeState
 from .distributed import bare, broadcast, distributed, is_main, world_size
 from .epochs import CompletedEpochCallback
-from .errors import UsageError
+from .errors import UsageError, require_non_negative, require_positive
 from .features import supports_feature_cache, train_head
 from .optim import load_opt_state
 
@@ -175,9 +175,8 @@ def train(learn: Learner, *, epochs: int = 5, freeze_epochs: int = 1, lr: float 
 
     Example: ``result = train(learn, epochs=4)``; ``result.history`` has one row per epoch.
     """
-    if epochs < 1 or freeze_epochs < 0:
-        raise UsageError(f"epochs must be ≥ 1 and freeze_epochs ≥ 0. Received: epochs={epochs}, "
-                         f"freeze_epochs={freeze_epochs}.")
+    require_positive(epochs=epochs)
+    require_non_negative(freeze_epochs=freeze_epochs)
     if resume is not None:
         lr = resume.lr
     elif lr is None:
