@@ -10,6 +10,9 @@ Example::
 """
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 import warnings
 
 # fastai's import trips a torch deprecation notice about its own code that users can do nothing about.
@@ -17,33 +20,64 @@ warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", c
 
 __version__ = "0.1.0"
 
-from .artifact import LoadedModel as LoadedModel
-from .artifact import load_model as load_model
-from .artifact import save_model as save_model
-from .data import Dataset as Dataset
-from .data import find_dataset as find_dataset
-from .device import pick_device as pick_device
-from .device import pick_precision as pick_precision
-from .errors import DataError as DataError
-from .errors import PetclfError as PetclfError
-from .errors import UsageError as UsageError
-from .errors import WeightsUnavailableError as WeightsUnavailableError
-from .export import export_fastai as export_fastai
-from .export import export_onnx as export_onnx
-from .export import load_pickled_learner as load_pickled_learner
-from .interpret import Interpretation as Interpretation
-from .interpret import interpret as interpret
-from .interpret import interpret_saved as interpret_saved
-from .learner import quick_learner as quick_learner
-from .learner import run_spec as run_spec
-from .predict import Predictor as Predictor
-from .report import report_saved_model as report_saved_model
-from .report import write_report as write_report
-from .run import TrainOptions as TrainOptions
-from .run import train_folder as train_folder
-from .train import TrainResult as TrainResult
-from .train import find_lr as find_lr
-from .train import train as train
+# Names load their module on first use (PEP 562), so `import petclf` and `petclf --help` stay
+# fast: fastai and torch are imported only when something that needs them is touched.
+_EXPORTS = {
+    "LoadedModel": "artifact",
+    "load_model": "artifact",
+    "save_model": "artifact",
+    "Dataset": "data",
+    "find_dataset": "data",
+    "pick_device": "device",
+    "pick_precision": "device",
+    "DataError": "errors",
+    "PetclfError": "errors",
+    "UsageError": "errors",
+    "WeightsUnavailableError": "errors",
+    "export_fastai": "export",
+    "export_onnx": "export",
+    "load_pickled_learner": "export",
+    "Interpretation": "interpret",
+    "interpret": "interpret",
+    "interpret_saved": "interpret",
+    "quick_learner": "learner",
+    "run_spec": "learner",
+    "Predictor": "predict",
+    "report_saved_model": "report",
+    "write_report": "report",
+    "TrainOptions": "options",
+    "train_folder": "run",
+    "TrainResult": "train",
+    "find_lr": "train",
+    "train": "train",
+}
+
+
+class _Package(types.ModuleType):
+    """Keeps ``petclf.train`` and ``petclf.interpret`` the functions: importing the submodules of the
+    same names would otherwise set these attributes to the modules."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'petclf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "DataError",

@@ -13,7 +13,7 @@ __all__ = ["main"]
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from .run import TrainOptions  # noqa: PLC0415 - keeps `petclf --help` fast
+    from .options import TrainOptions  # noqa: PLC0415 - light: `petclf --help` does not load fastai
 
     d = TrainOptions()
     p.add_argument("--arch", default=d.arch, help="torchvision or timm model name (default %(default)s)")
@@ -42,7 +42,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace):
-    from .run import TrainOptions  # noqa: PLC0415
+    from .options import TrainOptions  # noqa: PLC0415
 
     names = {f.name for f in fields(TrainOptions)} - {"pretrained", "image_cache", "feature_cache"}
     values = {n: getattr(args, n) for n in names if hasattr(args, n)}

@@ -13,9 +13,10 @@ from . import _log
 from .artifact import save_model, write_json_atomic
 from .checkpoint import ResumeState, load_checkpoint
 from .distributed import broadcast, is_main
-from .errors import UsageError, require_fraction, require_non_negative, require_positive
+from .errors import UsageError
 from .interpret import Interpretation, interpret_files
 from .learner import quick_learner, run_spec
+from .options import TrainOptions
 from .plots import save_loss_plot, save_lr_find_plot
 from .predict import Predictor
 from .report import write_report
@@ -24,38 +25,6 @@ from .train import TrainResult, find_lr, train
 __all__ = ["TrainOptions", "RunResult", "train_folder"]
 
 CHECKPOINT_DIR = "checkpoints"
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """Settings of one training run; written to ``config.json`` next to its results."""
-
-    arch: str = "resnet34"  # torchvision or timm name; resnet18 is faster, resnet50 more accurate
-    size: int = 224  # final image side; smaller trains faster on a CPU
-    bs: int = 64  # lower it if memory runs out
-    epochs: int = 5  # epochs with all layers training
-    freeze_epochs: int = 1  # head-only epochs first, only for a pretrained body
-    lr: float | None = None  # None: use lr_find's suggestion
-    valid_pct: float = 0.2  # share of images held out when the data has no valid/ folder
-    seed: int = 42  # fixes the split and the initial weights
-    label_pat: str | None = None  # regex whose first group is the label (Pets layout)
-    layout: str = "auto"  # 'pets', 'folders', 'classes' or 'auto'
-    pretrained: bool = True  # False trains from scratch (no download needed)
-    weights: str | None = None  # local weights file instead of a download
-    device: str | None = None  # 'cpu', 'cuda', 'mps'; None picks the fastest
-    precision: str = "auto"  # 'auto', 'fp32', 'bf16', 'fp16'
-    augment: str = "standard"  # 'standard', 'no-flip' (text, digits), 'none'
-    strict: bool = False  # refuse unreadable files instead of skipping them
-    image_cache: bool | None = None  # decode each image once into a presized cache; None: when under 4 GiB
-    feature_cache: bool = True  # frozen epochs train the head on body features computed once
-
-    def validate(self) -> None:
-        """Refuse impossible settings before any work starts."""
-        require_positive(size=self.size, bs=self.bs, epochs=self.epochs)
-        require_non_negative(freeze_epochs=self.freeze_epochs)
-        if self.lr is not None and not self.lr > 0:
-            raise UsageError(f"lr must be a positive number. Received: lr={self.lr}.")
-        require_fraction(valid_pct=self.valid_pct)
 
 
 @dataclass(frozen=True)

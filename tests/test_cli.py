@@ -80,3 +80,21 @@ def test_out_dir_that_is_a_file_is_refused(pets_dir, tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     assert main(["train", str(pets_dir), "--out", str(tmp_path / "f"), *TINY_ARGS]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_help_does_not_load_fastai_or_torch():
+    code = ("import sys\nfrom petclf.cli import build_parser\nbuild_parser()\n"
+            "print(sorted(m for m in ('fastai', 'torch') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
+def test_package_names_stay_the_functions_after_their_modules_load():
+    code = ("import petclf.train, petclf.interpret, petclf.run\nimport petclf\n"
+            "from petclf import interpret, train\n"
+            "print(callable(train) and train.__name__, callable(interpret) and interpret.__name__, "
+            "petclf.train is train)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["train", "interpret", "True"]
