@@ -1,13 +1,13 @@
 """Pick the device and the numeric precision a run uses."""
 from __future__ import annotations
 
-import os
 import platform
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
+from .distributed import local_rank, world_size
 from .errors import UsageError
 
 __all__ = ["pick_device", "pick_precision", "cpu_has_fast_bf16"]
@@ -33,9 +33,8 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
             raise UsageError("device 'mps' was asked for but Apple MPS is not available; use --device cpu.")
         return chosen
     if torch.cuda.is_available():
-        local = os.environ.get("LOCAL_RANK")
-        if local is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            torch.cuda.set_device(int(local))  # one GPU per launched process
+        if world_size() > 1:
+            torch.cuda.set_device(local_rank())  # one GPU per launched process
         return torch.device("cuda", torch.cuda.current_device())
     if _mps_available():
         return torch.device("mps")

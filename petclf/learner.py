@@ -1,7 +1,7 @@
 """``quick_learner``: a folder of images in, a ready fastai ``Learner`` out."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -43,9 +43,6 @@ class RunSpec:
     precision: str
     pretrained: bool
     seed: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class PetclfSpec(Callback):
