@@ -271,8 +271,8 @@ def _child(name: str, data: Path, work: Path, epochs: int, **floor_args) -> dict
     out = work / f"{name}.json"
     cmd = [sys.executable, __file__, "--child", name, "--work", str(work), "--epochs", str(epochs),
            "--floor-args", json.dumps(floor_args)]
-    env = {**os.environ, "PETCLF_CACHE_DIR": tempfile.mkdtemp(prefix="petclf-bench-cache-")}  # cold caches
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix="petclf-bench-cache-") as cache:  # cold caches, removed after
+        proc = subprocess.run(cmd, env={**os.environ, "PETCLF_CACHE_DIR": cache}, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(out.read_text())

@@ -40,10 +40,14 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "petclf-scan-bench"))
     args = parser.parse_args()
-    os.environ["PETCLF_CACHE_DIR"] = tempfile.mkdtemp(prefix="petclf-scan-cache-")
+    with tempfile.TemporaryDirectory(prefix="petclf-scan-cache-") as cache:  # cold cache, removed after
+        os.environ["PETCLF_CACHE_DIR"] = cache
+        _measure(build(Path(args.work) / "data", args.n))
+
+
+def _measure(data: Path) -> None:
     from petclf.scan import check_folder
 
-    data = build(Path(args.work) / "data", args.n)
     t0 = time.perf_counter()
     cold = check_folder(data)
     t1 = time.perf_counter()

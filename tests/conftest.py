@@ -1,7 +1,9 @@
 """Shared fixtures: tiny generated image folders in each layout petclf reads."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -11,8 +13,9 @@ import pytest
 from PIL import Image
 
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
-# Scan caches of test runs stay out of the user's ~/.cache.
+# Caches of test runs stay out of the user's ~/.cache, and go when the run ends.
 os.environ["PETCLF_CACHE_DIR"] = tempfile.mkdtemp(prefix="petclf-test-cache-")
+atexit.register(shutil.rmtree, os.environ["PETCLF_CACHE_DIR"], ignore_errors=True)
 
 # Each class is a colour, so a tiny network learns it in one epoch.
 COLOURS = {"red": (200, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 210)}
