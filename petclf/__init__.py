@@ -26,6 +26,9 @@ _EXPORTS = {
     "LoadedModel": "artifact",
     "load_model": "artifact",
     "save_model": "artifact",
+    "CacheUsage": "cachedir",
+    "cache_usage": "cachedir",
+    "clear_cache": "cachedir",
     "Dataset": "data",
     "find_dataset": "data",
     "pick_device": "device",
@@ -80,6 +83,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "CacheUsage",
     "DataError",
     "Dataset",
     "Interpretation",
@@ -91,6 +95,8 @@ __all__ = [
     "UsageError",
     "WeightsUnavailableError",
     "__version__",
+    "cache_usage",
+    "clear_cache",
     "export_fastai",
     "export_onnx",
     "find_dataset",

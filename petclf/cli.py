@@ -147,6 +147,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from .cachedir import cache_usage, clear_cache  # noqa: PLC0415
+
+    if args.action == "clear":
+        print(f"removed {clear_cache() / 1e6:.1f} MB")
+    print(cache_usage())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="petclf", description="Train, judge and ship image classifiers.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -216,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--split", default="valid", choices=["valid", "test"])
     report.add_argument("--out", default=None, help="report directory (default: report-SPLIT beside the model)")
     report.set_defaults(func=_cmd_report)
+
+    cache = sub.add_parser("cache", help="show (or clear) petclf's cache of scan results and presized images",
+                           description="The cache folder ($PETCLF_CACHE_DIR, else ~/.cache/petclf) is kept under "
+                                       "$PETCLF_CACHE_MAX_GB (default 10), least recently used files first.")
+    cache.add_argument("action", nargs="?", default="info", choices=["info", "clear"])
+    cache.set_defaults(func=_cmd_cache)
     return parser
 
 

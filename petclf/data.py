@@ -27,8 +27,9 @@ from fastai.vision.augment import Resize, aug_transforms
 from fastai.vision.core import imagenet_stats
 
 from . import _log
+from .cachedir import cache_limit_bytes
 from .errors import DataError, UsageError, require_fraction, require_positive
-from .imagecache import LoadPresized, PresizedImages, cache_bytes
+from .imagecache import CacheUnavailable, LoadPresized, PresizedImages, cache_bytes
 from .images import ReadRGB
 
 __all__ = [
@@ -311,6 +312,15 @@ def check_dataset(dataset: Dataset) -> None:
 CACHE_LIMIT_BYTES = 4 * 1024**3
 
 
+def _presized_or_none(frame: pd.DataFrame, presize: int) -> PresizedImages | None:
+    """The image cache for ``frame``, or None (with a warning saying why) when it cannot be written."""
+    try:
+        return PresizedImages(list(frame.path), presize)
+    except CacheUnavailable as err:
+        _log.warn(f"not caching images: {err}. Decoding them every epoch instead (slower).")
+        return None
+
+
 def make_dataloaders(dataset: Dataset, pipeline: Pipeline, *, bs: int, device: torch.device,
                      num_workers: int = 0, cache: bool | None = None) -> DataLoaders:
     """fastai DataLoaders for train and valid, plus a third for ``test`` when the dataset has one.
@@ -323,10 +333,10 @@ def make_dataloaders(dataset: Dataset, pipeline: Pipeline, *, bs: int, device: t
     require_positive(bs=bs)
     frame = dataset.frame
     if cache is None:
-        cache = cache_bytes(len(frame), pipeline.presize) <= CACHE_LIMIT_BYTES
-    if cache:
+        cache = cache_bytes(len(frame), pipeline.presize) <= min(CACHE_LIMIT_BYTES, cache_limit_bytes())
+    images = _presized_or_none(frame, pipeline.presize) if cache else None
+    if images is not None:
         frame = frame.assign(row=np.arange(len(frame)))
-        images = PresizedImages(list(frame.path), pipeline.presize)
         x_block, get_x, item_tfms = TransformBlock(type_tfms=LoadPresized(images), batch_tfms=IntToFloatTensor), "row", []
     else:
         x_block = TransformBlock(type_tfms=ReadRGB(pipeline.presize), batch_tfms=IntToFloatTensor)
