@@ -6,6 +6,7 @@ so a kill during the write leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import _log
 from .distributed import bare
 from .epochs import CompletedEpochCallback
 from .errors import PetclfError
@@ -29,11 +31,15 @@ def save_atomic(obj: object, path: Path) -> None:
     """``torch.save`` through a temporary file, fsync and rename: the old file survives any crash."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):  # a half-written file would only hold disk space
+            tmp.unlink()
 
 
 def _plain(obj: object) -> object:
@@ -109,10 +115,22 @@ class Checkpoint(CompletedEpochCallback):
 
     order = 70  # after History (60) and KeepBest (65) have taken in the epoch
 
-    def __init__(self, directory: Path, *, lr: float) -> None:
+    def __init__(self, directory: Path, *, lr: float, saved_epochs: int = 0) -> None:
         self.directory, self.lr = Path(directory), lr
+        self.saved_epochs = saved_epochs  # the epochs the newest checkpoint on disk holds
 
     def after_completed_epoch(self) -> None:
+        try:
+            self._save()
+        except OSError as err:
+            # Stopping would throw away the epoch just trained; the next epoch tries again.
+            _log.warn(f"could not write the checkpoint after epoch {len(self.learn.history.rows)} in "
+                      f"{self.directory} ({err.strerror or err}); training goes on. A crash now would resume "
+                      + (f"after epoch {self.saved_epochs}." if self.saved_epochs else "from the start."))
+        else:
+            self.saved_epochs = len(self.learn.history.rows)
+
+    def _save(self) -> None:
         history, keep_best = self.learn.history, getattr(self.learn, "keep_best", None)
         model_state = {k: v.detach().cpu() for k, v in bare(self.learn.model).state_dict().items()}
         if keep_best is not None and keep_best.current_is_best:

@@ -13,7 +13,7 @@ from . import _log
 from .artifact import save_model, write_json_atomic
 from .checkpoint import ResumeState, load_checkpoint
 from .distributed import broadcast, is_main
-from .errors import UsageError
+from .errors import PetclfError, UsageError
 from .interpret import Interpretation, interpret_files
 from .learner import quick_learner, run_spec
 from .options import TrainOptions
@@ -78,15 +78,41 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
         return RunResult(out=out, model_dir=out / "model", summary={}, learn=learn)
     interps = _evaluate(learn)
     summary = _summary(learn, result, interps, seconds=time.perf_counter() - start)
+    try:
+        model_dir = _write_results(learn, out, result, interps, summary)
+    except OSError as err:
+        raise _unwritten(out, err, epochs=len(result.history)) from err
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the run is complete; the model dir has it all
+    _log.info(f"validation error rate {summary['error_rate']:.4f} (accuracy {summary['accuracy']:.4f}); "
+              f"results in {out}")
+    return RunResult(out=out, model_dir=model_dir, summary=summary, learn=learn)
+
+
+def _write_results(learn: Learner, out: Path, result: TrainResult, interps: list[Interpretation],
+                   summary: dict) -> Path:
     result.history.to_csv(out / "history.csv", index=False)
     save_loss_plot(result, out / "loss.png")
     model_dir = save_model(learn, out / "model", summary=summary)
     write_json_atomic(out / "summary.json", summary)
     write_report(out, interps, summary=summary, history=result.history, loss_png=out / "loss.png")
-    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the run is complete; the model dir has it all
-    _log.info(f"validation error rate {summary['error_rate']:.4f} (accuracy {summary['accuracy']:.4f}); "
-              f"results in {out}")
-    return RunResult(out=out, model_dir=model_dir, summary=summary, learn=learn)
+    return model_dir
+
+
+def _unwritten(out: Path, err: OSError, *, epochs: int) -> PetclfError:
+    """The error for results that could not be written, saying what the checkpoints still hold."""
+    try:
+        done = getattr(load_checkpoint(out / CHECKPOINT_DIR), "epochs_done", 0)
+    except PetclfError:
+        done = 0
+    if done >= epochs:
+        kept = "keep the trained weights; it writes the results without training again"
+    elif done:
+        kept = f"hold epoch {done} of {epochs}; it trains the rest and writes the results"
+    else:
+        kept = "could not be written either; it trains again"
+    return PetclfError(f"training finished, but its results could not be written to {out} ({err.strerror or err}). "
+                       "Free space (or fix the permissions) and run the same command again: the checkpoints in "
+                       f"{out / CHECKPOINT_DIR} {kept}.")
 
 
 def _resume_state(out: Path, config: dict, resume: bool | None) -> ResumeState | None:

@@ -188,7 +188,7 @@ def train(learn: Learner, *, epochs: int = 5, freeze_epochs: int = 1, lr: float 
     best = KeepBest() if keep_best else None
     cbs: list[Callback] = [history] + ([best] if best else [])
     if checkpoints is not None and is_main():
-        cbs.append(Checkpoint(Path(checkpoints), lr=lr))
+        cbs.append(Checkpoint(Path(checkpoints), lr=lr, saved_epochs=resume.epochs_done if resume else 0))
     # Heads trained apart in each process would diverge; under a launcher the frozen phase runs data-parallel.
     feature_cache = feature_cache and world_size() <= 1
     done = _restore(learn, resume, best)

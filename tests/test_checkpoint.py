@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -29,6 +30,35 @@ def test_a_crash_during_a_write_keeps_the_last_good_file(tmp_path, monkeypatch):
         save_atomic({"epoch": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # the half-written file is gone
+
+
+def _disk_full(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_checkpoint_that_cannot_be_written_warns_and_training_goes_on(pets_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("petclf.checkpoint.save_atomic", _disk_full)
+    assert main(["train", str(pets_dir), "--out", str(tmp_path), "--epochs", "2", *TINY_ARGS]) == 0
+    err = capsys.readouterr().err
+    assert "could not write the checkpoint after epoch 1" in err and "No space left on device" in err
+    assert "resume from the start" in err
+    assert len(pd.read_csv(tmp_path / "history.csv")) == 2 and (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def test_results_that_cannot_be_written_are_kept_for_a_rerun(pets_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("petclf.run.save_model", _disk_full)
+    args = ["train", str(pets_dir), "--out", str(tmp_path), "--epochs", "2", *TINY_ARGS]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "results could not be written" in err and "without training again" in err and "Traceback" not in err
+    assert load_checkpoint(tmp_path / "checkpoints").epochs_done == 2
+    monkeypatch.undo()
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "resuming after epoch 2" in err and "epoch 1/2" not in out and "epoch 2/2" not in out
+    assert (tmp_path / "model" / "model.safetensors").is_file() and not (tmp_path / "checkpoints").exists()
+    assert len(pd.read_csv(tmp_path / "history.csv")) == 2
 
 
 def test_sigkill_mid_training_then_resume_to_the_end(pets_dir, tmp_path):
