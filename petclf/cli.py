@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="confusion matrix, top losses, per-class figures for a saved model")
     report.add_argument("model_dir", help="model directory written by `petclf train` (OUT/model)")
     report.add_argument("data", help="the image folder to evaluate on")
-    report.add_argument("--split", default="valid", choices=["valid", "test"])
+    report.add_argument("--split", default="valid", choices=["valid", "test", "all"],
+                        help="valid/test: rebuilt as in training; all: every image, for data the model never saw")
     report.add_argument("--out", default=None, help="report directory (default: report-SPLIT beside the model)")
     report.set_defaults(func=_cmd_report)
 

@@ -193,6 +193,9 @@ def _pets_frame(path: Path, label_pat: str) -> pd.DataFrame:
     if pattern.groups < 1:
         raise UsageError(f"label_pat {label_pat!r} has no group: put the label in parentheses, e.g. {DEFAULT_LABEL_PAT!r}.")
     files, skipped = _walk(path, recurse=False)
+    if not files:
+        raise DataError(f"no images directly in {path}: the pets layout reads labels from the names of the files "
+                        "in one folder. For images in class subfolders use layout='classes' / --layout classes.")
     rows, unmatched = [], []
     for file in files:
         match = pattern.search(file.name)
@@ -265,8 +268,11 @@ def _drop_unknown_labels(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def find_dataset(path: Path | str, *, layout: str = "auto", label_pat: str | None = None,
-                 valid_pct: float = 0.2, seed: int = 42) -> Dataset:
+                 valid_pct: float = 0.2, seed: int = 42, trainable: bool = True) -> Dataset:
     """Scan ``path`` for labelled images and split them into train/valid(/test).
+
+    With ``trainable`` (the default) a folder that cannot train a classifier (one class, no
+    validation images) is refused; evaluation passes ``trainable=False``.
 
     Example: ``find_dataset("pets/images").describe()`` →
     ``'pets layout, 37 classes, 5912 train, 1478 valid images'``.
@@ -289,7 +295,8 @@ def find_dataset(path: Path | str, *, layout: str = "auto", label_pat: str | Non
         frame = _drop_unknown_labels(frame)
     dataset = Dataset(frame=frame.reset_index(drop=True), layout=chosen, root=root,
                       skipped=pd.DataFrame(skipped, columns=["path", "reason"]))
-    check_dataset(dataset)
+    if trainable:
+        check_dataset(dataset)
     return dataset
 
 

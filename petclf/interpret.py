@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from . import _log
 from .artifact import read_meta
-from .errors import UsageError
+from .errors import DataError, UsageError
 from .images import read_rgb
 from .predict import Predictor
 from .scan import check_folder
@@ -197,17 +197,18 @@ def interpret(learn: Learner, *, split: str = "valid") -> Interpretation:
 def interpret_saved(model_dir: str | Path, data: str | Path, *, split: str = "valid", bs: int = 64) -> Interpretation:
     """Predict a split of ``data`` with a saved model directory and return an ``Interpretation``.
 
-    The split is rebuilt as in training (same layout, label pattern, ``valid_pct`` and seed).
+    The split is rebuilt as in training (same layout, label pattern, ``valid_pct`` and seed);
+    ``split="all"`` takes every labelled image, for a folder the model has never seen.
 
     Example: ``interpret_saved("runs/caltech/model", "data/caltech10", split="test").metrics()``.
     """
-    if split not in ("valid", "test"):
-        raise UsageError(f"split must be 'valid' or 'test'. Received: split={split!r}.")
+    if split not in ("valid", "test", "all"):
+        raise UsageError(f"split must be 'valid', 'test' or 'all'. Received: split={split!r}.")
     info = read_meta(model_dir).get("data", {})
     # Unreadable files are left out, as in training.
     dataset = check_folder(data, layout=info.get("layout", "auto"), label_pat=info.get("label_pat"),
-                           valid_pct=info.get("valid_pct", 0.2), seed=info.get("seed", 42)).dataset
-    frame = dataset.frame[dataset.frame.split == split]
+                           valid_pct=info.get("valid_pct", 0.2), seed=info.get("seed", 42), trainable=False).dataset
+    frame = dataset.frame if split == "all" else dataset.frame[dataset.frame.split == split]
     if frame.empty:
         raise UsageError(f"{data} has no {split} images" + (" (a test split needs a test/ folder)." if split == "test" else "."))
     return interpret_files(Predictor(model_dir), list(frame.path), list(frame.label), split=split, bs=bs)
@@ -223,7 +224,10 @@ def interpret_files(predictor, paths: Sequence[str], labels: Sequence[str], *, s
     known = [(p, c) for p, c in zip(paths, labels) if c in index]
     if len(known) < len(paths):
         _log.warn(f"{len(paths) - len(known)} {split} images have classes the model does not know; left out.")
+    if not known:
+        raise DataError(f"none of the {len(paths)} {split} images has a class the model knows "
+                        f"({', '.join(predictor.classes[:10])}): check that the folder and the model belong together.")
     files = [p for p, _ in known]
-    probs = torch.cat([predictor.logits(files[i:i + bs]).softmax(dim=1) for i in range(0, len(files), bs)])
+    probs = torch.cat([logits.softmax(dim=1) for logits in predictor.iter_logits(files, bs=bs)])
     return Interpretation.from_arrays(probs.numpy(), [index[c] for _, c in known],
                                       classes=predictor.classes, items=files, split=split)

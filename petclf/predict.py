@@ -7,7 +7,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -109,19 +109,24 @@ class Predictor:
                       topk: int = 3) -> list[list[tuple[str, float]]]:
         """Predict many images, ``bs`` at a time; results come in the order given.
 
-        The next batch is read while the network runs on the current one.
+        Example: ``Predictor(d).predict_batch(["a.jpg", "b.jpg"], topk=1)`` → ``[[('cat', 0.97)], [('dog', 0.88)]]``.
         """
-        images = list(images)
+        return [top for logits in self.iter_logits(list(images), bs=bs) for top in self._top(logits, topk)]
+
+    def iter_logits(self, images: Sequence[ImageLike], *, bs: int = 64) -> Iterator[torch.Tensor]:
+        """fp32 scores ``bs`` images at a time, in order; the next batch is read while the network runs.
+
+        Example: ``probs = torch.cat([z.softmax(1) for z in Predictor(d).iter_logits(paths)])``.
+        """
         chunks = [images[i:i + bs] for i in range(0, len(images), bs)]
-        out: list[list[tuple[str, float]]] = []
         pending = self._prefetch.submit(self.pixels, chunks[0]) if chunks else None
         for k in range(len(chunks)):
             pixels = pending.result()
             if k + 1 < len(chunks):
                 pending = self._prefetch.submit(self.pixels, chunks[k + 1])
             with torch.inference_mode():
-                out.extend(self._top(self.net(pixels.to(self.device)).cpu(), topk))
-        return out
+                logits = self.net(pixels.to(self.device)).cpu()
+            yield logits
 
     def _top(self, logits: torch.Tensor, topk: int) -> list[list[tuple[str, float]]]:
         return top_classes(logits.softmax(dim=1), self.classes, topk)

@@ -200,8 +200,11 @@ def _small_classes(frame: pd.DataFrame) -> list[str]:
     return [f"classes with fewer than 2 training images: {', '.join(map(str, small.index[:10]))}"]
 
 
-def scan_dataset(dataset: Dataset, *, strict: bool = False, workers: int | None = None) -> ScanReport:
+def scan_dataset(dataset: Dataset, *, strict: bool = False, workers: int | None = None,
+                 trainable: bool = True) -> ScanReport:
     """Check every image of ``dataset``; drop unreadable ones (or, with ``strict``, refuse them).
+
+    With ``trainable``, what is left must still be able to train a classifier (``data.check_dataset``).
 
     Example: ``report = scan_dataset(find_dataset("pets/images")); report.skipped.head()``.
     """
@@ -218,7 +221,8 @@ def scan_dataset(dataset: Dataset, *, strict: bool = False, workers: int | None 
     kept = frame[ok].assign(digest=[c.digest for c in checks if c.ok])
     problems = tuple(_small_classes(kept) + _leakage(kept))
     cleaned = replace(dataset, frame=kept.drop(columns="digest").reset_index(drop=True), skipped=skipped)
-    check_dataset(cleaned)
+    if trainable:
+        check_dataset(cleaned)
     report = ScanReport(cleaned, skipped, notes, problems, n_files=len(frame), n_cached=n_cached)
     _log.info(report.summary())
     if len(skipped):
@@ -230,10 +234,13 @@ def scan_dataset(dataset: Dataset, *, strict: bool = False, workers: int | None 
 
 
 def check_folder(path: str | Path, *, layout: str = "auto", label_pat: str | None = None, valid_pct: float = 0.2,
-                 seed: int = 42, strict: bool = False) -> ScanReport:
+                 seed: int = 42, strict: bool = False, trainable: bool = True) -> ScanReport:
     """Find the dataset in ``path`` and scan it, as training would (``petclf check``).
+
+    ``trainable=False`` accepts folders fit only for evaluation (a single class, say).
 
     Example: ``print(check_folder("pets/images").summary())``.
     """
-    dataset = find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed)
-    return scan_dataset(dataset, strict=strict)
+    dataset = find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed,
+                           trainable=trainable)
+    return scan_dataset(dataset, strict=strict, trainable=trainable)

@@ -9,6 +9,8 @@ import pytest
 
 from petclf.cli import main
 
+from .conftest import make_image
+
 TINY_ARGS = ["--arch", "resnet18", "--size", "32", "--bs", "8", "--no-pretrained", "--device", "cpu"]
 
 
@@ -98,3 +100,26 @@ def test_package_names_stay_the_functions_after_their_modules_load():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["train", "interpret", "True"]
+
+
+def test_report_on_a_folder_of_other_classes_says_so(pets_run, tmp_path, capsys):
+    for i in range(6):
+        make_image(tmp_path / "zoo" / f"zebra_{i}.jpg", (90, 90, 90), seed=i)
+    assert main(["report", str(pets_run / "model"), str(tmp_path / "zoo"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "has a class the model knows" in err and "Traceback" not in err
+
+
+def test_report_with_the_pets_layout_on_class_folders_says_which_layout(pets_run, classes_dir, tmp_path, capsys):
+    assert main(["report", str(pets_run / "model"), str(classes_dir), "--out", str(tmp_path / "r")]) == 2
+    assert "no images directly in" in capsys.readouterr().err
+
+
+def test_report_on_new_data_takes_every_image_with_split_all(pets_run, tmp_path):
+    for i in range(5):
+        make_image(tmp_path / "new" / f"pug_{i + 50}.jpg", (40, 60, 210), seed=500 + i)
+    assert main(["report", str(pets_run / "model"), str(tmp_path / "new"), "--split", "all",
+                 "--out", str(tmp_path / "r")]) == 0
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["all"]["n"] == 5  # a single class, and no images held back as "train"
+    assert (tmp_path / "r" / "all_per_class.csv").is_file()
