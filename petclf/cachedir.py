@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,7 @@ def _entries(kinds: tuple[str, ...] = KINDS) -> list[tuple[Path, os.stat_result]
                 st = path.stat()
             except OSError:
                 continue
-            if path.is_file() and not path.name.startswith("."):
+            if stat.S_ISREG(st.st_mode) and not path.name.startswith("."):
                 found.append((path, st))
     return found
 
@@ -125,11 +126,10 @@ def clear_cache() -> int:
     return freed
 
 
-def prune_cache(*, max_bytes: int, keep: Path | None = None) -> int:
+def prune_cache(*, max_bytes: int) -> int:
     """Delete least recently used cache files until at most ``max_bytes`` remain; returns bytes freed.
 
-    ``keep`` is never deleted (the file in use). Recency is the file's modification time, which
-    readers refresh (``touch``) on every use.
+    Recency is the file's modification time, which readers refresh (``touch``) on every use.
 
     Example: ``prune_cache(max_bytes=cache_limit_bytes() - needed)`` before writing ``needed`` bytes.
     """
@@ -141,8 +141,6 @@ def prune_cache(*, max_bytes: int, keep: Path | None = None) -> int:
     for path, st in entries:
         if total - freed <= max_bytes:
             break
-        if keep is not None and path == keep:
-            continue
         try:
             path.unlink()
             freed += st.st_size

@@ -35,15 +35,15 @@ def _file(folder, name: str, size: int, age_s: float):
     return path
 
 
-def test_prune_drops_least_recently_used_first_and_spares_the_file_in_use(own_cache):
+def test_prune_drops_least_recently_used_first(own_cache):
     images = own_cache / "images"
     oldest = _file(images, "a.npy", 1000, age_s=300)
     middle = _file(images, "b.npy", 1000, age_s=200)
     newest = _file(own_cache / "scan", "c.json", 1000, age_s=100)
-    assert prune_cache(max_bytes=2000, keep=oldest) == 1000
-    assert oldest.exists() and not middle.exists() and newest.exists()
+    assert prune_cache(max_bytes=2000) == 1000
+    assert not oldest.exists() and middle.exists() and newest.exists()
     assert prune_cache(max_bytes=1000) == 1000
-    assert not oldest.exists() and newest.exists()
+    assert not middle.exists() and newest.exists()
     assert cache_usage().total_bytes == 1000
 
 
