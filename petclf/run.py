@@ -11,7 +11,7 @@ from fastai.learner import Learner
 
 from . import _log
 from .artifact import save_model, write_json_atomic
-from .checkpoint import ResumeState, load_checkpoint
+from .checkpoint import CHECKPOINT_FILE, ResumeState, load_checkpoint
 from .distributed import broadcast, is_main
 from .errors import PetclfError, UsageError
 from .interpret import Interpretation, interpret_files
@@ -72,8 +72,14 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
         lr = broadcast(find_lr(learn, progress=progress))
         if is_main():
             save_lr_find_plot(learn.recorder, lr, out / "lr_find.png")
-    result = train(learn, epochs=options.epochs, freeze_epochs=options.freeze_epochs, lr=lr, progress=progress,
-                   checkpoints=out / CHECKPOINT_DIR, resume=state, feature_cache=options.feature_cache)
+    try:
+        result = train(learn, epochs=options.epochs, freeze_epochs=options.freeze_epochs, lr=lr, progress=progress,
+                       checkpoints=out / CHECKPOINT_DIR, resume=state, feature_cache=options.feature_cache)
+    except KeyboardInterrupt:
+        if (out / CHECKPOINT_DIR / CHECKPOINT_FILE).is_file():
+            _log.info(f"stopped; the checkpoint in {out / CHECKPOINT_DIR} keeps the finished epochs: "
+                      "run the same command again to go on from there.")
+        raise
     if not is_main():  # under a launcher the other processes are done: process 0 evaluates and writes
         return RunResult(out=out, model_dir=out / "model", summary={}, learn=learn)
     interps = _evaluate(learn)

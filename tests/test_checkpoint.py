@@ -113,3 +113,14 @@ def test_bad_arguments_are_refused_before_work(pets_dir, tmp_path, capsys, bad, 
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "o" / "history.csv").exists()
+
+
+def test_ctrl_c_says_how_to_go_on(pets_dir, tmp_path, monkeypatch, capsys):
+    def interrupted_after_an_epoch(learn, *, checkpoints, **_kwargs):
+        save_atomic({"epochs_done": 1}, checkpoints / CHECKPOINT_FILE)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("petclf.run.train", interrupted_after_an_epoch)
+    assert main(["train", str(pets_dir), "--out", str(tmp_path), *TINY_ARGS]) == 130
+    err = capsys.readouterr().err
+    assert "run the same command again" in err and "interrupted" in err
