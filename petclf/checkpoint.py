@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -104,10 +104,30 @@ def load_checkpoint(directory: Path) -> ResumeState | None:
     except Exception as err:  # noqa: BLE001 - any damage means the same thing to the user
         raise PetclfError(f"the checkpoint in {directory} cannot be read ({err}); delete {directory} to start over.") \
             from None
-    best_key = tuple(raw["best_key"]) if raw.get("best_key") is not None else None
-    return ResumeState(epochs_done=int(raw["epochs_done"]), lr=float(raw["lr"]), rows=list(raw["rows"]),
-                       batch_losses=list(raw["batch_losses"]), best_epoch=int(raw["best_epoch"]),
-                       best_key=best_key, model=raw["model"], opt=raw["opt"], rng=raw["rng"], best_model=best)
+    state = ResumeState(epochs_done=int(raw["epochs_done"]), lr=float(raw["lr"]), rows=list(raw["rows"]),
+                        batch_losses=list(raw["batch_losses"]), best_epoch=int(raw["best_epoch"]),
+                        best_key=tuple(raw["best_key"]) if raw.get("best_key") is not None else None,
+                        model=raw["model"], opt=raw["opt"], rng=raw["rng"])
+    return _with_best(state, best)
+
+
+def _with_best(state: ResumeState, best: dict | None) -> ResumeState:
+    """Attach the best epoch's weights, only when ``best.pt`` holds the epoch ``last.pt`` names as best.
+
+    The two files are written one after the other; when only one of them made it (a full disk),
+    the newest epoch stands in as the best, so the weights kept always match the epoch reported.
+    """
+    if state.best_epoch == 0:  # trained without keeping the best epoch
+        return state
+    if state.best_epoch == state.epochs_done:
+        return replace(state, best_model=state.model)
+    if best is not None and "model" in best and best.get("epoch") == state.best_epoch:
+        return replace(state, best_model=best["model"])
+    _log.warn(f"the checkpoint does not hold the weights of epoch {state.best_epoch} (best so far); "
+              f"epoch {state.epochs_done} stands in as the best.")
+    last = state.rows[-1] if state.rows else {}
+    key = (float(last["error_rate"]), float(last["valid_loss"])) if {"error_rate", "valid_loss"} <= set(last) else None
+    return replace(state, best_model=state.model, best_epoch=state.epochs_done, best_key=key)
 
 
 class Checkpoint(CompletedEpochCallback):
@@ -134,7 +154,7 @@ class Checkpoint(CompletedEpochCallback):
         history, keep_best = self.learn.history, getattr(self.learn, "keep_best", None)
         model_state = {k: v.detach().cpu() for k, v in bare(self.learn.model).state_dict().items()}
         if keep_best is not None and keep_best.current_is_best:
-            save_atomic(model_state, self.directory / BEST_FILE)
+            save_atomic({"epoch": keep_best.best_epoch, "model": model_state}, self.directory / BEST_FILE)
         save_atomic(_plain({
             "epochs_done": len(history.rows), "lr": self.lr, "rows": history.rows,
             "batch_losses": history.batch_losses, "model": model_state,

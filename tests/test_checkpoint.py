@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from petclf.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_atomic
+from petclf.checkpoint import BEST_FILE, CHECKPOINT_FILE, load_checkpoint, save_atomic
 from petclf.cli import main
 
 TINY_ARGS = ["--arch", "resnet18", "--size", "32", "--bs", "8", "--no-pretrained", "--device", "cpu", "--lr", "1e-2"]
@@ -124,3 +124,28 @@ def test_ctrl_c_says_how_to_go_on(pets_dir, tmp_path, monkeypatch, capsys):
     assert main(["train", str(pets_dir), "--out", str(tmp_path), *TINY_ARGS]) == 130
     err = capsys.readouterr().err
     assert "run the same command again" in err and "interrupted" in err
+
+
+def _state(**overrides):
+    state = {"epochs_done": 3, "lr": 0.01, "rows": [{"error_rate": 0.5, "valid_loss": 1.0}] * 3,
+             "batch_losses": [], "model": {"w": torch.tensor([3.0])}, "opt": {}, "best_epoch": 2,
+             "best_key": [0.1, 0.2], "rng": {}}
+    return {**state, **overrides}
+
+
+def test_best_weights_are_used_only_when_they_are_of_the_epoch_named_best(tmp_path, capfd):
+    save_atomic(_state(), tmp_path / CHECKPOINT_FILE)
+    save_atomic({"epoch": 2, "model": {"w": torch.tensor([2.0])}}, tmp_path / BEST_FILE)
+    state = load_checkpoint(tmp_path)
+    assert state.best_epoch == 2 and state.best_model["w"].item() == 2.0
+    # best.pt written for epoch 3, last.pt not (disk full in between): epoch 3's weights must not pass as epoch 2's.
+    save_atomic({"epoch": 3, "model": {"w": torch.tensor([9.0])}}, tmp_path / BEST_FILE)
+    state = load_checkpoint(tmp_path)
+    assert "does not hold the weights of epoch 2" in capfd.readouterr().err
+    assert state.best_epoch == 3 and state.best_model["w"].item() == 3.0 and state.best_key == (0.5, 1.0)
+
+
+def test_newest_epoch_as_best_needs_no_best_file(tmp_path):
+    save_atomic(_state(best_epoch=3), tmp_path / CHECKPOINT_FILE)
+    state = load_checkpoint(tmp_path)
+    assert state.best_epoch == 3 and state.best_model["w"].item() == 3.0
