@@ -20,12 +20,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .atomic import atomic_path, write_json_atomic
 from .data import Pipeline
 from .errors import PetclfError, UsageError
 from .learner import run_spec
 from .models import build_model
 
-__all__ = ["FORMAT_VERSION", "LoadedModel", "save_model", "load_model", "write_json_atomic"]
+__all__ = ["FORMAT_VERSION", "LoadedModel", "save_model", "load_model"]
 
 FORMAT = "petclf-model"
 FORMAT_VERSION = 1
@@ -41,19 +42,6 @@ class LoadedModel:
     classes: tuple[str, ...]
     pipeline: Pipeline
     meta: dict = field(repr=False)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-    os.replace(tmp, path)
-
-
-def _temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def _versions() -> dict[str, str]:
@@ -74,12 +62,11 @@ def save_model(learn: Learner, directory: str | Path, *, summary: dict | None = 
         raise UsageError(f"{directory} is a file: expected a directory for the model.")
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in learn.model.state_dict().items()}
-    tmp = _temp_name(directory / WEIGHTS_FILE)
-    save_file(state, str(tmp), metadata={"format": FORMAT})
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates owner-only files; match ordinary files
-    os.replace(tmp, directory / WEIGHTS_FILE)
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates owner-only files; match ordinary files
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

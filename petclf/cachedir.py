@@ -6,13 +6,16 @@ on the next run.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
+from .atomic import TEMP_GLOB
 from .errors import UsageError
 
 __all__ = ["CacheUsage", "cache_dir", "cache_limit_bytes", "cache_usage", "clear_cache", "prune_cache"]
@@ -20,7 +23,7 @@ __all__ = ["CacheUsage", "cache_dir", "cache_limit_bytes", "cache_usage", "clear
 #: The cache's parts: one subfolder each.
 KINDS = ("images", "scan")
 DEFAULT_MAX_GB = 10.0
-#: An unfinished file (``.NAME.PID.tmp``) older than this is left over from a killed run.
+#: An unfinished file older than this is left over from a killed run.
 STALE_TMP_SECONDS = 24 * 3600
 
 
@@ -49,32 +52,42 @@ def cache_limit_bytes() -> int:
     return int(gb * 1e9)
 
 
-def _entries(kinds: tuple[str, ...] = KINDS) -> list[tuple[Path, os.stat_result]]:
-    """Finished cache files with their stats (files that vanish while listing are left out)."""
-    found = []
-    for kind in kinds:
+def _files() -> Iterator[tuple[Path, os.stat_result]]:
+    """Every regular file in the cache's parts with its stat (files that vanish meanwhile are left out)."""
+    for kind in KINDS:
         folder = cache_dir() / kind
-        if not folder.is_dir():
-            continue
-        for path in folder.iterdir():
+        for path in folder.iterdir() if folder.is_dir() else ():
             try:
                 st = path.stat()
             except OSError:
                 continue
-            if stat.S_ISREG(st.st_mode) and not path.name.startswith("."):
-                found.append((path, st))
-    return found
+            if stat.S_ISREG(st.st_mode):
+                yield path, st
 
 
-def _remove_stale_tmp(now: float) -> None:
-    for kind in KINDS:
-        folder = cache_dir() / kind
-        for path in folder.glob(".*.tmp") if folder.is_dir() else ():
-            try:
-                if now - path.stat().st_mtime > STALE_TMP_SECONDS:
-                    path.unlink()
-            except OSError:
-                pass
+def _sweep() -> list[tuple[Path, os.stat_result]]:
+    """The finished cache files; unfinished ones left by runs killed a day ago or more are deleted."""
+    finished, now = [], time.time()
+    for path, st in _files():
+        if not path.match(TEMP_GLOB):
+            finished.append((path, st))
+        elif now - st.st_mtime > STALE_TMP_SECONDS:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    return finished
+
+
+def _delete(entries: Iterable[tuple[Path, os.stat_result]], *, keep_bytes: int = 0) -> int:
+    """Delete ``entries`` in order until at most ``keep_bytes`` of them remain; returns the bytes freed."""
+    entries = list(entries)
+    total, freed = sum(st.st_size for _, st in entries), 0
+    for path, st in entries:
+        if total - freed <= keep_bytes:
+            break
+        with contextlib.suppress(OSError):
+            path.unlink()
+            freed += st.st_size
+    return freed
 
 
 @dataclass(frozen=True)
@@ -104,9 +117,10 @@ def cache_usage() -> CacheUsage:
     Example: ``print(cache_usage())``
     """
     files, sizes = dict.fromkeys(KINDS, 0), dict.fromkeys(KINDS, 0)
-    for path, st in _entries():
-        files[path.parent.name] += 1
-        sizes[path.parent.name] += st.st_size
+    for path, st in _files():
+        if not path.match(TEMP_GLOB):
+            files[path.parent.name] += 1
+            sizes[path.parent.name] += st.st_size
     return CacheUsage(cache_dir(), files, sizes, cache_limit_bytes())
 
 
@@ -115,15 +129,7 @@ def clear_cache() -> int:
 
     Example: ``clear_cache()`` (or ``petclf cache clear``)
     """
-    freed = 0
-    for path, st in _entries():
-        try:
-            path.unlink()
-            freed += st.st_size
-        except OSError:
-            pass
-    _remove_stale_tmp(time.time())
-    return freed
+    return _delete(_sweep())
 
 
 def prune_cache(*, max_bytes: int) -> int:
@@ -133,25 +139,10 @@ def prune_cache(*, max_bytes: int) -> int:
 
     Example: ``prune_cache(max_bytes=cache_limit_bytes() - needed)`` before writing ``needed`` bytes.
     """
-    now = time.time()
-    _remove_stale_tmp(now)
-    entries = sorted(_entries(), key=lambda e: e[1].st_mtime)
-    total = sum(st.st_size for _, st in entries)
-    freed = 0
-    for path, st in entries:
-        if total - freed <= max_bytes:
-            break
-        try:
-            path.unlink()
-            freed += st.st_size
-        except OSError:
-            pass
-    return freed
+    return _delete(sorted(_sweep(), key=lambda e: e[1].st_mtime), keep_bytes=max_bytes)
 
 
 def touch(path: Path) -> None:
     """Mark a cache file as just used (a read-only cache is fine: recency is only a hint)."""
-    try:
+    with contextlib.suppress(OSError):
         os.utime(path)
-    except OSError:
-        pass

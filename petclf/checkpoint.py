@@ -6,7 +6,6 @@ so a kill during the write leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 from dataclasses import dataclass, field, replace
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from . import _log
+from .atomic import atomic_path
 from .distributed import bare
 from .epochs import CompletedEpochCallback
 from .errors import PetclfError
@@ -30,16 +30,11 @@ BEST_FILE = "best.pt"
 def save_atomic(obj: object, path: Path) -> None:
     """``torch.save`` through a temporary file, fsync and rename: the old file survives any crash."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):  # a half-written file would only hold disk space
-            tmp.unlink()
 
 
 def _plain(obj: object) -> object:
@@ -125,9 +120,9 @@ def _with_best(state: ResumeState, best: dict | None) -> ResumeState:
         return replace(state, best_model=best["model"])
     _log.warn(f"the checkpoint does not hold the weights of epoch {state.best_epoch} (best so far); "
               f"epoch {state.epochs_done} stands in as the best.")
-    last = state.rows[-1] if state.rows else {}
-    key = (float(last["error_rate"]), float(last["valid_loss"])) if {"error_rate", "valid_loss"} <= set(last) else None
-    return replace(state, best_model=state.model, best_epoch=state.epochs_done, best_key=key)
+    last = state.rows[-1]  # History's row of epoch epochs_done
+    return replace(state, best_model=state.model, best_epoch=state.epochs_done,
+                   best_key=(float(last["error_rate"]), float(last["valid_loss"])))
 
 
 class Checkpoint(CompletedEpochCallback):

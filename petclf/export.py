@@ -19,7 +19,7 @@ from . import _log
 from .artifact import load_model
 from .data import Pipeline
 from .errors import PetclfError, UsageError
-from .preprocess import PixelClassifier, presized_pixels
+from .preprocess import PixelClassifier, Presizer
 
 __all__ = ["export_onnx", "export_fastai", "load_pickled_learner", "onnx_input"]
 
@@ -29,7 +29,7 @@ def onnx_input(image: str | Path | Image.Image, pipeline: Pipeline, *, dtype: st
 
     Example: ``session.run(None, {"pixels": onnx_input("cat.jpg", pipeline)})``.
     """
-    pixels = presized_pixels(image, pipeline.presize)
+    pixels = Presizer(pipeline.presize)(image)
     return pixels[None].astype(np.uint8 if dtype == "uint8" else np.float32)
 
 

@@ -9,7 +9,6 @@ and the other augmentations still run every epoch.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
@@ -23,6 +22,7 @@ from fastai.torch_core import TensorImage
 from fasttransform import Transform
 
 from . import _log
+from .atomic import atomic_path
 from .preprocess import Presizer
 from .cachedir import cache_dir, cache_limit_bytes, prune_cache, touch
 
@@ -76,8 +76,7 @@ class PresizedImages:
         return {**self.__dict__, "_array": None}
 
     def _build(self, paths: list[str], folder: Path, workers: int | None) -> None:
-        tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(self.file) as tmp:
             out = self._reserve(tmp, len(paths), folder)
             def one(i: int) -> None:
                 out[i] = self._presize(paths[i])
@@ -88,10 +87,6 @@ class PresizedImages:
             with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
                 list(pool.map(one, range(len(paths))))
             out.flush()
-            os.replace(tmp, self.file)
-        finally:
-            with contextlib.suppress(OSError):  # gone after os.replace, or never made
-                tmp.unlink()
 
     def _reserve(self, tmp: Path, n: int, folder: Path) -> np.memmap:
         """The cache file to fill, its disk space claimed first: raises ``CacheUnavailable`` when it does not fit."""

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 from .images import RGBImage
 
-__all__ = ["PixelClassifier", "Presizer", "presized_pixels"]
+__all__ = ["PixelClassifier", "Presizer"]
 
 
 class Presizer:
@@ -46,11 +46,6 @@ class Presizer:
         if resize is None:
             resize = self._local.resize = Resize(self.presize, method="crop")
         return np.asarray(resize(RGBImage.create(image, min_side=self.presize), split_idx=1), dtype=np.uint8)
-
-
-def presized_pixels(image: str | Path | Image.Image, presize: int) -> np.ndarray:
-    """(presize, presize, 3) uint8 RGB: the image read as training reads it, resized and centre-cropped."""
-    return Presizer(presize)(image)
 
 
 class PixelClassifier(nn.Module):

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
-from .artifact import read_meta, write_json_atomic
+from .artifact import read_meta
+from .atomic import write_json_atomic
 from .interpret import Interpretation, interpret_saved
 from .plots import figure_png
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from fastai.learner import Learner
 
 from . import _log
-from .artifact import save_model, write_json_atomic
+from .artifact import save_model
+from .atomic import write_json_atomic
 from .checkpoint import CHECKPOINT_FILE, ResumeState, load_checkpoint
 from .distributed import broadcast, is_main
 from .errors import PetclfError, UsageError

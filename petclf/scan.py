@@ -19,6 +19,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from . import _log
+from .atomic import atomic_path
 from .cachedir import cache_dir
 from .data import Dataset, check_dataset, find_dataset
 from .errors import DataError
@@ -140,9 +141,8 @@ def _load_cache(path: Path) -> dict:
 def _save_cache(path: Path, files: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": CACHE_VERSION, "files": files}))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps({"version": CACHE_VERSION, "files": files}))
     except OSError as err:  # a read-only home must not stop training
         _log.warn(f"could not write the scan cache {path} ({err.strerror}); the next scan will not be faster.")
 
