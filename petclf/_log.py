@@ -5,6 +5,8 @@ import logging
 import os
 import sys
 
+from .safe_text import printable
+
 
 class _CurrentStderr(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is now (test runners and notebooks swap it)."""
@@ -31,9 +33,10 @@ if not logger.handlers:
         logger.setLevel(logging.ERROR)
 
 
+# Messages carry file and class names, which may hold terminal escapes or newlines.
 def info(message: str) -> None:
-    logger.info(message)
+    logger.info(printable(message))
 
 
 def warn(message: str) -> None:
-    logger.warning("warning: " + message)
+    logger.warning("warning: " + printable(message))

@@ -6,7 +6,6 @@ is all ``load_model`` needs to rebuild the network offline.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +21,13 @@ from torch import nn
 
 from .atomic import atomic_path, write_json_atomic
 from .data import Pipeline
-from .errors import PetclfError, UsageError
+from .errors import ModelFileError, UsageError
 from .learner import run_spec
-from .models import build_model
+from .modelcheck import FORMAT, FORMAT_VERSION, check_weights_header, read_meta_file
+from .models import BuiltModel, build_model
 
-__all__ = ["FORMAT_VERSION", "LoadedModel", "save_model", "load_model"]
+__all__ = ["FORMAT_VERSION", "LoadedModel", "save_model", "load_model", "read_meta"]
 
-FORMAT = "petclf-model"
-FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "petclf.json"
 
@@ -77,8 +75,9 @@ def save_model(learn: Learner, directory: str | Path, *, summary: dict | None = 
                           "resize": "shorter side to presize, centre crop, then bilinear to size",
                           "augment": spec.pipeline.augment, "mean": list(spec.pipeline.mean),
                           "std": list(spec.pipeline.std), "input": "RGB, 0..1 floats before normalisation"},
+        # No data path: a shared model file should not carry the trainer's directory layout.
         "data": {"layout": spec.layout, "label_pat": spec.label_pat, "valid_pct": spec.valid_pct,
-                 "seed": spec.seed, "path": spec.data_path},
+                 "seed": spec.seed},
         "precision": spec.precision,
         "versions": _versions(),
         "summary": summary or {},
@@ -88,7 +87,10 @@ def save_model(learn: Learner, directory: str | Path, *, summary: dict | None = 
 
 
 def read_meta(directory: str | Path) -> dict:
-    """Read and check ``petclf.json`` of a model directory."""
+    """Read ``petclf.json`` of a model directory and check every field petclf uses (see ``petclf.modelcheck``).
+
+    Example: ``read_meta("runs/pets/model")["preprocessing"]["size"]`` → ``224``.
+    """
     directory = Path(directory)
     meta_path = directory / META_FILE
     if directory.is_file():
@@ -100,23 +102,16 @@ def read_meta(directory: str | Path) -> dict:
     if not meta_path.is_file():
         raise UsageError(f"{directory} is not a petclf model directory: {META_FILE} is missing. "
                          "Pass the directory that `petclf train` wrote (its model/ sub-folder).")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise PetclfError(f"{meta_path} is not valid JSON ({err}); the model directory is damaged.") from None
-    if meta.get("format") != FORMAT:
-        raise UsageError(f"{meta_path} is not a petclf model description (format {meta.get('format')!r}).")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise UsageError(f"{directory} was written by a newer petclf (format {meta['format_version']}); "
-                         "upgrade petclf to load it.")
-    return meta
+    return read_meta_file(meta_path)
 
 
 def load_model(directory: str | Path, *, arch: Callable | nn.Module | None = None,
                device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild a saved network from a model directory, without network access or unpickling.
 
-    ``arch`` is needed only for models trained with a custom callable or module.
+    ``arch`` is needed only for models trained with a custom callable or module. ``petclf.json``
+    is checked field by field, and the weights file's header against the network it describes,
+    before the network is built: a damaged or hostile directory costs neither memory nor time.
 
     Example: ``load_model("runs/pets/model").classes`` → ``('Abyssinian', 'Bengal', …)``.
     """
@@ -125,19 +120,45 @@ def load_model(directory: str | Path, *, arch: Callable | nn.Module | None = Non
     info = meta["arch"]
     if info["source"] == "custom" and arch is None:
         raise UsageError(f"{directory} holds a custom architecture: pass the same arch= you trained with.")
-    built = build_model(arch if info["source"] == "custom" else
-                        (("timm/" + info["name"]) if info["source"] == "timm" else info["name"]),
-                        int(info["n_out"]), pretrained=False)
+    target = arch if info["source"] == "custom" else (
+        ("timm/" + info["name"]) if info["source"] == "timm" else info["name"])
+    weights_path = directory / WEIGHTS_FILE
+    n_out = info["n_out"]
+    built = _build_checked(target, n_out, weights_path, meta_path=directory / META_FILE, name=info["name"])
     try:
-        state = load_file(str(directory / WEIGHTS_FILE))
-    except (SafetensorError, FileNotFoundError, OSError) as err:
-        raise PetclfError(f"cannot read {directory / WEIGHTS_FILE} ({err}); the model directory is damaged.") from None
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ModelFileError(f"cannot read {weights_path} ({_one_line(err)}); the model directory is damaged.") from None
     try:
         built.model.load_state_dict(state)
     except RuntimeError as err:
-        raise PetclfError(f"the weights in {directory} do not fit {info['name']} ({str(err)[:300]}).") from None
+        raise ModelFileError(f"the weights in {directory} do not fit {info['name']} ({_one_line(err)}).") from None
     model = built.model.to(device).eval()
     pre = meta["preprocessing"]
-    pipeline = Pipeline(size=int(pre["size"]), presize=int(pre["presize"]), augment=pre["augment"],
-                        mean=tuple(pre["mean"]), std=tuple(pre["std"]))
+    pipeline = Pipeline(size=pre["size"], presize=pre["presize"], augment=pre["augment"],
+                        mean=tuple(float(v) for v in pre["mean"]), std=tuple(float(v) for v in pre["std"]))
     return LoadedModel(model=model, classes=tuple(meta["classes"]), pipeline=pipeline, meta=meta)
+
+
+def _one_line(err: object, limit: int = 300) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _build_checked(target: str | Callable | nn.Module, n_out: int, weights_path: Path, *, meta_path: Path,
+                   name: str) -> BuiltModel:
+    """Build the network for real only once the weights file's header matches it."""
+    built = None
+    try:
+        # On the meta device the network has shapes but no storage, so a header check costs nothing.
+        with torch.device("meta"):
+            layout = build_model(target, n_out, pretrained=False).model.state_dict()
+    except UsageError as err:
+        if not isinstance(target, str):
+            raise  # the caller's own arch=, not the file, is at fault
+        raise ModelFileError(f"{meta_path}: field 'arch.name' ({name!r}) cannot be built here: {err}") from None
+    except Exception:  # noqa: BLE001 - some layers lack meta kernels; n_out is bounded, so a real build is affordable
+        built = build_model(target, n_out, pretrained=False)
+        layout = built.model.state_dict()
+    check_weights_header(weights_path, layout, arch=name, n_out=n_out)
+    return built if built is not None else build_model(target, n_out, pretrained=False)

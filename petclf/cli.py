@@ -8,6 +8,7 @@ from dataclasses import fields, replace
 from typing import Sequence
 
 from .errors import PetclfError, UsageError
+from .safe_text import printable
 
 __all__ = ["main"]
 
@@ -100,21 +101,22 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     report = check_folder(args.path, layout=args.layout, label_pat=args.label_pat, valid_pct=args.valid_pct,
                           seed=args.seed, strict=args.strict)
-    print(report.dataset.describe())
+    print(printable(report.dataset.describe()))
     print(report.summary())
     for row in report.skipped.itertuples():
-        print(f"skipped  {row.path}: {row.reason}")
+        print(f"skipped  {printable(row.path)}: {printable(row.reason)}")
     for row in report.notes.itertuples():
-        print(f"note     {row.path}: {row.note}")
+        print(f"note     {printable(row.path)}: {printable(row.note)}")
     for problem in report.warnings:
-        print(f"warning  {problem}")
+        print(f"warning  {printable(problem)}")
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import report_saved_model  # noqa: PLC0415
 
-    page = report_saved_model(args.model_dir, args.data, split=args.split, out=args.out)
+    page = report_saved_model(args.model_dir, args.data, split=args.split, out=args.out, layout=args.layout,
+                              label_pat=args.label_pat)
     print(f"report: {page}")
     return 0
 
@@ -131,17 +133,16 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     from .zoo import classify  # noqa: PLC0415
 
     for image, top in zip(args.images, classify(args.images, arch=args.arch, weights=args.weights, topk=args.topk)):
-        print(f"{image}:")
+        print(f"{printable(image)}:")
         for label, p in top:
             print(f"  {p:7.2%}  {label}")
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .zoo import DEFAULT_COMPARE, compare, write_compare  # noqa: PLC0415
+    from .zoo import DEFAULT_COMPARE, compare_to  # noqa: PLC0415
 
-    table = compare(args.archs.split(",") if args.archs else DEFAULT_COMPARE, runs=args.runs)
-    csv, chart = write_compare(table, args.out)
+    table, csv, chart = compare_to(args.out, args.archs.split(",") if args.archs else DEFAULT_COMPARE, runs=args.runs)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"table: {csv}  chart: {chart}")
     return 0
@@ -225,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--split", default="valid", choices=["valid", "test", "all"],
                         help="valid/test: rebuilt as in training; all: every image, for data the model never saw")
     report.add_argument("--out", default=None, help="report directory (default: report-SPLIT beside the model)")
+    report.add_argument("--layout", default=None, choices=["auto", "pets", "folders", "classes"],
+                        help="layout of DATA (default: the one the model was trained on, else detected)")
+    report.add_argument("--label-pat", default=None,
+                        help="regex whose first group is the label (default: the model's, run under a time limit)")
     report.set_defaults(func=_cmd_report)
 
     cache = sub.add_parser("cache", help="show (or clear) petclf's cache of scan results and presized images",
@@ -246,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PetclfError as err:
         if args.debug:
             raise
-        print(f"petclf: error: {err}", file=sys.stderr)
+        print(f"petclf: error: {printable(err)}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("petclf: interrupted", file=sys.stderr)
@@ -254,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - the last line of defence: one line, not a stack
         if args.debug:
             raise
-        print(f"petclf: error: {type(err).__name__}: {err} (run `petclf --debug ...` for the traceback)",
+        print(f"petclf: error: {type(err).__name__}: {printable(err)} (run `petclf --debug ...` for the traceback)",
               file=sys.stderr)
         return 1
 

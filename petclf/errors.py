@@ -1,8 +1,8 @@
 """Errors petclf shows to users: short, with what happened, what was expected and the fix."""
 from __future__ import annotations
 
-__all__ = ["PetclfError", "DataError", "UsageError", "WeightsUnavailableError", "require_positive",
-           "require_non_negative", "require_fraction"]
+__all__ = ["PetclfError", "DataError", "UsageError", "ModelFileError", "TrainingDiverged",
+           "WeightsUnavailableError", "require_positive", "require_non_negative", "require_fraction", "require_between"]
 
 
 class PetclfError(Exception):
@@ -22,6 +22,18 @@ class UsageError(PetclfError, ValueError):
 
 class DataError(PetclfError, ValueError):
     """The image folder cannot be turned into a labelled dataset."""
+
+    exit_code = 2
+
+
+class ModelFileError(PetclfError, ValueError):
+    """A model directory is damaged, incomplete or not what it claims to be (checked before anything is built)."""
+
+    exit_code = 2
+
+
+class TrainingDiverged(PetclfError, RuntimeError):
+    """The training loss became NaN or infinite (usually a learning rate far too high)."""
 
     exit_code = 2
 
@@ -51,3 +63,10 @@ def require_fraction(**values: float) -> None:
     for name, value in values.items():
         if not 0.0 <= value < 1.0:
             raise UsageError(f"{name} must be in [0, 1). Received: {name}={value}.")
+
+
+def require_between(low: float, high: float, **values: float) -> None:
+    """Refuse any value that is not a finite number in [low, high], naming it: ``require_between(8, 2048, size=1e9)``."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise UsageError(f"{name} must be from {low:g} to {high:g}. Received: {name}={value!r}.")

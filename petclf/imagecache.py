@@ -45,7 +45,8 @@ def _key(paths: list[str], presize: int) -> str:
     h = hashlib.sha1(f"v{CACHE_VERSION}:{presize}".encode())
     for p in paths:
         st = os.stat(p)
-        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        # fsencode: a name that is not UTF-8 still hashes (as the bytes on disk).
+        h.update(os.fsencode(p) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:20]
 
 

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from . import _log
 from .artifact import read_meta
+from .defaults import DEFAULT_SEED, DEFAULT_VALID_PCT
 from .errors import DataError, UsageError
 from .images import read_rgb
 from .predict import Predictor
@@ -39,10 +40,11 @@ class Interpretation:
     classes: tuple[str, ...]
     items: tuple[str, ...] = field(default=(), repr=False)  # file paths, in the same order
     split: str = "valid"
+    skipped: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (path, reason): files that could not be read
 
     @classmethod
     def from_arrays(cls, probs, targets, *, classes: Sequence[str], items: Sequence[str] = (),
-                    split: str = "valid") -> "Interpretation":
+                    split: str = "valid", skipped: Sequence[tuple[str, str]] = ()) -> "Interpretation":
         probs = np.asarray(probs, dtype=np.float64)
         targets = np.asarray(targets, dtype=np.int64)
         if probs.ndim != 2 or probs.shape[1] != len(classes) or len(targets) != len(probs):
@@ -50,7 +52,8 @@ class Interpretation:
                              f"got {probs.shape} and {targets.shape}.")
         if items and len(items) != len(probs):
             raise UsageError(f"expected {len(probs)} items, got {len(items)}.")
-        return cls(probs=probs, targets=targets, classes=tuple(classes), items=tuple(map(str, items)), split=split)
+        return cls(probs=probs, targets=targets, classes=tuple(classes), items=tuple(map(str, items)), split=split,
+                   skipped=tuple((str(p), str(r)) for p, r in skipped))
 
     @cached_property
     def preds(self) -> np.ndarray:
@@ -138,16 +141,17 @@ class Interpretation:
         ax = fig.add_subplot()
         ax.imshow(cm.to_numpy(), cmap="Blues")
         font = max(3.0, min(10.0, 260.0 / max(n, 1)))
-        ax.set_xticks(range(n), labels=list(self.classes), rotation=90, fontsize=font)
-        ax.set_yticks(range(n), labels=list(self.classes), fontsize=font)
+        # Class names are drawn as typed: '$' would otherwise start matplotlib's math mode (and can fail to parse).
+        ax.set_xticks(range(n), labels=list(self.classes), rotation=90, fontsize=font, parse_math=False)
+        ax.set_yticks(range(n), labels=list(self.classes), fontsize=font, parse_math=False)
         if n <= 40:
             top = cm.to_numpy().max() or 1
             for (a, p), v in np.ndenumerate(cm.to_numpy()):
                 text = f"{v:.2f}" if normalize else str(int(v))
                 ax.text(p, a, text, ha="center", va="center", fontsize=font,
                         color="white" if v > top / 2 else "black")
-        ax.set(xlabel="predicted", ylabel="actual",
-               title=f"confusion matrix ({self.split}{', normalised' if normalize else ''})")
+        ax.set(xlabel="predicted", ylabel="actual")
+        ax.set_title(f"confusion matrix ({self.split}{', normalised' if normalize else ''})", parse_math=False)
         return fig
 
     def plot_top_losses(self, k: int = 9) -> Figure:
@@ -159,7 +163,8 @@ class Interpretation:
         for i, row in enumerate(worst.itertuples()):
             ax = fig.add_subplot(rows, cols, i + 1)
             ax.imshow(_thumbnail(row.path))
-            ax.set_title(f"{row.predicted}/{row.actual}\nloss {row.loss:.2f}, p {row.prob_predicted:.2f}", fontsize=9)
+            ax.set_title(f"{row.predicted}/{row.actual}\nloss {row.loss:.2f}, p {row.prob_predicted:.2f}", fontsize=9,
+                         parse_math=False)
             ax.axis("off")
         fig.suptitle("top losses: predicted/actual, loss, probability of the prediction")
         return fig
@@ -194,20 +199,26 @@ def interpret(learn: Learner, *, split: str = "valid") -> Interpretation:
                                       classes=list(learn.dls.vocab), items=items, split=split)
 
 
-def interpret_saved(model_dir: str | Path, data: str | Path, *, split: str = "valid", bs: int = 64) -> Interpretation:
+def interpret_saved(model_dir: str | Path, data: str | Path, *, split: str = "valid", bs: int = 64,
+                    layout: str | None = None, label_pat: str | None = None) -> Interpretation:
     """Predict a split of ``data`` with a saved model directory and return an ``Interpretation``.
 
     The split is rebuilt as in training (same layout, label pattern, ``valid_pct`` and seed);
     ``split="all"`` takes every labelled image, for a folder the model has never seen.
+    ``layout`` and ``label_pat`` override what the model directory says. A label pattern read
+    from the model directory runs under a time limit, since the file may come from anyone.
 
     Example: ``interpret_saved("runs/caltech/model", "data/caltech10", split="test").metrics()``.
     """
     if split not in ("valid", "test", "all"):
         raise UsageError(f"split must be 'valid', 'test' or 'all'. Received: split={split!r}.")
-    info = read_meta(model_dir).get("data", {})
+    info = read_meta(model_dir).get("data") or {}
+    pattern = label_pat if label_pat is not None else info.get("label_pat")
+    options = dict(label_pat=pattern, trusted_pattern=label_pat is not None or pattern is None,
+                   valid_pct=info.get("valid_pct", DEFAULT_VALID_PCT), seed=info.get("seed", DEFAULT_SEED),
+                   trainable=False)
     # Unreadable files are left out, as in training.
-    dataset = check_folder(data, layout=info.get("layout", "auto"), label_pat=info.get("label_pat"),
-                           valid_pct=info.get("valid_pct", 0.2), seed=info.get("seed", 42), trainable=False).dataset
+    dataset = check_folder(data, layout=layout or info.get("layout") or "auto", **options).dataset
     frame = dataset.frame if split == "all" else dataset.frame[dataset.frame.split == split]
     if frame.empty:
         raise UsageError(f"{data} has no {split} images" + (" (a test split needs a test/ folder)." if split == "test" else "."))
@@ -227,7 +238,18 @@ def interpret_files(predictor, paths: Sequence[str], labels: Sequence[str], *, s
     if not known:
         raise DataError(f"none of the {len(paths)} {split} images has a class the model knows "
                         f"({', '.join(predictor.classes[:10])}): check that the folder and the model belong together.")
-    files = [p for p, _ in known]
-    probs = torch.cat([logits.softmax(dim=1) for logits in predictor.iter_logits(files, bs=bs)])
-    return Interpretation.from_arrays(probs.numpy(), [index[c] for _, c in known],
-                                      classes=predictor.classes, items=files, split=split)
+    label_of = dict(known)
+    probs, items, skipped = [], [], []
+    # A file can vanish or be damaged after the scan (or mid-run): it is left out with its reason, not fatal.
+    for batch in predictor.iter_readable([p for p, _ in known], bs=bs):
+        probs.append(batch.logits.softmax(dim=1))
+        items += batch.items
+        skipped += [(str(item), reason) for item, reason in batch.failed]
+    if skipped:
+        _log.warn(f"{len(skipped)} {split} images could not be read and are left out of the evaluation, e.g. "
+                  f"{skipped[0][0]}: {skipped[0][1]}")
+    if not items:
+        raise DataError(f"none of the {len(known)} {split} images could be read (e.g. {skipped[0][0]}: "
+                        f"{skipped[0][1]}): check that the folder is still there.")
+    return Interpretation.from_arrays(torch.cat(probs).numpy(), [index[label_of[p]] for p in items],
+                                      classes=predictor.classes, items=items, split=split, skipped=skipped)

@@ -16,10 +16,11 @@ from fastai.torch_core import set_seed
 from torch import nn
 
 from . import _log
-from .data import Dataset, Pipeline, find_dataset, make_dataloaders, make_pipeline
+from .data import Dataset, Pipeline, find_dataset, keep_split, make_dataloaders, make_pipeline
 from .device import pick_device, pick_precision
 from .distributed import main_process_first
-from .errors import UsageError, require_positive
+from .defaults import MAX_SEED, MAX_SIZE, MIN_SIZE
+from .errors import UsageError, require_between, require_positive
 from .models import ArchSpec, build_model, check_arch
 from .optim import fused_adam
 from .precision import precision_callbacks
@@ -86,13 +87,15 @@ def quick_learner(
     num_workers: int | None = None,
     strict: bool = False,
     cache: bool | None = None,
+    split: dict | None = None,
 ) -> Learner:
     """Build a fastai ``Learner`` for the images in ``path``, ready for ``lr_find`` and ``fine_tune``.
 
     The layout (Pets file names, train/valid/test folders, or class folders) is detected,
     every image is checked first (unreadable files are skipped, or refused with ``strict``),
     the device is CUDA, then MPS, then CPU, and ``precision='auto'`` uses bf16 where the
-    hardware computes it natively. Metrics are error rate and accuracy.
+    hardware computes it natively. Metrics are error rate and accuracy. ``split`` (a record
+    from ``data.split_record``) fixes which files train and validate, as a resumed run needs.
 
     Example::
 
@@ -100,13 +103,16 @@ def quick_learner(
         learn.fine_tune(4, base_lr=learn.lr_find().valley)
     """
     require_positive(size=size, bs=bs)
+    require_between(MIN_SIZE, MAX_SIZE, size=size)
+    require_between(0, MAX_SEED, seed=seed)
     check_arch(arch)
     dev = pick_device(device)
     prec = pick_precision(precision, dev)
     set_seed(seed, reproducible=False)
     with main_process_first():  # process 0 fills the scan and image caches; the others then read them
-        scan = scan_dataset(find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed),
-                            strict=strict)
+        dataset = find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed,
+                               trainable=split is None)
+        scan = scan_dataset(dataset if split is None else keep_split(dataset, split), strict=strict)
     dataset = scan.dataset
     if bs > dataset.count("train"):
         raise UsageError(f"bs={bs} is larger than the {dataset.count('train')} training images: "

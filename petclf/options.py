@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import UsageError, require_fraction, require_non_negative, require_positive
+import math
+
+from .defaults import MAX_LR, MAX_SEED, MAX_SIZE, MIN_SIZE
+from .errors import UsageError, require_between, require_fraction, require_non_negative, require_positive
 
 __all__ = ["TrainOptions"]
 
@@ -34,7 +37,10 @@ class TrainOptions:
     def validate(self) -> None:
         """Refuse impossible settings before any work starts."""
         require_positive(size=self.size, bs=self.bs, epochs=self.epochs)
-        require_non_negative(freeze_epochs=self.freeze_epochs)
-        if self.lr is not None and not self.lr > 0:
-            raise UsageError(f"lr must be a positive number. Received: lr={self.lr}.")
+        require_between(MIN_SIZE, MAX_SIZE, size=self.size)
+        require_non_negative(freeze_epochs=self.freeze_epochs, seed=self.seed)
+        require_between(0, MAX_SEED, seed=self.seed)
+        if self.lr is not None and not (math.isfinite(self.lr) and 0 < self.lr <= MAX_LR):
+            raise UsageError(f"lr must be a positive number up to {MAX_LR:g} (typical: 1e-4 to 1e-2). "
+                             f"Received: lr={self.lr}.")
         require_fraction(valid_pct=self.valid_pct)

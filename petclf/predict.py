@@ -7,7 +7,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -19,14 +19,25 @@ from .artifact import load_model
 from .data import IMAGE_EXTENSIONS
 from .device import pick_device, pick_precision
 from .distributed import bare
-from .errors import UsageError
+from .atomic import atomic_path
+from .destinations import output_file
+from .errors import UsageError, require_positive
 from .export import load_pickled_learner
 from .learner import run_spec
 from .preprocess import PixelClassifier, Presizer
+from .safe_text import csv_cell, printable
 
-__all__ = ["Predictor", "predict_files", "expand_images"]
+__all__ = ["Predictor", "ReadBatch", "predict_files", "expand_images"]
 
 ImageLike = str | Path | Image.Image
+
+
+class ReadBatch(NamedTuple):
+    """One batch of ``Predictor.iter_readable``: the images read, their scores, and (image, reason) for the rest."""
+
+    items: list
+    logits: torch.Tensor
+    failed: list
 
 
 def _fuse_conv_bn(model: nn.Module) -> nn.Module:
@@ -118,15 +129,43 @@ class Predictor:
 
         Example: ``probs = torch.cat([z.softmax(1) for z in Predictor(d).iter_logits(paths)])``.
         """
+        for batch in self._batches(images, bs=bs, skip=False):
+            yield batch.logits
+
+    def iter_readable(self, images: Sequence[ImageLike], *, bs: int = 64) -> Iterator[ReadBatch]:
+        """Like ``iter_logits``, but files that cannot be read (gone, damaged) are left out and named with a reason.
+
+        Example: ``for b in Predictor(d).iter_readable(paths): print(b.items, b.failed)``.
+        """
+        return self._batches(images, bs=bs, skip=True)
+
+    def _batches(self, images: Sequence[ImageLike], *, bs: int, skip: bool) -> Iterator[ReadBatch]:
+        read = self._pixels_skipping if skip else (lambda chunk: (self.pixels(chunk), list(chunk), []))
         chunks = [images[i:i + bs] for i in range(0, len(images), bs)]
-        pending = self._prefetch.submit(self.pixels, chunks[0]) if chunks else None
+        pending = self._prefetch.submit(read, chunks[0]) if chunks else None
         for k in range(len(chunks)):
-            pixels = pending.result()
+            pixels, items, failed = pending.result()
             if k + 1 < len(chunks):
-                pending = self._prefetch.submit(self.pixels, chunks[k + 1])
-            with torch.inference_mode():
-                logits = self.net(pixels.to(self.device)).cpu()
-            yield logits
+                pending = self._prefetch.submit(read, chunks[k + 1])
+            if pixels is None:
+                logits = torch.zeros(0, len(self.classes))
+            else:
+                with torch.inference_mode():
+                    logits = self.net(pixels.to(self.device)).cpu()
+            yield ReadBatch(items, logits, failed)
+
+    def _pixels_skipping(self, images: Sequence[ImageLike]) -> tuple[torch.Tensor | None, list, list]:
+        def attempt(image: ImageLike) -> tuple[np.ndarray | None, str]:
+            try:
+                return self._read(image), ""
+            except UsageError as err:
+                return None, str(err)
+
+        results = list(self._pool.map(attempt, images))
+        kept = [(image, array) for image, (array, _) in zip(images, results) if array is not None]
+        failed = [(image, reason) for image, (array, reason) in zip(images, results) if array is None]
+        pixels = torch.from_numpy(np.stack([a for _, a in kept])) if kept else None
+        return pixels, [image for image, _ in kept], failed
 
     def _top(self, logits: torch.Tensor, topk: int) -> list[list[tuple[str, float]]]:
         return top_classes(logits.softmax(dim=1), self.classes, topk)
@@ -189,13 +228,15 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: 
 
     Example: ``predict_files("runs/pets/model", ["photos/"], csv="preds.csv")``.
     """
+    require_positive(topk=topk, bs=bs)
+    csv_path = output_file(csv) if csv is not None else None
     if Path(model_dir).is_file() and trust_pickle:
         predictor = _PickledPredictor(model_dir)
     else:
         predictor = Predictor(model_dir, precision="auto")
     files = expand_images(inputs)
     if not files:
-        raise UsageError(f"no image files found in {', '.join(map(str, inputs))}.")
+        raise UsageError(f"no image files found in {printable(', '.join(map(str, inputs)))}.")
     rows, failed = [], []
     chunks = range(0, len(files), bs)
     show_bar = sys.stderr.isatty() and len(files) > bs
@@ -205,15 +246,21 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: 
                 failed.append((file, error))
                 continue
             rows.append((file, top))
-            print(f"{file}: " + ", ".join(f"{label} {p:.1%}" for label, p in top))
+            print(f"{printable(file)}: " + ", ".join(f"{printable(label)} {p:.1%}" for label, p in top))
     for file, reason in failed:
-        print(f"petclf: skipped {file}: {reason}", file=sys.stderr)
-    if csv is not None:
-        with open(csv, "w", newline="") as f:
-            writer = csv_module.writer(f)
-            writer.writerow(["path"] + [c for k in range(1, topk + 1) for c in (f"label_{k}", f"prob_{k}")] + ["error"])
-            for file, top in rows:
-                writer.writerow([str(file)] + [v for pair in top for v in (pair[0], f"{pair[1]:.6f}")] + [""])
-            for file, reason in failed:
-                writer.writerow([str(file)] + [""] * (2 * topk) + [reason])
+        print(f"petclf: skipped {printable(file)}: {printable(reason)}", file=sys.stderr)
+    if csv_path is not None:
+        _write_predictions(csv_path, rows, failed, topk=topk)
     return 1 if failed else 0
+
+
+def _write_predictions(path: Path, rows: list, failed: list, *, topk: int) -> None:
+    # Whole or not at all; names are defused for spreadsheets (a file may be named '=HYPERLINK(...)').
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv_module.writer(f)
+        writer.writerow(["path"] + [c for k in range(1, topk + 1) for c in (f"label_{k}", f"prob_{k}")] + ["error"])
+        for file, top in rows:
+            writer.writerow([csv_cell(str(file))] + [v for label, p in top for v in (csv_cell(label), f"{p:.6f}")]
+                            + [""])
+        for file, reason in failed:
+            writer.writerow([csv_cell(str(file))] + [""] * (2 * topk) + [csv_cell(reason)])

@@ -11,9 +11,11 @@ import pandas as pd
 from .artifact import read_meta
 from .atomic import write_json_atomic
 from .interpret import Interpretation, interpret_saved
+from .destinations import output_dir
 from .plots import figure_png
+from .safe_text import csv_safe
 
-__all__ = ["write_report"]
+__all__ = ["report_saved_model", "write_report"]
 
 SECTIONS = ("summary", "metrics", "learning-curves", "confusion-matrix", "most-confused", "top-losses", "per-class")
 
@@ -41,8 +43,9 @@ def _write_split_files(interp: Interpretation, out: Path, *, top_k: int, confuse
             "top_losses": figure_png(interp.plot_top_losses(top_k))}
     (out / f"{prefix}confusion_matrix.png").write_bytes(pngs["confusion"])
     (out / f"{prefix}top_losses.png").write_bytes(pngs["top_losses"])
-    confused.to_csv(out / f"{prefix}most_confused.csv", index=False)
-    per_class.to_csv(out / f"{prefix}per_class.csv")
+    # Class names come from folder and file names: defused for spreadsheets.
+    csv_safe(confused).to_csv(out / f"{prefix}most_confused.csv", index=False)
+    csv_safe(per_class).to_csv(out / f"{prefix}per_class.csv")
     return pngs
 
 
@@ -55,8 +58,7 @@ def write_report(out: str | Path, interps: Sequence[Interpretation], *, summary:
 
     Example: ``write_report("runs/pets", [interpret(learn)], summary=summary)``.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out, what="the report files")
     metrics = {i.split: i.metrics() for i in interps}
     write_json_atomic(out / "metrics.json", metrics)
     parts = ["<h1>petclf report</h1>", '<h2 id="summary">Summary</h2>', _summary_html(summary or {})]
@@ -76,6 +78,10 @@ def write_report(out: str | Path, interps: Sequence[Interpretation], *, summary:
         split_parts["top-losses"] += [title, _img_tag(pngs["top_losses"], f"{interp.split} top losses"),
                                       _table(interp.top_losses(top_k), index=False)]
         split_parts["per-class"] += [title, _table(per_class)]
+        if interp.skipped:
+            split_parts["per-class"] += [f"<p>{len(interp.skipped)} {html.escape(interp.split)} images could not be "
+                                         "read and are left out of these figures:</p>",
+                                         _table(pd.DataFrame(interp.skipped, columns=["path", "reason"]), index=False)]
     headings = {"confusion-matrix": "Confusion matrix", "most-confused": "Most confused",
                 "top-losses": "Top losses", "per-class": "Per class"}
     for key, heading in headings.items():
@@ -104,14 +110,18 @@ def _fmt(value) -> str:
 
 
 def report_saved_model(model_dir: str | Path, data: str | Path, *, split: str = "valid",
-                       out: str | Path | None = None) -> Path:
+                       out: str | Path | None = None, layout: str | None = None,
+                       label_pat: str | None = None) -> Path:
     """Evaluate a saved model on a split of ``data`` and write the report files; return ``report.html``.
 
-    ``out`` defaults to ``report-<split>`` beside the model directory.
+    ``out`` defaults to ``report-<split>`` beside the model directory; ``layout`` and ``label_pat``
+    override the ones the model was trained with.
 
     Example: ``report_saved_model("runs/caltech/model", "data/caltech10", split="test")``.
     """
     model_dir = Path(model_dir)
     summary = read_meta(model_dir).get("summary", {})
-    target = Path(out) if out is not None else model_dir.resolve().parent / f"report-{split}"
-    return write_report(target, [interpret_saved(model_dir, data, split=split)], summary=summary)
+    target = output_dir(out if out is not None else model_dir.resolve().parent / f"report-{split}",
+                        what="the report files")
+    interp = interpret_saved(model_dir, data, split=split, layout=layout, label_pat=label_pat)
+    return write_report(target, [interp], summary=summary)

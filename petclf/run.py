@@ -7,25 +7,31 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 from fastai.learner import Learner
 
 from . import _log
 from .artifact import save_model
 from .atomic import write_json_atomic
+from .destinations import output_dir
 from .checkpoint import CHECKPOINT_FILE, ResumeState, load_checkpoint
 from .distributed import broadcast, is_main
-from .errors import PetclfError, UsageError
+from .errors import DataError, PetclfError, TrainingDiverged, UsageError
 from .interpret import Interpretation, interpret_files
+from .data import split_record
 from .learner import quick_learner, run_spec
 from .options import TrainOptions
 from .plots import save_loss_plot, save_lr_find_plot
 from .predict import Predictor
 from .report import write_report
+from .safe_text import csv_safe
 from .train import TrainResult, find_lr, train
 
 __all__ = ["TrainOptions", "RunResult", "train_folder"]
 
 CHECKPOINT_DIR = "checkpoints"
+#: Which file trains, validates or tests in this run (paths relative to the data folder).
+SPLIT_FILE = "split.json"
 
 
 @dataclass(frozen=True)
@@ -36,13 +42,6 @@ class RunResult:
     model_dir: Path
     summary: dict
     learn: Learner
-
-
-def _prepare_out(out: Path) -> Path:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file: expected a directory (it will be created).")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: TrainOptions = TrainOptions(),
@@ -56,18 +55,22 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
     Example: ``train_folder("pets/images", out="runs/pets", options=TrainOptions(arch="resnet50"))``.
     """
     options.validate()
-    out = _prepare_out(Path(out))
+    out = output_dir(out)
     config = {**asdict(options), "data": str(Path(path).resolve())}
     state = _resume_state(out, config, resume)
+    # A resumed run trains and validates on the files it started with, whatever the folder holds now.
+    split = _stored_split(out) if state is not None else None
     start = time.perf_counter()
     learn = quick_learner(path, arch=options.arch, size=options.size, bs=options.bs, valid_pct=options.valid_pct,
                           seed=options.seed, label_pat=options.label_pat, layout=options.layout,
                           pretrained=options.pretrained, weights=options.weights, device=options.device,
                           precision=options.precision, augment=options.augment, strict=options.strict,
-                          cache=options.image_cache)
+                          cache=options.image_cache, split=split)
     if is_main():  # under a launcher, one process writes every file
-        _write_skipped(learn, out)
+        _write_skipped(learn.petclf_spec.scan.skipped, out)
         write_json_atomic(out / "config.json", config)
+        if split is None:
+            write_json_atomic(out / SPLIT_FILE, split_record(learn.petclf_spec.dataset))
     lr = options.lr
     if lr is None and state is None:
         lr = broadcast(find_lr(learn, progress=progress))
@@ -90,6 +93,11 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
     except OSError as err:
         raise _unwritten(out, err, epochs=len(result.history)) from err
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the run is complete; the model dir has it all
+    if result.diverged:
+        raise TrainingDiverged(f"{result.diverged} (lr {result.lr:.2e}), so training stopped; the model of epoch "
+                               f"{result.best_epoch}, the best with a finite loss (validation error "
+                               f"{summary['error_rate']:.4f}), is saved in {model_dir}. Train again with a smaller "
+                               "learning rate (--lr) for a better one.")
     _log.info(f"validation error rate {summary['error_rate']:.4f} (accuracy {summary['accuracy']:.4f}); "
               f"results in {out}")
     return RunResult(out=out, model_dir=model_dir, summary=summary, learn=learn)
@@ -97,6 +105,8 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
 
 def _write_results(learn: Learner, out: Path, result: TrainResult, interps: list[Interpretation],
                    summary: dict) -> Path:
+    if any(i.skipped for i in interps):
+        _write_skipped(_all_skipped(learn, interps), out)
     result.history.to_csv(out / "history.csv", index=False)
     save_loss_plot(result, out / "loss.png")
     model_dir = save_model(learn, out / "model", summary=summary)
@@ -142,11 +152,26 @@ def _resume_state(out: Path, config: dict, resume: bool | None) -> ResumeState |
     return state
 
 
-def _write_skipped(learn: Learner, out: Path) -> None:
-    skipped = learn.petclf_spec.scan.skipped
-    skipped.to_csv(out / "skipped.csv", index=False)
+def _stored_split(out: Path) -> dict | None:
+    path = out / SPLIT_FILE
+    if not path.is_file():  # a run started by an older petclf
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path} cannot be read ({err}): delete it and {out / CHECKPOINT_DIR} to start over.") from None
+
+
+def _write_skipped(skipped: pd.DataFrame, out: Path) -> None:
+    csv_safe(skipped).to_csv(out / "skipped.csv", index=False)
     if len(skipped):
         _log.info(f"{len(skipped)} files skipped; the list with reasons is in {out / 'skipped.csv'}")
+
+
+def _all_skipped(learn: Learner, interps: list[Interpretation]) -> pd.DataFrame:
+    """The scan's skipped files, then those that could not be read when the trained model was evaluated."""
+    late = [(path, f"could not be read for the {i.split} evaluation: {reason}") for i in interps for path, reason in i.skipped]
+    return pd.concat([learn.petclf_spec.scan.skipped, pd.DataFrame(late, columns=["path", "reason"])], ignore_index=True)
 
 
 def _evaluate(learn: Learner) -> list[Interpretation]:
@@ -170,6 +195,8 @@ def _summary(learn: Learner, result: TrainResult, interps: list[Interpretation],
         "best_epoch": result.best_epoch, "error_rate": best["error_rate"], "accuracy": best["accuracy"],
         "valid_loss": best["valid_loss"], "train_seconds": round(result.seconds, 2),
     }
+    if result.diverged:
+        summary["diverged"] = result.diverged
     for interp in interps:
         if interp.split == "test":
             m = interp.metrics()

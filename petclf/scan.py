@@ -12,7 +12,6 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from io import BytesIO
 from pathlib import Path
 
 import pandas as pd
@@ -22,8 +21,10 @@ from . import _log
 from .atomic import atomic_path
 from .cachedir import cache_dir
 from .data import Dataset, check_dataset, find_dataset
+from .defaults import DEFAULT_SEED, DEFAULT_VALID_PCT
 from .errors import DataError
-from .images import to_rgb
+from .images import file_problem, to_rgb
+from .safe_text import printable
 
 __all__ = ["FileCheck", "ScanReport", "check_file", "scan_files", "scan_dataset", "check_folder"]
 
@@ -67,26 +68,49 @@ def _stat_problem(path: Path) -> tuple[os.stat_result | None, str]:
         return None, "symlink loop" if err.errno == errno.ELOOP else f"cannot stat: {err.strerror}"
 
 
+def _digest(path: Path) -> str:
+    """Content hash read in chunks, so a huge file costs no more memory than a small one."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _name_problem(path: Path) -> str:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return f"file name is not valid UTF-8 ({printable(path.name)}): rename the file"
+    return ""
+
+
 def check_file(path: str | Path) -> FileCheck:
     """Decide whether ``path`` can be trained on, reading it by content rather than by extension.
 
     Example: ``check_file("cat_3.jpg")`` → ``FileCheck(path='cat_3.jpg', ok=True, reason='PNG content named .jpg', …)``.
     """
     path = Path(path)
+    # Names that are not UTF-8 cannot go into reports, CSV files or the model's JSON.
+    problem = _name_problem(path)
+    if problem:
+        return FileCheck(str(path), False, problem)
     st, problem = _stat_problem(path)
     if st is None:
+        return FileCheck(str(path), False, problem)
+    problem = file_problem(st)
+    if problem:
         return FileCheck(str(path), False, problem)
     if st.st_size == 0:
         return FileCheck(str(path), False, "empty file (0 bytes)")
     try:
-        data = path.read_bytes()
+        digest = _digest(path)
     except PermissionError:
         return FileCheck(str(path), False, "unreadable: permission denied")
     except OSError as err:
         return FileCheck(str(path), False, f"unreadable: {err.strerror}")
-    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
     try:
-        note = _decode(data, path.suffix.lower())
+        note = _decode(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         return FileCheck(str(path), False, f"too large to decode safely ({str(err).split('.')[0]})", digest)
     except UnidentifiedImageError:
@@ -100,11 +124,11 @@ _EXTENSIONS = {"JPEG": {".jpg", ".jpeg"}, "PNG": {".png"}, "GIF": {".gif"}, "BMP
                "WEBP": {".webp"}, "TIFF": {".tif", ".tiff"}}
 
 
-def _decode(data: bytes, suffix: str) -> str:
-    notes = []
+def _decode(path: Path) -> str:
+    notes, suffix = [], path.suffix.lower()
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(BytesIO(data)) as img:
+        with Image.open(path) as img:
             fmt, mode, frames = img.format, img.mode, getattr(img, "n_frames", 1)
             # A JPEG decoded at 1/8 scale still entropy-decodes all of its data (truncated and corrupt
             # files still fail) but skips most of the pixel work: 1.5× faster on detailed photos
@@ -233,14 +257,16 @@ def scan_dataset(dataset: Dataset, *, strict: bool = False, workers: int | None 
     return report
 
 
-def check_folder(path: str | Path, *, layout: str = "auto", label_pat: str | None = None, valid_pct: float = 0.2,
-                 seed: int = 42, strict: bool = False, trainable: bool = True) -> ScanReport:
+def check_folder(path: str | Path, *, layout: str = "auto", label_pat: str | None = None,
+                 valid_pct: float = DEFAULT_VALID_PCT, seed: int = DEFAULT_SEED, strict: bool = False,
+                 trainable: bool = True, trusted_pattern: bool = True) -> ScanReport:
     """Find the dataset in ``path`` and scan it, as training would (``petclf check``).
 
-    ``trainable=False`` accepts folders fit only for evaluation (a single class, say).
+    ``trainable=False`` accepts folders fit only for evaluation (a single class, say);
+    ``trusted_pattern=False`` matches ``label_pat`` under a time limit (a pattern from a model file).
 
     Example: ``print(check_folder("pets/images").summary())``.
     """
     dataset = find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed,
-                           trainable=trainable)
+                           trainable=trainable, trusted_pattern=trusted_pattern)
     return scan_dataset(dataset, strict=strict, trainable=trainable)

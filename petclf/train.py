@@ -11,18 +11,19 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelFitException
 from fastai.learner import Learner
 
 from . import _log
 from .checkpoint import Checkpoint, ResumeState
 from .distributed import bare, broadcast, distributed, is_main, world_size
 from .epochs import CompletedEpochCallback
-from .errors import UsageError, require_non_negative, require_positive
+from .defaults import MAX_LR
+from .errors import TrainingDiverged, UsageError, require_non_negative, require_positive
 from .features import supports_feature_cache, train_head
 from .optim import load_opt_state
 
-__all__ = ["History", "KeepBest", "TrainResult", "find_lr", "train"]
+__all__ = ["History", "KeepBest", "StopOnNonFinite", "TrainResult", "find_lr", "train"]
 
 HISTORY_COLUMNS = ["epoch", "phase", "train_loss", "valid_loss", "error_rate", "accuracy", "seconds"]
 
@@ -65,6 +66,25 @@ class History(CompletedEpochCallback):
         return pd.DataFrame(self.rows, columns=HISTORY_COLUMNS)
 
 
+class StopOnNonFinite(Callback):
+    """Stops training at the first batch whose loss is NaN or infinite, and remembers where.
+
+    Every step after such a batch would train on NaN weights; the epochs before it stay usable.
+    """
+
+    order = -9  # before the callbacks that record the batch
+
+    def __init__(self) -> None:
+        self.message = ""
+
+    # Before the backward pass, so no step is taken with a NaN gradient.
+    def after_loss(self) -> None:
+        if self.training and not torch.isfinite(self.learn.loss).all():
+            self.message = (f"the training loss became {float(self.learn.loss.detach())} in epoch {self.learn.epoch + 1}, "
+                            f"batch {self.learn.iter + 1}")
+            raise CancelFitException()
+
+
 class KeepBest(CompletedEpochCallback):
     """Remember the weights of the epoch with the lowest validation error (ties: lower valid loss)
     and put them back when training ends."""
@@ -81,7 +101,8 @@ class KeepBest(CompletedEpochCallback):
     def after_completed_epoch(self) -> None:
         self.epochs_seen += 1
         key = (self.epoch_value("error_rate"), self.epoch_value("valid_loss"))
-        self.current_is_best = self.best_key is None or key < self.best_key
+        # An epoch whose validation loss is NaN or infinite holds broken weights: never the one to keep.
+        self.current_is_best = math.isfinite(key[1]) and (self.best_key is None or key < self.best_key)
         if self.current_is_best:
             self.best_key, self.best_epoch = key, self.epochs_seen
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in bare(self.learn.model).state_dict().items()}
@@ -102,6 +123,7 @@ class TrainResult:
     best_epoch: int
     seconds: float
     batch_losses: list[float] = field(repr=False)
+    diverged: str = ""  # where the loss turned NaN or infinite, when it did (training stopped there)
 
     @property
     def best(self) -> dict:
@@ -177,6 +199,8 @@ def train(learn: Learner, *, epochs: int = 5, freeze_epochs: int = 1, lr: float 
     """
     require_positive(epochs=epochs)
     require_non_negative(freeze_epochs=freeze_epochs)
+    if lr is not None and not (math.isfinite(lr) and 0 < lr <= MAX_LR):
+        raise UsageError(f"lr must be a positive number up to {MAX_LR:g}. Received: lr={lr}.")
     if resume is not None:
         lr = resume.lr
     elif lr is None:
@@ -186,7 +210,8 @@ def train(learn: Learner, *, epochs: int = 5, freeze_epochs: int = 1, lr: float 
     history = History(total_epochs=sum(p.epochs for p in phases), print_lines=is_main() and not _show_bar(progress),
                       rows=resume.rows if resume else None, batch_losses=resume.batch_losses if resume else None)
     best = KeepBest() if keep_best else None
-    cbs: list[Callback] = [history] + ([best] if best else [])
+    stop = StopOnNonFinite()
+    cbs: list[Callback] = [stop, history] + ([best] if best else [])
     if checkpoints is not None and is_main():
         cbs.append(Checkpoint(Path(checkpoints), lr=lr, saved_epochs=resume.epochs_done if resume else 0))
     # Heads trained apart in each process would diverge; under a launcher the frozen phase runs data-parallel.
@@ -196,6 +221,8 @@ def train(learn: Learner, *, epochs: int = 5, freeze_epochs: int = 1, lr: float 
     offset = 0
     with _quiet_unless(_show_bar(progress), learn), distributed(learn):
         for phase in phases:
+            if stop.message:
+                break
             skip = min(max(done - offset, 0), phase.epochs)
             offset += phase.epochs
             if skip == phase.epochs:
@@ -203,7 +230,7 @@ def train(learn: Learner, *, epochs: int = 5, freeze_epochs: int = 1, lr: float 
             if phase.name == "frozen" and skip == 0 and feature_cache and supports_feature_cache(learn):
                 learn.freeze()
                 history.phase_override = "frozen"
-                train_head(learn, phase.epochs, float(phase.lr_max.stop), cbs=[history],
+                train_head(learn, phase.epochs, float(phase.lr_max.stop), cbs=[stop, history],
                            pct_start=phase.pct_start, show_bar=_show_bar(progress))
                 history.phase_override = None
                 if best is not None:  # head-only epochs are not candidates, but they are numbered
@@ -218,13 +245,20 @@ def train(learn: Learner, *, epochs: int = 5, freeze_epochs: int = 1, lr: float 
             learn.fit_one_cycle(phase.epochs, phase.lr_max, pct_start=phase.pct_start, div=phase.div,
                                 cbs=cbs, start_epoch=skip)
     seconds = time.perf_counter() - start
+    if stop.message and (best is None or best.best_state is None):
+        raise TrainingDiverged(f"{stop.message} (lr {lr:.2e}), before any epoch that could be kept was complete: "
+                               "nothing usable was kept. Pass a smaller learning rate (--lr, e.g. 1e-3) and check "
+                               "the images for NaN or extreme values.")
     if best is not None:
         best.restore(learn)
     best_epoch = best.best_epoch if best else len(history.rows)
+    if stop.message:
+        _log.warn(f"{stop.message} (lr {lr:.2e}); training stopped and the weights of epoch {best_epoch} "
+                  "(the best epoch with a finite loss) were kept.")
     if best is not None and best_epoch != len(history.rows):
         _log.info(f"restored the weights of epoch {best_epoch} (best validation error)")
     return TrainResult(history=history.frame(), lr=lr, best_epoch=best_epoch, seconds=seconds,
-                       batch_losses=history.batch_losses)
+                       batch_losses=history.batch_losses, diverged=stop.message)
 
 
 def _restore(learn: Learner, resume: ResumeState | None, best: KeepBest | None) -> int:

@@ -18,13 +18,14 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .errors import UsageError
+from .destinations import output_dir
+from .errors import UsageError, require_positive
 from .images import read_rgb
 from .models import download_torchvision, read_state_dict, torchvision_arch_names
 from .plots import save_figure
 from .predict import top_classes
 
-__all__ = ["DEFAULT_COMPARE", "classify", "compare", "plot_compare", "write_compare"]
+__all__ = ["DEFAULT_COMPARE", "classify", "compare", "compare_to", "plot_compare", "write_compare"]
 
 DEFAULT_COMPARE = ("alexnet", "vgg16", "googlenet", "resnet18", "resnet50", "resnet101", "resnext50_32x4d",
                    "densenet121", "mobilenet_v2", "shufflenet_v2_x1_0", "squeezenet1_0")
@@ -47,6 +48,7 @@ def classify(images: Sequence[str | Path], *, arch: str = "resnet101", weights: 
 
     Example: ``classify(["dog.jpg"], arch="resnet101")[0][0]`` → ``('golden retriever', 0.87)``.
     """
+    require_positive(topk=topk)
     meta = _weights_enum(arch)
     builder = torchvision.models.get_model_builder(arch)
     if weights is not None:
@@ -93,6 +95,7 @@ def compare(archs: Sequence[str] = DEFAULT_COMPARE, *, runs: int = 5) -> pd.Data
 
     Example: ``compare(["resnet18", "resnet50"], runs=3)[["arch", "params", "gflops"]]``.
     """
+    require_positive(runs=runs)
     rows = []
     for arch in archs:
         meta = _weights_enum(arch)
@@ -127,7 +130,17 @@ def plot_compare(table: pd.DataFrame, path: str | Path) -> Path:
 
 def write_compare(table: pd.DataFrame, out: str | Path) -> tuple[Path, Path]:
     """Write ``compare.csv`` and the bubble chart ``compare.png`` into ``out``; return both paths."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out)
     table.to_csv(out / "compare.csv", index=False)
     return out / "compare.csv", plot_compare(table, out / "compare.png")
+
+
+def compare_to(out: str | Path, archs: Sequence[str] = DEFAULT_COMPARE, *,
+               runs: int = 5) -> tuple[pd.DataFrame, Path, Path]:
+    """``compare`` then ``write_compare`` into ``out``, whose writability is checked before the measuring starts.
+
+    Example: ``table, csv, chart = compare_to("petclf-compare", ["resnet18", "resnet50"])``.
+    """
+    output_dir(out)
+    table = compare(archs, runs=runs)
+    return (table, *write_compare(table, out))

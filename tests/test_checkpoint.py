@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -149,3 +151,106 @@ def test_newest_epoch_as_best_needs_no_best_file(tmp_path):
     save_atomic(_state(best_epoch=3), tmp_path / CHECKPOINT_FILE)
     state = load_checkpoint(tmp_path)
     assert state.best_epoch == 3 and state.best_model["w"].item() == 3.0
+
+
+# --- Files that change during a run, and a loss that turns NaN. ---
+
+def _own_copy(classes_dir, tmp_path):
+    import shutil
+    return Path(shutil.copytree(classes_dir, tmp_path / "data"))
+
+
+def _valid_files(out):
+    files = json.loads((out / "split.json").read_text())["files"]
+    return sorted(f for f, split in files.items() if split == "valid")
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_images_deleted_during_training_are_skipped_and_the_model_is_saved(classes_dir, tmp_path, monkeypatch,
+                                                                         capsys, cache):
+    import petclf.run
+
+    data = _own_copy(classes_dir, tmp_path)
+    real_train = petclf.run.train
+    gone = []
+
+    def delete_then_train(learn, **kwargs):
+        frame = learn.petclf_spec.dataset.frame
+        gone.extend([frame[frame.split == "valid"].path.iloc[0], frame[frame.split == "train"].path.iloc[0]])
+        for path in gone:
+            os.remove(path)
+        return real_train(learn, **kwargs)
+
+    monkeypatch.setattr(petclf.run, "train", delete_then_train)
+    out = tmp_path / "run"
+    args = ["train", str(data), "--epochs", "1", "--out", str(out), *TINY_ARGS]
+    assert main(args + ([] if cache else ["--no-image-cache"])) == 0
+    assert (out / "model" / "model.safetensors").is_file()
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert gone[0] in set(skipped.path) and "could not be read for the valid evaluation" in " ".join(skipped.reason)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["valid"]["n"] == len(_valid_files(out)) - 1
+    if not cache:  # the train file was read every epoch: a grey image stood in for it
+        assert "can no longer be read" in capsys.readouterr().err
+
+
+def test_a_resumed_run_keeps_its_split(classes_dir, tmp_path, monkeypatch):
+    import petclf.checkpoint
+
+    data = _own_copy(classes_dir, tmp_path)
+    out = tmp_path / "run"
+    args = ["train", str(data), "--epochs", "2", "--out", str(out), *TINY_ARGS]
+    real_after = petclf.checkpoint.Checkpoint.after_completed_epoch
+
+    def stop_after_the_first_checkpoint(self):
+        real_after(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(petclf.checkpoint.Checkpoint, "after_completed_epoch", stop_after_the_first_checkpoint)
+    assert main(args) == 130
+    monkeypatch.undo()
+    valid_before = _valid_files(out)
+    # Deleting files would give another random split now; the run must go on with the one it had.
+    for name in valid_before[:1] + ["red/img0.png", "green/img1.png"]:
+        if (data / name).exists():
+            os.remove(data / name)
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert _valid_files(out) == valid_before
+    assert summary["n_valid"] == metrics["valid"]["n"] == len(valid_before) - 1
+    assert summary["error_rate"] == pytest.approx(metrics["valid"]["error_rate"], abs=1e-6)
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert "gone since the run started" in " ".join(skipped.reason)
+
+
+def _poison_from_second_epoch(learn):
+    """A forward hook that makes every training output NaN from the second epoch on (a diverging run)."""
+    def hook(_module, _inputs, output):
+        return output * float("nan") if learn.training and learn.epoch >= 1 else output
+    learn.model.register_forward_hook(hook)
+    return learn
+
+
+def test_a_loss_that_turns_nan_stops_training_and_keeps_the_best_finite_epoch(pets_dir):
+    from petclf import quick_learner, train
+
+    learn = _poison_from_second_epoch(quick_learner(pets_dir, arch="resnet18", size=32, bs=8, pretrained=False,
+                                                    device="cpu"))
+    result = train(learn, epochs=3, lr=1e-2, progress=False)
+    assert "became nan in epoch 2" in result.diverged
+    assert result.best_epoch == 1 and len(result.history) == 1
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())
+
+
+def test_a_diverged_run_saves_the_best_finite_epoch_and_exits_non_zero(pets_dir, tmp_path, monkeypatch, capsys):
+    import petclf.run
+
+    real = petclf.run.quick_learner
+    monkeypatch.setattr(petclf.run, "quick_learner", lambda *a, **k: _poison_from_second_epoch(real(*a, **k)))
+    out = tmp_path / "run"
+    assert main(["train", str(pets_dir), "--epochs", "3", "--out", str(out), *TINY_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert "the best with a finite loss" in err and "Traceback" not in err
+    assert (out / "model" / "model.safetensors").is_file()
+    assert json.loads((out / "summary.json").read_text())["best_epoch"] == 1

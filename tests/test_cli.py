@@ -123,3 +123,160 @@ def test_report_on_new_data_takes_every_image_with_split_all(pets_run, tmp_path)
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["all"]["n"] == 5  # a single class, and no images held back as "train"
     assert (tmp_path / "r" / "all_per_class.csv").is_file()
+
+
+# --- Names a stranger chose: they must not break figures, terminals or spreadsheets. ---
+
+def _hostile_folder(root):
+    """Class folders whose names break matplotlib's mathtext and spreadsheets; file names with a terminal
+    escape, a newline, and bytes that are not UTF-8."""
+    for k, (label, colour) in enumerate({"price_$5_$": (200, 40, 40), '=HYPERLINK("evil")': (40, 190, 60)}.items()):
+        for i in range(6):
+            make_image(root / label / f"img{i}.png", colour, seed=10 * k + i)
+    make_image(root / "price_$5_$" / "evil\x1b[2J\nvalidation error rate 0.0000.png", (200, 40, 40), seed=99)
+    import os
+    from PIL import Image
+    Image.new("RGB", (40, 40), (200, 40, 40)).save(os.fsencode(root / "price_$5_$") + b"/bad\xff.png", format="PNG")
+    return root
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    root = _hostile_folder(tmp_path_factory.mktemp("hostile"))
+    out = tmp_path_factory.mktemp("hostile_run")
+    assert main(["train", str(root), "--epochs", "1", "--lr", "1e-2", "--out", str(out), *TINY_ARGS]) == 0
+    return root, out
+
+
+def test_class_names_with_dollars_and_formulas_train_and_report(hostile_run):
+    _, out = hostile_run
+    assert (out / "report.html").is_file() and (out / "confusion_matrix.png").is_file()
+    per_class = pd.read_csv(out / "per_class.csv", index_col=0)
+    assert "'=HYPERLINK(\"evil\")" in per_class.index  # defused for spreadsheets
+    assert not any(str(i).startswith(("=", "+", "-", "@")) for i in per_class.index)
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_with_a_reason(hostile_run):
+    _, out = hostile_run
+    skipped = pd.read_csv(out / "skipped.csv")
+    row = skipped[skipped.path.str.contains("bad", regex=False)]
+    assert len(row) == 1 and "not valid UTF-8" in row.reason.iloc[0] and "\\xff" in row.path.iloc[0]
+
+
+def test_names_with_escapes_are_printed_escaped(hostile_run, tmp_path, capsys):
+    root, out = hostile_run
+    assert main(["check", str(root)]) == 0
+    printed = capsys.readouterr()
+    assert "\x1b" not in printed.out + printed.err
+    assert "\\xff" in printed.out
+    code = main(["predict", str(out / "model"), str(root / "price_$5_$"), "--csv", str(tmp_path / "p.csv")])
+    assert code == 0
+    printed = capsys.readouterr()
+    lines = printed.out.splitlines()
+    assert "\x1b" not in printed.out and not any(line.startswith("validation error rate") for line in lines)
+    assert any("evil\\x1b[2J\\nvalidation" in line for line in lines)
+    preds = pd.read_csv(tmp_path / "p.csv")
+    assert not preds.label_1.str.startswith("=").any()
+    assert preds.label_1.isin(["price_$5_$", "'=HYPERLINK(\"evil\")"]).all()
+
+
+# --- Values and destinations are checked before any work. ---
+
+@pytest.mark.parametrize("bad, message", [
+    (["--lr", "inf"], "lr must be a positive number"),
+    (["--lr", "1e30"], "lr must be a positive number"),
+    (["--lr", "nan"], "lr must be a positive number"),
+    (["--seed", "-1"], "seed must be"),
+    (["--size", "100000"], "size must be from 8 to 2048"),
+    (["--valid-pct", "nan"], "valid_pct must be in"),
+])
+def test_impossible_training_values_are_refused(pets_dir, tmp_path, capsys, bad, message):
+    assert main(["train", str(pets_dir), "--out", str(tmp_path / "o"), *TINY_ARGS, *bad]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_check_refuses_a_negative_seed(pets_dir, capsys):
+    assert main(["check", str(pets_dir), "--seed", "-1"]) == 2
+    assert "seed must be" in capsys.readouterr().err
+
+
+def test_out_dir_that_cannot_be_made_is_refused_before_training(pets_dir, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["train", str(pets_dir), "--out", str(tmp_path / "file" / "run"), *TINY_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be written" in err and "Traceback" not in err
+
+
+def test_predict_checks_topk_and_csv_before_predicting(pets_run, pets_dir, tmp_path, capsys):
+    image = str(pets_dir / "pug_1.jpg")
+    assert main(["predict", str(pets_run / "model"), image, "--topk", "0"]) == 2
+    assert "topk must be a positive integer" in capsys.readouterr().err
+    assert main(["predict", str(pets_run / "model"), image, "--csv", str(tmp_path)]) == 2
+    printed = capsys.readouterr()
+    assert "is a folder" in printed.err and printed.out == ""  # nothing predicted before the refusal
+    (tmp_path / "f").write_text("x")
+    assert main(["predict", str(pets_run / "model"), image, "--csv", str(tmp_path / "f" / "p.csv")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert main(["predict", str(pets_run / "model"), image, "--csv", str(tmp_path / "new" / "p.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "new" / "p.csv")) == 1  # a missing folder is created
+
+
+def test_report_out_onto_a_file_is_refused(pets_run, pets_dir, tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    assert main(["report", str(pets_run / "model"), str(pets_dir), "--out", str(tmp_path / "f")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_compare_refuses_zero_runs(capsys, tmp_path):
+    assert main(["compare", "--archs", "resnet18", "--runs", "0", "--out", str(tmp_path)]) == 2
+    assert "runs must be a positive integer" in capsys.readouterr().err
+
+
+def test_report_of_a_class_folder_model_on_a_flat_folder_says_which_layout(classes_dir, pets_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", str(classes_dir), "--epochs", "1", "--lr", "1e-2", "--out", str(out), *TINY_ARGS]) == 0
+    capsys.readouterr()
+    assert main(["report", str(out / "model"), str(pets_dir), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "classes layout" in err and "Traceback" not in err and "AttributeError" not in err
+    # --layout says how to read the folder instead.
+    assert main(["report", str(out / "model"), str(pets_dir), "--layout", "pets", "--out", str(tmp_path / "r")]) == 2
+    assert "has a class the model knows" in capsys.readouterr().err
+
+
+def test_a_label_pattern_stored_in_a_model_runs_under_a_time_limit(pets_run, tmp_path, monkeypatch, capsys):
+    import shutil
+    import time
+
+    import petclf.data
+
+    model = tmp_path / "model"
+    shutil.copytree(pets_run / "model", model)
+    meta = json.loads((model / "petclf.json").read_text())
+    meta["data"]["label_pat"] = r"^(\w+)+_\d+\.jpg$"  # backtracks exponentially on a name that does not match
+    (model / "petclf.json").write_text(json.dumps(meta))
+    make_image(tmp_path / "data" / ("a" * 32 + "_1.png"), (200, 40, 40), seed=1)
+    make_image(tmp_path / "data" / "pug_1.jpg", (40, 60, 210), seed=2)
+    monkeypatch.setattr(petclf.data, "UNTRUSTED_PATTERN_TIMEOUT_S", 2.0)
+    start = time.perf_counter()
+    assert main(["report", str(model), str(tmp_path / "data"), "--split", "all", "--out", str(tmp_path / "r")]) == 2
+    assert time.perf_counter() - start < 30
+    assert "--label-pat" in capsys.readouterr().err
+    # The command line's own pattern wins and is trusted.
+    assert main(["report", str(model), str(tmp_path / "data"), "--split", "all", "--label-pat", r"^(.+)_\d+\.",
+                 "--out", str(tmp_path / "r")]) == 0
+
+
+def test_predict_skips_fifos_and_images_over_the_scans_pixel_limit(pets_run, tmp_path, monkeypatch, capsys):
+    import os
+
+    from PIL import Image
+
+    os.mkfifo(tmp_path / "pipe.jpg")  # opening it would block for ever
+    # Over the limit, under twice the limit (where PIL itself refuses): the scan refuses these too.
+    big = make_image(tmp_path / "big.png", (10, 10, 10), seed=1, size=150)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # instead of writing a 90-megapixel file
+    assert main(["predict", str(pets_run / "model"), str(tmp_path / "pipe.jpg"), str(big)]) == 1
+    err = capsys.readouterr().err
+    assert "not a regular file" in err and "too large to decode safely" in err

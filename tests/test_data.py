@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from petclf import data
 from petclf.data import DEFAULT_LABEL_PAT, detect_layout, find_dataset, make_dataloaders, make_pipeline
 from petclf.errors import DataError, UsageError
 
@@ -112,3 +115,94 @@ def test_train_and_test_folders_only_draw_valid_from_train(tmp_path, folders_dir
     ds = find_dataset(tmp_path, valid_pct=0.25)
     assert ds.layout == "folders"
     assert (ds.count("train"), ds.count("valid"), ds.count("test")) == (18, 6, 12)
+
+
+def _make_pets_archive(root: Path) -> Path:
+    """The Oxford-IIIT Pet archive as untar_data(URLs.PETS) leaves it, a few files per class."""
+    for k, label in enumerate(("Abyssinian", "great_pyrenees")):
+        for i in range(1, 4):
+            make_image(root / "images" / f"{label}_{i}.jpg", (60 + 100 * k, 90, 120), seed=10 * k + i)
+            make_image(root / "annotations" / "trimaps" / f"{label}_{i}.png", (1, 2, 3), seed=i, size=16)
+        (root / "annotations" / "xmls").mkdir(parents=True, exist_ok=True)
+        (root / "annotations" / "xmls" / f"{label}_1.xml").write_text("<annotation/>")
+    for name in ("list.txt", "trainval.txt", "test.txt"):
+        (root / "annotations" / name).write_text("# Image CLASS-ID SPECIES BREED ID\nAbyssinian_1 1 1 1\n")
+    return root
+
+
+def test_pets_archive_reads_labels_from_the_images_folder(tmp_path, capfd):
+    root = _make_pets_archive(tmp_path / "oxford-iiit-pet")
+    assert detect_layout(root) == "pets"
+    ds = find_dataset(root)
+    assert ds.layout == "pets" and ds.root == root / "images"
+    assert ds.classes == ["Abyssinian", "great_pyrenees"] and len(ds.frame) == 6
+    err = capfd.readouterr().err
+    assert "looks like the Oxford-IIIT Pet archive" in err and "annotations/ is not used" in err
+    # What a model trained on the archive stores (layout 'pets') reads the same images back.
+    assert find_dataset(root, layout="pets").frame.equals(ds.frame)
+
+
+def test_explicit_classes_layout_is_trusted(tmp_path):
+    root = _make_pets_archive(tmp_path / "oxford-iiit-pet")
+    assert find_dataset(root, layout="classes").classes == ["annotations", "images"]
+
+
+def _write_images(folder: Path, names: list[str]) -> None:
+    for i, name in enumerate(names):
+        make_image(folder / name, (40 * i % 255, 90, 120), seed=i, size=16)
+
+
+@pytest.mark.parametrize("folder", ["Images", "train_images", "photos"])
+def test_image_folder_with_pets_names_is_not_a_class(tmp_path, folder):
+    _write_images(tmp_path / folder, [f"{b}_{i}.jpg" for b in ("beagle", "pug") for i in range(3)])
+    _write_images(tmp_path / "cats", [f"c{i}.jpg" for i in range(3)])
+    with pytest.raises(DataError, match=rf"{folder} looks like a folder of photos .*pets layout.*--layout classes"):
+        find_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("folder", ["annotations", "Masks", "trimaps", "labels", "xmls", "segmentation"])
+def test_annotation_folder_is_not_a_class(tmp_path, folder):
+    _write_images(tmp_path / "cat", [f"{i}.jpg" for i in range(3)])
+    _write_images(tmp_path / "dog", [f"{i}.jpg" for i in range(3, 6)])
+    _write_images(tmp_path / folder, [f"{i}.png" for i in range(6)])
+    with pytest.raises(DataError, match=rf"{folder} looks like masks or annotations.*--layout classes"):
+        find_dataset(tmp_path)
+
+
+def test_masks_beside_photos_under_other_names_are_not_classes(tmp_path):
+    _write_images(tmp_path / "scans", [f"case{i}.jpg" for i in range(4)])
+    _write_images(tmp_path / "scans_seg", [f"case{i}.png" for i in range(4)])
+    with pytest.raises(DataError, match=r"scans.* \(\.jpg\) and .*scans_seg \(\.png\) hold 4 files of the same names"):
+        find_dataset(tmp_path)
+    assert find_dataset(tmp_path, layout="classes").classes == ["scans", "scans_seg"]
+
+
+def test_class_folders_with_breed_names_or_shared_stems_stay_classes(tmp_path, classes_dir):
+    _write_images(tmp_path / "breeds" / "dogs", [f"{b}_{i}.jpg" for b in ("beagle", "pug") for i in range(3)])
+    _write_images(tmp_path / "breeds" / "cats", [f"{b}_{i}.jpg" for b in ("Sphynx", "Bengal") for i in range(3)])
+    assert find_dataset(tmp_path / "breeds").classes == ["cats", "dogs"]
+    _write_images(tmp_path / "same" / "cat", [f"{i}.jpg" for i in range(3)])
+    _write_images(tmp_path / "same" / "dog", [f"{i}.jpeg" for i in range(3)])  # one kind: JPEG
+    assert find_dataset(tmp_path / "same").classes == ["cat", "dog"]
+    assert find_dataset(classes_dir).classes == ["blue", "green", "red"]
+
+
+def test_untrusted_pattern_that_backtracks_is_stopped(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "UNTRUSTED_PATTERN_TIMEOUT_S", 2.0)
+    for name in ("cat_1.jpg", "dog_2.jpg", "a" * 32 + ".jpg"):
+        (tmp_path / name).write_bytes(b"jpeg")
+    start = time.monotonic()
+    with pytest.raises(DataError, match=r"stored in the model took more than 2 s .*--label-pat"):
+        find_dataset(tmp_path, label_pat=r"^(\w+)+_\d+\.jpg$", trusted_pattern=False)
+    assert time.monotonic() - start < 15
+
+
+def test_untrusted_pattern_gives_the_labels_of_trusted_matching(pets_dir):
+    pat = r"^([A-Za-z_]+)_\d+\.jpg$"
+    trusted = find_dataset(pets_dir, label_pat=pat)
+    untrusted = find_dataset(pets_dir, label_pat=pat, trusted_pattern=False)
+    assert untrusted.frame.equals(trusted.frame) and untrusted.skipped.equals(trusted.skipped)
+    with pytest.raises(UsageError, match="no group"):
+        find_dataset(pets_dir, label_pat=r"\d+", trusted_pattern=False)
+    with pytest.raises(UsageError, match="not a valid regular expression"):
+        find_dataset(pets_dir, label_pat=r"(", trusted_pattern=False)

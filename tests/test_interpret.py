@@ -119,3 +119,12 @@ def test_report_files_and_self_contained_html(interp, tmp_path):
     assert set(SECTIONS) <= parser.ids
     assert len(parser.imgs) == 4 and all(src.startswith("data:image/png;base64,") for src in parser.imgs)
     assert parser.links == []  # nothing fetched from elsewhere
+
+
+def test_class_names_are_drawn_literally_not_as_math(tmp_path):
+    from petclf.plots import figure_png
+
+    items = [str(make_image(tmp_path / f"i{k}.png", (20, 20, 20), seed=k)) for k in range(2)]
+    odd = Interpretation.from_arrays([[0.9, 0.1], [0.3, 0.7]], [1, 1], classes=["price_$5_$", r"a\$b^"], items=items)
+    assert figure_png(odd.plot_confusion_matrix())[:4] == b"\x89PNG"  # '$5_$' fails matplotlib's mathtext parser
+    assert figure_png(odd.plot_top_losses(2))[:4] == b"\x89PNG"

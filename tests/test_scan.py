@@ -180,3 +180,35 @@ def test_a_class_made_only_of_bad_files_is_refused(tmp_path):
         f.write_bytes(b"")
     with pytest.raises(DataError, match="single class"):
         check_folder(tmp_path, valid_pct=0.34)
+
+
+def test_a_huge_sparse_file_is_skipped_without_reading_it(tmp_path):
+    import resource
+
+    from petclf.scan import check_file
+
+    huge = tmp_path / "x.jpg"
+    with open(huge, "wb") as f:
+        f.truncate(2 * 1024**3)  # 2 GB on paper, no disk used
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    check = check_file(huge)
+    assert not check.ok and "file too large" in check.reason
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KB: not read into memory
+
+
+def test_a_fifo_named_like_an_image_is_skipped(tmp_path):
+    from petclf.scan import check_file
+
+    os.mkfifo(tmp_path / "x.jpg")
+    check = check_file(tmp_path / "x.jpg")  # opening a FIFO would block forever
+    assert not check.ok and "not a regular file" in check.reason
+
+
+def test_large_images_are_hashed_in_chunks_with_the_same_digest(tmp_path):
+    import hashlib
+
+    from petclf.scan import check_file
+
+    path = make_image(tmp_path / "a.png", (10, 200, 30), seed=3, size=600)  # > 1 MB chunk of PNG data
+    assert check_file(path).digest == hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+
