@@ -156,7 +156,7 @@ def fastai_frozen(data: Path, work: Path, epochs: int) -> dict:
 
 def petclf_frozen(data: Path, work: Path, epochs: int) -> dict:
     from petclf import quick_learner
-    from petclf.features import train_head
+    from petclf.learn.features import train_head
 
     weights = _body_weights(work)
     start = time.perf_counter()
@@ -229,7 +229,7 @@ def fastai_infer(data: Path, work: Path, epochs: int) -> dict:
 def floor(data: Path, work: Path, epochs: int, *, kind: str, images: int, precision: str) -> dict:
     import torch
 
-    from petclf.models import build_model
+    from petclf.learn.models import build_model
 
     model = build_model(ARCH, 10, pretrained=False).model.to(memory_format=torch.channels_last)
     x = torch.randn(BS, 3, SIZE, SIZE).contiguous(memory_format=torch.channels_last)

@@ -19,7 +19,8 @@ from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from petclf.images import RGBImage, read_rgb  # noqa: E402
+from petclf.data.images import read_rgb  # noqa: E402
+from petclf.learn.loaders import RGBImage  # noqa: E402
 
 
 def _photo(path: Path, width: int, height: int) -> None:

@@ -46,7 +46,7 @@ def main() -> None:
 
 
 def _measure(data: Path) -> None:
-    from petclf.scan import check_folder
+    from petclf.data.scan import check_folder
 
     t0 = time.perf_counter()
     cold = check_folder(data)

@@ -5,7 +5,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from petclf.digits import DIGIT_NAMES, write_digits
+from petclf.data.digits import DIGIT_NAMES, write_digits
 
 
 def work_dir(name: str) -> Path:

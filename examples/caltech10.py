@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from petclf import Predictor, TrainOptions, train_folder
-from petclf.caltech import prepare_caltech10
+from petclf.data.caltech import prepare_caltech10
 
 
 def main() -> None:

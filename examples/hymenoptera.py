@@ -22,7 +22,7 @@ from fastai.optimizer import SGD
 from torch import nn
 
 from petclf import interpret, quick_learner
-from petclf.models import read_state_dict
+from petclf.learn.models import read_state_dict
 
 DATA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 

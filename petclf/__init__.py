@@ -10,10 +10,9 @@ Example::
 """
 from __future__ import annotations
 
-import importlib
-import sys
-import types
 import warnings
+
+from petclf.core.lazy import lazy_exports
 
 # fastai's import trips a torch deprecation notice about its own code that users can do nothing about.
 warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
@@ -23,64 +22,41 @@ __version__ = "0.1.0"
 # Names load their module on first use (PEP 562), so `import petclf` and `petclf --help` stay
 # fast: fastai and torch are imported only when something that needs them is touched.
 _EXPORTS = {
-    "LoadedModel": "artifact",
-    "load_model": "artifact",
-    "save_model": "artifact",
-    "CacheUsage": "cachedir",
-    "cache_usage": "cachedir",
-    "clear_cache": "cachedir",
-    "Dataset": "data",
-    "find_dataset": "data",
-    "pick_device": "device",
-    "pick_precision": "device",
-    "DataError": "errors",
-    "PetclfError": "errors",
-    "UsageError": "errors",
-    "WeightsUnavailableError": "errors",
-    "export_fastai": "export",
-    "export_onnx": "export",
-    "load_pickled_learner": "export",
-    "Interpretation": "interpret",
-    "interpret": "interpret",
-    "interpret_saved": "interpret",
-    "quick_learner": "learner",
-    "run_spec": "learner",
-    "Predictor": "predict",
-    "report_saved_model": "report",
-    "write_report": "report",
-    "TrainOptions": "options",
-    "train_folder": "run",
-    "TrainResult": "train",
-    "find_lr": "train",
-    "train": "train",
+    "LoadedModel": "petclf.runtime.modeldir",
+    "load_model": "petclf.runtime.modeldir",
+    "save_model": "petclf.learn.save",
+    "CacheUsage": "petclf.data.cachedir",
+    "cache_usage": "petclf.data.cachedir",
+    "clear_cache": "petclf.data.cachedir",
+    "Dataset": "petclf.data.layouts",
+    "find_dataset": "petclf.data.layouts",
+    "pick_device": "petclf.runtime.device",
+    "pick_precision": "petclf.runtime.device",
+    "DataError": "petclf.core.errors",
+    "PetclfError": "petclf.core.errors",
+    "UsageError": "petclf.core.errors",
+    "WeightsUnavailableError": "petclf.core.errors",
+    "export_fastai": "petclf.runtime.pickled",
+    "export_onnx": "petclf.runtime.export",
+    "load_pickled_learner": "petclf.runtime.pickled",
+    "Interpretation": "petclf.evaluate.interpret",
+    "interpret": "petclf.evaluate.interpret",
+    "interpret_saved": "petclf.evaluate.interpret",
+    "quick_learner": "petclf.learn.learner",
+    "run_spec": "petclf.learn.learner",
+    "Predictor": "petclf.runtime.predict",
+    "register_arch": "petclf.runtime.network",
+    "report_saved_model": "petclf.evaluate.report",
+    "write_report": "petclf.evaluate.report",
+    "TrainOptions": "petclf.core.options",
+    "train_folder": "petclf.jobs.run",
+    "TrainResult": "petclf.learn.recipe",
+    "find_lr": "petclf.learn.recipe",
+    "train": "petclf.learn.recipe",
 }
 
 
-class _Package(types.ModuleType):
-    """Keeps ``petclf.train`` and ``petclf.interpret`` the functions: importing the submodules of the
-    same names would otherwise set these attributes to the modules."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'petclf' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "CacheUsage",
@@ -108,6 +84,7 @@ __all__ = [
     "pick_device",
     "pick_precision",
     "quick_learner",
+    "register_arch",
     "report_saved_model",
     "run_spec",
     "save_model",

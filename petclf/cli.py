@@ -7,14 +7,15 @@ import warnings
 from dataclasses import fields, replace
 from typing import Sequence
 
-from .errors import PetclfError, UsageError
-from .safe_text import printable
+from petclf.core.defaults import AUGMENTS, DEFAULT_SEED, DEFAULT_VALID_PCT, LAYOUTS, PRECISIONS
+from petclf.core.errors import PetclfError, UsageError
+from petclf.core.safe_text import printable
 
 __all__ = ["main"]
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from .options import TrainOptions  # noqa: PLC0415 - light: `petclf --help` does not load fastai
+    from petclf.core.options import TrainOptions  # noqa: PLC0415 - light: `petclf --help` does not load fastai
 
     d = TrainOptions()
     p.add_argument("--arch", default=d.arch, help="torchvision or timm model name (default %(default)s)")
@@ -29,12 +30,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid-pct", type=float, default=d.valid_pct, help="held-out share without valid/ (default %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="split and initialisation seed (default %(default)s)")
     p.add_argument("--label-pat", default=None, help="regex whose first group is the label (Pets layout)")
-    p.add_argument("--layout", default=d.layout, choices=["auto", "pets", "folders", "classes"])
+    p.add_argument("--layout", default=d.layout, choices=LAYOUTS)
     p.add_argument("--no-pretrained", action="store_true", help="train from scratch (no weights download)")
     p.add_argument("--weights", default=None, help="local weights file for the body (.pth or .safetensors)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: fastest available)")
-    p.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--augment", default=d.augment, choices=["standard", "no-flip", "none"])
+    p.add_argument("--precision", default=d.precision, choices=PRECISIONS)
+    p.add_argument("--augment", default=d.augment, choices=AUGMENTS)
     p.add_argument("--strict", action="store_true", help="stop on unreadable files instead of skipping them")
     p.add_argument("--no-image-cache", action="store_true",
                    help="decode images every epoch instead of caching them pre-resized on disk")
@@ -43,7 +44,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace):
-    from .options import TrainOptions  # noqa: PLC0415
+    from petclf.core.options import TrainOptions  # noqa: PLC0415
 
     names = {f.name for f in fields(TrainOptions)} - {"pretrained", "image_cache", "feature_cache"}
     values = {n: getattr(args, n) for n in names if hasattr(args, n)}
@@ -52,9 +53,9 @@ def _options(args: argparse.Namespace):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .run import train_folder  # noqa: PLC0415
+    from petclf.jobs.run import train_folder  # noqa: PLC0415
 
-    from .distributed import is_main  # noqa: PLC0415
+    from petclf.core.processes import is_main  # noqa: PLC0415
 
     run = train_folder(args.path, out=args.out, options=_options(args), resume=True if args.resume else None)
     if is_main():
@@ -63,7 +64,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import DEMO_OPTIONS, run_demo  # noqa: PLC0415
+    from petclf.jobs.demo import DEMO_OPTIONS, run_demo  # noqa: PLC0415
 
     options = DEMO_OPTIONS if args.epochs is None else replace(DEMO_OPTIONS, epochs=args.epochs)
     demo = run_demo(args.out, options=options)
@@ -81,13 +82,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict_files  # noqa: PLC0415
+    from petclf.runtime.predict import predict_files  # noqa: PLC0415
 
     return predict_files(args.model_dir, args.images, topk=args.topk, csv=args.csv, trust_pickle=args.trust_pickle)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx  # noqa: PLC0415
+    from petclf.runtime.export import export_onnx  # noqa: PLC0415
 
     if not args.onnx:
         raise UsageError("say what to export: --onnx OUT.onnx")
@@ -97,7 +98,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .scan import check_folder  # noqa: PLC0415
+    from petclf.data.scan import check_folder  # noqa: PLC0415
 
     report = check_folder(args.path, layout=args.layout, label_pat=args.label_pat, valid_pct=args.valid_pct,
                           seed=args.seed, strict=args.strict)
@@ -113,7 +114,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import report_saved_model  # noqa: PLC0415
+    from petclf.evaluate.report import report_saved_model  # noqa: PLC0415
 
     page = report_saved_model(args.model_dir, args.data, split=args.split, out=args.out, layout=args.layout,
                               label_pat=args.label_pat)
@@ -122,7 +123,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare_caltech10(args: argparse.Namespace) -> int:
-    from .caltech import prepare_caltech10  # noqa: PLC0415
+    from petclf.data.caltech import prepare_caltech10  # noqa: PLC0415
 
     counts = prepare_caltech10(args.src, args.dst)
     print(f"{args.dst}: " + ", ".join(f"{n} {split}" for split, n in counts.items()) + " images")
@@ -130,7 +131,7 @@ def _cmd_prepare_caltech10(args: argparse.Namespace) -> int:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from .zoo import classify  # noqa: PLC0415
+    from petclf.jobs.zoo import classify  # noqa: PLC0415
 
     for image, top in zip(args.images, classify(args.images, arch=args.arch, weights=args.weights, topk=args.topk)):
         print(f"{printable(image)}:")
@@ -140,7 +141,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .zoo import DEFAULT_COMPARE, compare_to  # noqa: PLC0415
+    from petclf.jobs.zoo import DEFAULT_COMPARE, compare_to  # noqa: PLC0415
 
     table, csv, chart = compare_to(args.out, args.archs.split(",") if args.archs else DEFAULT_COMPARE, runs=args.runs)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
@@ -149,7 +150,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
-    from .cachedir import cache_usage, clear_cache  # noqa: PLC0415
+    from petclf.data.cachedir import cache_usage, clear_cache  # noqa: PLC0415
 
     if args.action == "clear":
         print(f"removed {clear_cache() / 1e6:.1f} MB")
@@ -160,7 +161,7 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="petclf", description="Train, judge and ship image classifiers.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    from . import __version__  # noqa: PLC0415
+    from petclf import __version__  # noqa: PLC0415
 
     parser.add_argument("--version", action="version", version=f"petclf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,10 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="scan an image folder: unreadable files, conversions, leakage")
     check.add_argument("path", help="image folder, in any layout `petclf train` reads")
-    check.add_argument("--layout", default="auto", choices=["auto", "pets", "folders", "classes"])
+    check.add_argument("--layout", default="auto", choices=LAYOUTS)
     check.add_argument("--label-pat", default=None, help="regex whose first group is the label (Pets layout)")
-    check.add_argument("--valid-pct", type=float, default=0.2)
-    check.add_argument("--seed", type=int, default=42)
+    check.add_argument("--valid-pct", type=float, default=DEFAULT_VALID_PCT)
+    check.add_argument("--seed", type=int, default=DEFAULT_SEED)
     check.add_argument("--strict", action="store_true", help="exit with an error if any file is unusable")
     check.set_defaults(func=_cmd_check)
 
@@ -226,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--split", default="valid", choices=["valid", "test", "all"],
                         help="valid/test: rebuilt as in training; all: every image, for data the model never saw")
     report.add_argument("--out", default=None, help="report directory (default: report-SPLIT beside the model)")
-    report.add_argument("--layout", default=None, choices=["auto", "pets", "folders", "classes"],
+    report.add_argument("--layout", default=None, choices=LAYOUTS,
                         help="layout of DATA (default: the one the model was trained on, else detected)")
     report.add_argument("--label-pat", default=None,
                         help="regex whose first group is the label (default: the model's, run under a time limit)")

@@ -93,7 +93,7 @@ def test_help_does_not_load_fastai_or_torch():
 
 
 def test_package_names_stay_the_functions_after_their_modules_load():
-    code = ("import petclf.train, petclf.interpret, petclf.run\nimport petclf\n"
+    code = ("import petclf.learn.recipe, petclf.evaluate.interpret, petclf.jobs.run\nimport petclf\n"
             "from petclf import interpret, train\n"
             "print(callable(train) and train.__name__, callable(interpret) and interpret.__name__, "
             "petclf.train is train)")
@@ -249,7 +249,7 @@ def test_a_label_pattern_stored_in_a_model_runs_under_a_time_limit(pets_run, tmp
     import shutil
     import time
 
-    import petclf.data
+    import petclf.data.layouts
 
     model = tmp_path / "model"
     shutil.copytree(pets_run / "model", model)
@@ -258,7 +258,7 @@ def test_a_label_pattern_stored_in_a_model_runs_under_a_time_limit(pets_run, tmp
     (model / "petclf.json").write_text(json.dumps(meta))
     make_image(tmp_path / "data" / ("a" * 32 + "_1.png"), (200, 40, 40), seed=1)
     make_image(tmp_path / "data" / "pug_1.jpg", (40, 60, 210), seed=2)
-    monkeypatch.setattr(petclf.data, "UNTRUSTED_PATTERN_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(petclf.data.layouts, "UNTRUSTED_PATTERN_TIMEOUT_S", 2.0)
     start = time.perf_counter()
     assert main(["report", str(model), str(tmp_path / "data"), "--split", "all", "--out", str(tmp_path / "r")]) == 2
     assert time.perf_counter() - start < 30

@@ -1,0 +1,30 @@
+"""Defaults and choice lists shared by the library, ``TrainOptions``, the model-file checks and the command
+line: each is set here only."""
+from __future__ import annotations
+
+__all__ = ["ARCH_SOURCES", "AUGMENTS", "DEFAULT_SEED", "DEFAULT_VALID_PCT", "IMAGENET_STATS", "LAYOUTS", "MAX_LR", "MAX_SEED",
+           "MAX_SIZE", "MIN_SIZE", "PRECISIONS"]
+
+#: Where an architecture comes from: torchvision's or timm's names, ``register_arch``, or the user's own object.
+ARCH_SOURCES = ("torchvision", "timm", "registered", "custom")
+#: Folder layouts petclf reads ('auto' detects one).
+LAYOUTS = ("auto", "pets", "folders", "classes")
+#: Batch augmentation: flips are wrong for text and digits ('no-flip'); 'none' for a plain baseline.
+AUGMENTS = ("standard", "no-flip", "none")
+#: Numeric precision of training and prediction; 'auto' picks bf16/fp16 where the hardware computes it.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: Per-channel mean and std of ImageNet photos, which torchvision's and most timm bodies expect.
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+#: Share of images held out for validation when the data has no valid/ folder.
+DEFAULT_VALID_PCT = 0.2
+#: Fixes the random split and the initial weights.
+DEFAULT_SEED = 42
+
+#: Image sides a model is trained at, in pixels: below 8 no network sees anything, and at 2048 one
+#: batch of 64 already takes 3 GB of floats.
+MIN_SIZE, MAX_SIZE = 8, 2048
+#: Seeds numpy and torch accept.
+MAX_SEED = 2**32 - 1
+#: No optimizer petclf uses trains at a learning rate above this; larger ones only make the loss NaN.
+MAX_LR = 10.0

@@ -1,0 +1,59 @@
+"""``TrainOptions``: the settings of one training run (light to import: the command line reads its defaults)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from petclf.core.defaults import (AUGMENTS, DEFAULT_SEED, DEFAULT_VALID_PCT, LAYOUTS, MAX_LR, MAX_SEED, MAX_SIZE,
+                                  MIN_SIZE, PRECISIONS)
+from petclf.core.errors import UsageError, require_between, require_fraction, require_non_negative, require_positive
+
+__all__ = ["TrainOptions"]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Settings of one training run; written to ``config.json`` next to its results."""
+
+    arch: str = "resnet34"  # torchvision or timm name; resnet18 is faster, resnet50 more accurate
+    size: int = 224  # final image side; smaller trains faster on a CPU
+    bs: int = 64  # lower it if memory runs out
+    epochs: int = 5  # epochs with all layers training
+    freeze_epochs: int = 1  # head-only epochs first, only for a pretrained body
+    lr: float | None = None  # None: use lr_find's suggestion
+    valid_pct: float = DEFAULT_VALID_PCT  # share of images held out when the data has no valid/ folder
+    seed: int = DEFAULT_SEED  # fixes the split and the initial weights
+    label_pat: str | None = None  # regex whose first group is the label (Pets layout)
+    layout: str = "auto"  # 'pets', 'folders', 'classes' or 'auto'
+    pretrained: bool = True  # False trains from scratch (no download needed)
+    weights: str | None = None  # local weights file instead of a download
+    device: str | None = None  # 'cpu', 'cuda', 'mps'; None picks the fastest
+    precision: str = "auto"  # 'auto', 'fp32', 'bf16', 'fp16'
+    augment: str = "standard"  # 'standard', 'no-flip' (text, digits), 'none'
+    strict: bool = False  # refuse unreadable files instead of skipping them
+    image_cache: bool | None = None  # decode each image once into a presized cache; None: when under 4 GiB
+    feature_cache: bool = True  # frozen epochs train the head on body features computed once
+
+    def validate(self) -> None:
+        """Refuse impossible settings before any work starts."""
+        require_positive(size=self.size, bs=self.bs, epochs=self.epochs)
+        require_between(MIN_SIZE, MAX_SIZE, size=self.size)
+        require_non_negative(freeze_epochs=self.freeze_epochs, seed=self.seed)
+        require_between(0, MAX_SEED, seed=self.seed)
+        if self.lr is not None and not (math.isfinite(self.lr) and 0 < self.lr <= MAX_LR):
+            raise UsageError(f"lr must be a positive number up to {MAX_LR:g} (typical: 1e-4 to 1e-2). "
+                             f"Received: lr={self.lr}.")
+        require_fraction(valid_pct=self.valid_pct)
+        for name, value, choices in (("layout", self.layout, LAYOUTS), ("augment", self.augment, AUGMENTS),
+                                     ("precision", self.precision, PRECISIONS)):
+            if value not in choices:
+                raise UsageError(f"unknown {name} {value!r}: expected one of {', '.join(choices)}.")
+
+    def learner_settings(self) -> dict:
+        """The keyword arguments of ``quick_learner`` these options set.
+
+        Example: ``quick_learner("pets/images", **TrainOptions(arch="resnet18").learner_settings())``.
+        """
+        names = ("arch", "size", "bs", "valid_pct", "seed", "label_pat", "layout", "pretrained", "weights", "device",
+                 "precision", "augment", "strict")
+        return {**{n: getattr(self, n) for n in names}, "cache": self.image_cache}

@@ -1,0 +1,272 @@
+"""Check every image before training: skip what cannot be read, note what is converted, warn of leakage.
+
+Results are cached per file (keyed by path, size and modification time), so a rescan of an
+unchanged folder only stats the files.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from petclf.core import log
+from petclf.core.atomic import atomic_path
+from petclf.data.cachedir import cache_dir
+from petclf.data.layouts import Dataset, check_dataset, find_dataset
+from petclf.core.defaults import DEFAULT_SEED, DEFAULT_VALID_PCT
+from petclf.core.errors import DataError
+from petclf.data.images import file_problem, to_rgb
+from petclf.core.safe_text import printable
+
+__all__ = ["FileCheck", "ScanReport", "check_file", "scan_files", "scan_dataset", "check_folder"]
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """The verdict on one file: ``ok`` files are used (``note`` says what was converted), others skipped."""
+
+    path: str
+    ok: bool
+    reason: str = ""  # why it is skipped, or what was done to read it
+    digest: str = ""  # content hash, to find the same picture in two splits
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """A scanned dataset: what is kept, what is skipped and why, and what looks wrong."""
+
+    dataset: Dataset = field(repr=False)
+    skipped: pd.DataFrame = field(repr=False)  # path, reason
+    notes: pd.DataFrame = field(repr=False)  # path, note (files read after a conversion)
+    warnings: tuple[str, ...] = ()
+    n_files: int = 0
+    n_cached: int = 0
+
+    def summary(self) -> str:
+        return (f"scanned {self.n_files} images ({self.n_cached} unchanged since the last scan): "
+                f"{len(self.dataset.frame)} used, {len(self.skipped)} skipped, {len(self.notes)} converted")
+
+
+def _stat_problem(path: Path) -> tuple[os.stat_result | None, str]:
+    try:
+        return path.stat(), ""
+    except FileNotFoundError:
+        return None, "broken symlink" if path.is_symlink() else "file disappeared during the scan"
+    except PermissionError:
+        return None, "unreadable: permission denied"
+    except OSError as err:
+        return None, "symlink loop" if err.errno == errno.ELOOP else f"cannot stat: {err.strerror}"
+
+
+def _digest(path: Path) -> str:
+    """Content hash read in chunks, so a huge file costs no more memory than a small one."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _name_problem(path: Path) -> str:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return f"file name is not valid UTF-8 ({printable(path.name)}): rename the file"
+    return ""
+
+
+def check_file(path: str | Path) -> FileCheck:
+    """Decide whether ``path`` can be trained on, reading it by content rather than by extension.
+
+    Example: ``check_file("cat_3.jpg")`` → ``FileCheck(path='cat_3.jpg', ok=True, reason='PNG content named .jpg', …)``.
+    """
+    path = Path(path)
+    # Names that are not UTF-8 cannot go into reports, CSV files or the model's JSON.
+    problem = _name_problem(path)
+    if problem:
+        return FileCheck(str(path), False, problem)
+    st, problem = _stat_problem(path)
+    if st is None:
+        return FileCheck(str(path), False, problem)
+    problem = file_problem(st)
+    if problem:
+        return FileCheck(str(path), False, problem)
+    if st.st_size == 0:
+        return FileCheck(str(path), False, "empty file (0 bytes)")
+    try:
+        digest = _digest(path)
+    except PermissionError:
+        return FileCheck(str(path), False, "unreadable: permission denied")
+    except OSError as err:
+        return FileCheck(str(path), False, f"unreadable: {err.strerror}")
+    try:
+        note = _decode(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        return FileCheck(str(path), False, f"too large to decode safely ({str(err).split('.')[0]})", digest)
+    except UnidentifiedImageError:
+        return FileCheck(str(path), False, "not a readable image (unknown or corrupt format)", digest)
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        return FileCheck(str(path), False, f"truncated or corrupt image ({err})", digest)
+    return FileCheck(str(path), True, note, digest)
+
+
+_EXTENSIONS = {"JPEG": {".jpg", ".jpeg"}, "PNG": {".png"}, "GIF": {".gif"}, "BMP": {".bmp"},
+               "WEBP": {".webp"}, "TIFF": {".tif", ".tiff"}}
+
+
+def _decode(path: Path) -> str:
+    notes, suffix = [], path.suffix.lower()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            fmt, mode, frames = img.format, img.mode, getattr(img, "n_frames", 1)
+            # A JPEG decoded at 1/8 scale still entropy-decodes all of its data (truncated and corrupt
+            # files still fail) but skips most of the pixel work: 1.5× faster on detailed photos
+            # (4000×3000: 43 → 29 ms; 500×375: 0.63 → 0.45 ms).
+            img.draft(mode, (max(1, img.width // 8), max(1, img.height // 8)))
+            img.load()
+            orientation = img.getexif().get(0x0112, 1)
+            if mode != "RGB" or frames > 1 or orientation != 1:
+                to_rgb(img)
+    if fmt and suffix not in _EXTENSIONS.get(fmt, {suffix}):
+        notes.append(f"{fmt} content named {suffix}")
+    if mode != "RGB":
+        notes.append(f"{mode} converted to RGB")
+    if frames > 1:
+        notes.append(f"animated ({frames} frames): first frame used")
+    if orientation != 1:
+        notes.append("EXIF orientation applied")
+    return "; ".join(notes)
+
+
+def _cache_file(root: Path) -> Path:
+    key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
+    return cache_dir() / "scan" / f"{key}.json"
+
+
+def _load_cache(path: Path) -> dict:
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return cached.get("files", {}) if cached.get("version") == CACHE_VERSION else {}
+
+
+def _save_cache(path: Path, files: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps({"version": CACHE_VERSION, "files": files}))
+    except OSError as err:  # a read-only home must not stop training
+        log.warn(f"could not write the scan cache {path} ({err.strerror}); the next scan will not be faster.")
+
+
+def _stamp(path: str) -> list | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def scan_files(paths: list[str], *, root: Path, workers: int | None = None) -> tuple[list[FileCheck], int]:
+    """Check ``paths`` in parallel, reusing cached verdicts of unchanged files; returns (checks, n_cached)."""
+    cache_path = _cache_file(root)
+    cached = _load_cache(cache_path)
+    stamps = {p: _stamp(p) for p in paths}
+    results: dict[str, FileCheck] = {}
+    todo = []
+    for p in paths:
+        entry = cached.get(p)
+        if entry and stamps[p] is not None and entry["stamp"] == stamps[p]:
+            results[p] = FileCheck(p, entry["ok"], entry["reason"], entry["digest"])
+        else:
+            todo.append(p)
+    # Decoding releases the GIL, so threads use every core without pickling images between processes.
+    with ThreadPoolExecutor(max_workers=workers or min(16, (os.cpu_count() or 2) * 2)) as pool:
+        for check in pool.map(check_file, todo):
+            results[check.path] = check
+    files = {p: {"stamp": stamps[p], "ok": c.ok, "reason": c.reason, "digest": c.digest}
+             for p, c in results.items() if stamps[p] is not None}
+    if todo:
+        _save_cache(cache_path, {**cached, **files})
+    return [results[p] for p in paths], len(paths) - len(todo)
+
+
+def _leakage(frame: pd.DataFrame) -> list[str]:
+    train = frame[frame.split == "train"]
+    others = frame[frame.split != "train"]
+    shared = others[others.digest.isin(set(train.digest))]
+    if shared.empty:
+        return []
+    by_digest = train.groupby("digest").path.first()
+    pairs = [f"{Path(row.path).name} ({row.split}) = {Path(by_digest[row.digest]).name} (train)"
+             for row in shared.head(5).itertuples()]
+    return [f"{len(shared)} images in valid/test are identical to training images, so their scores "
+            f"overstate accuracy: {'; '.join(pairs)}"]
+
+
+def _small_classes(frame: pd.DataFrame) -> list[str]:
+    counts = frame[frame.split == "train"].label.value_counts()
+    small = counts[counts < 2]
+    if small.empty:
+        return []
+    return [f"classes with fewer than 2 training images: {', '.join(map(str, small.index[:10]))}"]
+
+
+def scan_dataset(dataset: Dataset, *, strict: bool = False, workers: int | None = None,
+                 trainable: bool = True) -> ScanReport:
+    """Check every image of ``dataset``; drop unreadable ones (or, with ``strict``, refuse them).
+
+    With ``trainable``, what is left must still be able to train a classifier (``data.check_dataset``).
+
+    Example: ``report = scan_dataset(find_dataset("pets/images")); report.skipped.head()``.
+    """
+    frame = dataset.frame
+    checks, n_cached = scan_files(list(frame.path), root=dataset.root, workers=workers)
+    ok = [c.ok for c in checks]
+    bad = pd.DataFrame([(c.path, c.reason) for c in checks if not c.ok], columns=["path", "reason"])
+    notes = pd.DataFrame([(c.path, c.reason) for c in checks if c.ok and c.reason], columns=["path", "note"])
+    skipped = pd.concat([dataset.skipped, bad], ignore_index=True)
+    if strict and len(skipped):
+        examples = "; ".join(f"{Path(r.path).name}: {r.reason}" for r in skipped.head(5).itertuples())
+        raise DataError(f"{len(skipped)} files cannot be used ({examples}). Fix or remove them, "
+                        "or run without --strict to skip them (they are listed in skipped.csv).")
+    kept = frame[ok].assign(digest=[c.digest for c in checks if c.ok])
+    problems = tuple(_small_classes(kept) + _leakage(kept))
+    cleaned = replace(dataset, frame=kept.drop(columns="digest").reset_index(drop=True), skipped=skipped)
+    if trainable:
+        check_dataset(cleaned)
+    report = ScanReport(cleaned, skipped, notes, problems, n_files=len(frame), n_cached=n_cached)
+    log.info(report.summary())
+    if len(skipped):
+        log.warn(f"{len(skipped)} files skipped, e.g. " +
+                  "; ".join(f"{Path(r.path).name}: {r.reason}" for r in skipped.head(3).itertuples()))
+    for problem in problems:
+        log.warn(problem)
+    return report
+
+
+def check_folder(path: str | Path, *, layout: str = "auto", label_pat: str | None = None,
+                 valid_pct: float = DEFAULT_VALID_PCT, seed: int = DEFAULT_SEED, strict: bool = False,
+                 trainable: bool = True, trusted_pattern: bool = True) -> ScanReport:
+    """Find the dataset in ``path`` and scan it, as training would (``petclf check``).
+
+    ``trainable=False`` accepts folders fit only for evaluation (a single class, say);
+    ``trusted_pattern=False`` matches ``label_pat`` under a time limit (a pattern from a model file).
+
+    Example: ``print(check_folder("pets/images").summary())``.
+    """
+    dataset = find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed,
+                           trainable=trainable, trusted_pattern=trusted_pattern)
+    return scan_dataset(dataset, strict=strict, trainable=trainable)

@@ -1,0 +1,256 @@
+"""Where a classifier is wrong: predictions computed once, reports as cheap views of them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import fastai.callback.progress  # noqa: F401 - Learner.no_bar, used here
+import torch
+from fastai.learner import Learner
+from matplotlib.figure import Figure
+
+from petclf.core import log
+from petclf.runtime.modeldir import read_meta
+from petclf.core.defaults import DEFAULT_SEED, DEFAULT_VALID_PCT
+from petclf.core.errors import DataError, UsageError
+from petclf.data.images import read_rgb
+from petclf.runtime.predict import Predictor
+from petclf.data.scan import check_folder
+
+__all__ = ["Interpretation", "interpret", "interpret_files", "interpret_saved"]
+
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class Interpretation:
+    """Class probabilities, targets and items of one split; every report below is computed from these.
+
+    Example::
+
+        interp = Interpretation.from_arrays(probs, targets, classes=["cat", "dog"])
+        interp.confusion_matrix()
+    """
+
+    probs: np.ndarray = field(repr=False)  # (n, n_classes) probabilities
+    targets: np.ndarray = field(repr=False)  # (n,) class indices
+    classes: tuple[str, ...]
+    items: tuple[str, ...] = field(default=(), repr=False)  # file paths, in the same order
+    split: str = "valid"
+    skipped: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (path, reason): files that could not be read
+
+    @classmethod
+    def from_arrays(cls, probs, targets, *, classes: Sequence[str], items: Sequence[str] = (),
+                    split: str = "valid", skipped: Sequence[tuple[str, str]] = ()) -> "Interpretation":
+        probs = np.asarray(probs, dtype=np.float64)
+        targets = np.asarray(targets, dtype=np.int64)
+        if probs.ndim != 2 or probs.shape[1] != len(classes) or len(targets) != len(probs):
+            raise UsageError(f"expected probs of shape (n, {len(classes)}) and n targets; "
+                             f"got {probs.shape} and {targets.shape}.")
+        if items and len(items) != len(probs):
+            raise UsageError(f"expected {len(probs)} items, got {len(items)}.")
+        return cls(probs=probs, targets=targets, classes=tuple(classes), items=tuple(map(str, items)), split=split,
+                   skipped=tuple((str(p), str(r)) for p, r in skipped))
+
+    @cached_property
+    def preds(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+    @cached_property
+    def losses(self) -> np.ndarray:
+        """Cross-entropy of each item: −log p(actual class)."""
+        return -np.log(np.clip(self.probs[np.arange(len(self.targets)), self.targets], _EPS, 1.0))
+
+    def confusion_matrix(self, *, normalize: bool = False) -> pd.DataFrame:
+        """Counts (or row shares with ``normalize``): rows are actual classes, columns predicted."""
+        n = len(self.classes)
+        counts = np.bincount(self.targets * n + self.preds, minlength=n * n).reshape(n, n)
+        frame = pd.DataFrame(counts, index=list(self.classes), columns=list(self.classes))
+        frame.index.name, frame.columns.name = "actual", "predicted"
+        if normalize:
+            frame = frame.div(frame.sum(axis=1).replace(0, 1), axis=0)
+        return frame
+
+    def most_confused(self, min_val: int = 1) -> pd.DataFrame:
+        """(actual, predicted, count) for wrong pairs seen at least ``min_val`` times, largest first."""
+        cm = self.confusion_matrix().to_numpy()
+        rows = [(self.classes[a], self.classes[p], int(cm[a, p]))
+                for a in range(len(self.classes)) for p in range(len(self.classes))
+                if a != p and cm[a, p] >= min_val]
+        rows.sort(key=lambda r: (-r[2], r[0], r[1]))
+        return pd.DataFrame(rows, columns=["actual", "predicted", "count"])
+
+    def top_losses(self, k: int = 9) -> pd.DataFrame:
+        """The ``k`` items with the largest loss, with both the predicted and the actual class's probability."""
+        order = np.argsort(-self.losses, kind="stable")[:k]
+        preds, idx = self.preds, np.arange(len(self.targets))
+        return pd.DataFrame({
+            "path": [self.items[i] if self.items else "" for i in order],
+            "actual": [self.classes[self.targets[i]] for i in order],
+            "predicted": [self.classes[preds[i]] for i in order],
+            "loss": self.losses[order],
+            "prob_predicted": self.probs[idx[order], preds[order]],
+            "prob_actual": self.probs[idx[order], self.targets[order]],
+        })
+
+    def per_class(self) -> pd.DataFrame:
+        """Precision, recall, F1, support and accuracy per class, then macro and weighted averages.
+
+        A class's accuracy is the share of its images classified correctly (the CIFAR-10
+        tutorial's "accuracy of each class"), which equals its recall.
+        """
+        cm = self.confusion_matrix().to_numpy().astype(np.float64)
+        tp, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
+        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+        recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+        denom = precision + recall
+        f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+        frame = pd.DataFrame({"precision": precision, "recall": recall, "f1": f1,
+                              "support": support.astype(int), "accuracy": recall}, index=list(self.classes))
+        weights = support / max(support.sum(), 1)
+        cols = ["precision", "recall", "f1", "accuracy"]
+        macro = {c: frame[c].mean() for c in cols} | {"support": int(support.sum())}
+        weighted = {c: float((frame[c] * weights).sum()) for c in cols} | {"support": int(support.sum())}
+        frame.loc["macro avg"] = macro
+        frame.loc["weighted avg"] = weighted
+        frame.index.name = "class"
+        return frame.astype({"support": int})
+
+    def metrics(self) -> dict:
+        """Accuracy, error rate, top-k accuracy (k=5 with more than 5 classes), log loss and counts."""
+        n = len(self.targets)
+        correct = int((self.preds == self.targets).sum())
+        result = {"split": self.split, "n": n, "n_classes": len(self.classes), "correct": correct,
+                  "accuracy": correct / n if n else float("nan"),
+                  "error_rate": 1 - correct / n if n else float("nan"),
+                  "log_loss": float(self.losses.mean()) if n else float("nan")}
+        if len(self.classes) > 5:
+            top5 = np.argsort(-self.probs, axis=1)[:, :5]
+            result["top5_accuracy"] = float((top5 == self.targets[:, None]).any(axis=1).mean()) if n else float("nan")
+        return result
+
+    def plot_confusion_matrix(self, *, normalize: bool = False) -> Figure:
+        """A confusion-matrix figure that stays readable from 2 to a few hundred classes."""
+        cm = self.confusion_matrix(normalize=normalize)
+        n = len(self.classes)
+        side = min(max(5.0, 0.28 * n + 2.5), 60.0)
+        fig = Figure(figsize=(side, side))
+        ax = fig.add_subplot()
+        ax.imshow(cm.to_numpy(), cmap="Blues")
+        font = max(3.0, min(10.0, 260.0 / max(n, 1)))
+        # Class names are drawn as typed: '$' would otherwise start matplotlib's math mode (and can fail to parse).
+        ax.set_xticks(range(n), labels=list(self.classes), rotation=90, fontsize=font, parse_math=False)
+        ax.set_yticks(range(n), labels=list(self.classes), fontsize=font, parse_math=False)
+        if n <= 40:
+            top = cm.to_numpy().max() or 1
+            for (a, p), v in np.ndenumerate(cm.to_numpy()):
+                text = f"{v:.2f}" if normalize else str(int(v))
+                ax.text(p, a, text, ha="center", va="center", fontsize=font,
+                        color="white" if v > top / 2 else "black")
+        ax.set(xlabel="predicted", ylabel="actual")
+        ax.set_title(f"confusion matrix ({self.split}{', normalised' if normalize else ''})", parse_math=False)
+        return fig
+
+    def plot_top_losses(self, k: int = 9) -> Figure:
+        """Image grid of the worst items, each titled predicted/actual/loss/probability of the prediction."""
+        worst = self.top_losses(k)
+        cols = int(np.ceil(np.sqrt(max(len(worst), 1))))
+        rows = int(np.ceil(len(worst) / cols)) if len(worst) else 1
+        fig = Figure(figsize=(3.2 * cols, 3.4 * rows))
+        for i, row in enumerate(worst.itertuples()):
+            ax = fig.add_subplot(rows, cols, i + 1)
+            ax.imshow(_thumbnail(row.path))
+            ax.set_title(f"{row.predicted}/{row.actual}\nloss {row.loss:.2f}, p {row.prob_predicted:.2f}", fontsize=9,
+                         parse_math=False)
+            ax.axis("off")
+        fig.suptitle("top losses: predicted/actual, loss, probability of the prediction")
+        return fig
+
+
+def _thumbnail(path: str) -> np.ndarray:
+    # Shown from the original file, so no de-normalisation can go wrong.
+    try:
+        img = read_rgb(path, min_side=256)
+        img.thumbnail((256, 256))
+        return np.asarray(img)
+    except (OSError, ValueError):
+        return np.full((32, 32, 3), 200, dtype=np.uint8)
+
+
+def interpret(learn: Learner, *, split: str = "valid") -> Interpretation:
+    """Predict ``split`` ('valid' or 'test') once with ``learn`` and return an ``Interpretation``.
+
+    Example: ``interpret(learn).most_confused().head()``.
+    """
+    index = {"valid": 1, "test": 2}.get(split)
+    if index is None:
+        raise UsageError(f"split must be 'valid' or 'test'. Received: split={split!r}.")
+    if index >= len(learn.dls.loaders):
+        raise UsageError("this learner has no test split: the data needs a test/ folder (train/valid/test layout).")
+    dl = learn.dls.loaders[index]
+    with learn.no_bar(), learn.no_logging():
+        probs, targets = learn.get_preds(dl=dl)
+    items = list(dl.items["path"]) if hasattr(dl.items, "columns") else [str(i) for i in dl.items]
+    return Interpretation.from_arrays(probs.as_subclass(torch.Tensor).float().numpy(),
+                                      targets.as_subclass(torch.Tensor).numpy(),
+                                      classes=list(learn.dls.vocab), items=items, split=split)
+
+
+def interpret_saved(model_dir: str | Path, data: str | Path, *, split: str = "valid", bs: int = 64,
+                    layout: str | None = None, label_pat: str | None = None) -> Interpretation:
+    """Predict a split of ``data`` with a saved model directory and return an ``Interpretation``.
+
+    The split is rebuilt as in training (same layout, label pattern, ``valid_pct`` and seed);
+    ``split="all"`` takes every labelled image, for a folder the model has never seen.
+    ``layout`` and ``label_pat`` override what the model directory says. A label pattern read
+    from the model directory runs under a time limit, since the file may come from anyone.
+
+    Example: ``interpret_saved("runs/caltech/model", "data/caltech10", split="test").metrics()``.
+    """
+    if split not in ("valid", "test", "all"):
+        raise UsageError(f"split must be 'valid', 'test' or 'all'. Received: split={split!r}.")
+    info = read_meta(model_dir).get("data") or {}
+    pattern = label_pat if label_pat is not None else info.get("label_pat")
+    options = dict(label_pat=pattern, trusted_pattern=label_pat is not None or pattern is None,
+                   valid_pct=info.get("valid_pct", DEFAULT_VALID_PCT), seed=info.get("seed", DEFAULT_SEED),
+                   trainable=False)
+    # Unreadable files are left out, as in training.
+    dataset = check_folder(data, layout=layout or info.get("layout") or "auto", **options).dataset
+    frame = dataset.frame if split == "all" else dataset.frame[dataset.frame.split == split]
+    if frame.empty:
+        raise UsageError(f"{data} has no {split} images" + (" (a test split needs a test/ folder)." if split == "test" else "."))
+    return interpret_files(Predictor(model_dir), list(frame.path), list(frame.label), split=split, bs=bs)
+
+
+def interpret_files(predictor, paths: Sequence[str], labels: Sequence[str], *, split: str = "valid",
+                    bs: int = 64) -> Interpretation:
+    """Predict labelled files with a ``Predictor`` and return an ``Interpretation`` in the files' order.
+
+    Example: ``interpret_files(Predictor(d), ["a/cat_1.jpg"], ["cat"], split="test").metrics()``.
+    """
+    index = {c: i for i, c in enumerate(predictor.classes)}
+    known = [(p, c) for p, c in zip(paths, labels) if c in index]
+    if len(known) < len(paths):
+        log.warn(f"{len(paths) - len(known)} {split} images have classes the model does not know; left out.")
+    if not known:
+        raise DataError(f"none of the {len(paths)} {split} images has a class the model knows "
+                        f"({', '.join(predictor.classes[:10])}): check that the folder and the model belong together.")
+    label_of = dict(known)
+    probs, items, skipped = [], [], []
+    # A file can vanish or be damaged after the scan (or mid-run): it is left out with its reason, not fatal.
+    for batch in predictor.iter_readable([p for p, _ in known], bs=bs):
+        probs.append(batch.logits.softmax(dim=1))
+        items += batch.items
+        skipped += [(str(item), reason) for item, reason in batch.failed]
+    if skipped:
+        log.warn(f"{len(skipped)} {split} images could not be read and are left out of the evaluation, e.g. "
+                  f"{skipped[0][0]}: {skipped[0][1]}")
+    if not items:
+        raise DataError(f"none of the {len(known)} {split} images could be read (e.g. {skipped[0][0]}: "
+                        f"{skipped[0][1]}): check that the folder is still there.")
+    return Interpretation.from_arrays(torch.cat(probs).numpy(), [index[label_of[p]] for p in items],
+                                      classes=predictor.classes, items=items, split=split, skipped=skipped)

@@ -1,0 +1,59 @@
+"""Figures as PNG (matplotlib's object API: no global pyplot state), and the training plots."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from petclf.learn.recipe import TrainResult
+
+__all__ = ["figure_png", "save_figure", "save_lr_find_plot", "save_loss_plot"]
+
+
+def figure_png(fig: Figure) -> bytes:
+    """The figure laid out and rendered as PNG bytes (100 dpi)."""
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write the figure as a PNG file at ``path``."""
+    path = Path(path)
+    path.write_bytes(figure_png(fig))
+    return path
+
+
+def save_lr_find_plot(recorder, lr: float, path: Path) -> Path:
+    """Loss against learning rate from the last ``lr_find``, with the chosen rate marked."""
+    lrs, losses = np.array(recorder.lrs), np.array([float(x) for x in recorder.losses])
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    ax.plot(lrs, losses)
+    ax.set_xscale("log")
+    ax.axvline(lr, color="tab:red", linestyle="--", label=f"chosen lr {lr:.2e}")
+    ax.set(xlabel="learning rate", ylabel="loss (smoothed)", title="lr_find")
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def save_loss_plot(result: "TrainResult", path: Path) -> Path:
+    """Smoothed training loss per batch and validation loss per epoch on one axis."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    n_batches = len(result.batch_losses)
+    ax.plot(np.arange(1, n_batches + 1), result.batch_losses, label="train (smoothed)")
+    epochs = len(result.history)
+    if epochs and n_batches:
+        per_epoch = n_batches / epochs
+        ax.plot(np.arange(1, epochs + 1) * per_epoch, result.history.valid_loss, "o-", label="valid")
+    ax.set(xlabel="batch", ylabel="loss", title="training and validation loss")
+    ax.legend()
+    return save_figure(fig, path)

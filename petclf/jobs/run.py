@@ -1,0 +1,206 @@
+"""``train_folder``: the whole job behind ``petclf train`` — learner, lr_find, training, files."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+from fastai.callback.core import Callback
+from fastai.learner import Learner
+
+from petclf.core import log
+from petclf.learn.save import save_model
+from petclf.core.atomic import write_json_atomic
+from petclf.core.destinations import output_dir
+from petclf.learn.checkpoint import CHECKPOINT_FILE, ResumeState, load_checkpoint
+from petclf.core.processes import is_main
+from petclf.learn.distributed import broadcast
+from petclf.core.errors import DataError, PetclfError, TrainingDiverged, UsageError
+from petclf.evaluate.interpret import Interpretation, interpret_files
+from petclf.data.layouts import split_record
+from petclf.learn.learner import learner_predictor, quick_learner, run_spec
+from petclf.core.options import TrainOptions
+from petclf.evaluate.plots import save_loss_plot, save_lr_find_plot
+from petclf.evaluate.report import write_report
+from petclf.core.safe_text import csv_safe
+from petclf.learn.recipe import TrainResult, find_lr, train
+
+__all__ = ["TrainOptions", "RunResult", "train_folder"]
+
+CHECKPOINT_DIR = "checkpoints"
+#: Which file trains, validates or tests in this run (paths relative to the data folder).
+SPLIT_FILE = "split.json"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where a run put its files and what it measured."""
+
+    out: Path
+    model_dir: Path
+    summary: dict
+    learn: Learner
+
+
+def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: TrainOptions = TrainOptions(),
+                 progress: bool | None = None, resume: bool | None = None,
+                 cbs: Sequence[Callback] = ()) -> RunResult:
+    """Train a classifier on the images in ``path`` and write model, history, plots and summary to ``out``.
+
+    ``cbs`` are fastai callbacks for every training epoch, as ``train`` takes them.
+    A checkpoint is written to ``out/checkpoints`` after every epoch. An interrupted run in
+    ``out`` is continued (``resume=None``, the default, does so when a checkpoint is there;
+    ``True`` insists on one; ``False`` starts over).
+
+    Example: ``train_folder("pets/images", out="runs/pets", options=TrainOptions(arch="resnet50"))``.
+    """
+    options.validate()
+    out = output_dir(out)
+    config = {**asdict(options), "data": str(Path(path).resolve())}
+    state = _resume_state(out, config, resume)
+    # A resumed run trains and validates on the files it started with, whatever the folder holds now.
+    split = _stored_split(out) if state is not None else None
+    start = time.perf_counter()
+    learn = quick_learner(path, **options.learner_settings(), split=split)
+    if is_main():  # under a launcher, one process writes every file
+        _write_skipped(learn.petclf_spec.scan.skipped, out)
+        write_json_atomic(out / "config.json", config)
+        if split is None:
+            write_json_atomic(out / SPLIT_FILE, split_record(learn.petclf_spec.dataset))
+    lr = options.lr
+    if lr is None and state is None:
+        lr = broadcast(find_lr(learn, progress=progress))
+        if is_main():
+            save_lr_find_plot(learn.recorder, lr, out / "lr_find.png")
+    try:
+        result = train(learn, epochs=options.epochs, freeze_epochs=options.freeze_epochs, lr=lr, progress=progress,
+                       checkpoints=out / CHECKPOINT_DIR, resume=state, feature_cache=options.feature_cache, cbs=cbs)
+    except KeyboardInterrupt:
+        if (out / CHECKPOINT_DIR / CHECKPOINT_FILE).is_file():
+            log.info(f"stopped; the checkpoint in {out / CHECKPOINT_DIR} keeps the finished epochs: "
+                      "run the same command again to go on from there.")
+        raise
+    if not is_main():  # under a launcher the other processes are done: process 0 evaluates and writes
+        return RunResult(out=out, model_dir=out / "model", summary={}, learn=learn)
+    interps = _evaluate(learn)
+    summary = _summary(learn, result, interps, seconds=time.perf_counter() - start)
+    try:
+        model_dir = _write_results(learn, out, result, interps, summary)
+    except OSError as err:
+        raise _unwritten(out, err, epochs=len(result.history)) from err
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the run is complete; the model dir has it all
+    if result.diverged:
+        raise TrainingDiverged(f"{result.diverged} (lr {result.lr:.2e}), so training stopped; the model of epoch "
+                               f"{result.best_epoch}, the best with a finite loss (validation error "
+                               f"{summary['error_rate']:.4f}), is saved in {model_dir}. Train again with a smaller "
+                               "learning rate (--lr) for a better one.")
+    log.info(f"validation error rate {summary['error_rate']:.4f} (accuracy {summary['accuracy']:.4f}); "
+              f"results in {out}")
+    return RunResult(out=out, model_dir=model_dir, summary=summary, learn=learn)
+
+
+def _write_results(learn: Learner, out: Path, result: TrainResult, interps: list[Interpretation],
+                   summary: dict) -> Path:
+    if any(i.skipped for i in interps):
+        _write_skipped(_all_skipped(learn, interps), out)
+    result.history.to_csv(out / "history.csv", index=False)
+    save_loss_plot(result, out / "loss.png")
+    model_dir = save_model(learn, out / "model", summary=summary)
+    write_json_atomic(out / "summary.json", summary)
+    write_report(out, interps, summary=summary, history=result.history, loss_png=out / "loss.png")
+    return model_dir
+
+
+def _unwritten(out: Path, err: OSError, *, epochs: int) -> PetclfError:
+    """The error for results that could not be written, saying what the checkpoints still hold."""
+    try:
+        done = getattr(load_checkpoint(out / CHECKPOINT_DIR), "epochs_done", 0)
+    except PetclfError:
+        done = 0
+    if done >= epochs:
+        kept = "keep the trained weights; it writes the results without training again"
+    elif done:
+        kept = f"hold epoch {done} of {epochs}; it trains the rest and writes the results"
+    else:
+        kept = "could not be written either; it trains again"
+    return PetclfError(f"training finished, but its results could not be written to {out} ({err.strerror or err}). "
+                       "Free space (or fix the permissions) and run the same command again: the checkpoints in "
+                       f"{out / CHECKPOINT_DIR} {kept}.")
+
+
+def _resume_state(out: Path, config: dict, resume: bool | None) -> ResumeState | None:
+    checkpoints = out / CHECKPOINT_DIR
+    if resume is False:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        return None
+    state = load_checkpoint(checkpoints)
+    if state is None:
+        if resume:
+            raise UsageError(f"--resume: no checkpoint in {checkpoints}; run without --resume to start training.")
+        return None
+    previous = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else {}
+    changed = sorted(k for k in config if previous.get(k) != config[k] and k != "lr")
+    if changed:
+        raise UsageError(
+            f"{out} holds an interrupted run with other settings ({', '.join(changed)}); resume it with the same "
+            f"settings, use another --out, or delete {checkpoints} to start over."
+        )
+    return state
+
+
+def _stored_split(out: Path) -> dict | None:
+    path = out / SPLIT_FILE
+    if not path.is_file():  # a run started by an older petclf
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path} cannot be read ({err}): delete it and {out / CHECKPOINT_DIR} to start over.") from None
+
+
+def _write_skipped(skipped: pd.DataFrame, out: Path) -> None:
+    csv_safe(skipped).to_csv(out / "skipped.csv", index=False)
+    if len(skipped):
+        log.info(f"{len(skipped)} files skipped; the list with reasons is in {out / 'skipped.csv'}")
+
+
+def _all_skipped(learn: Learner, interps: list[Interpretation]) -> pd.DataFrame:
+    """The scan's skipped files, then those that could not be read when the trained model was evaluated."""
+    late = [(path, f"could not be read for the {i.split} evaluation: {reason}") for i in interps for path, reason in i.skipped]
+    return pd.concat([learn.petclf_spec.scan.skipped, pd.DataFrame(late, columns=["path", "reason"])], ignore_index=True)
+
+
+def _evaluate(learn: Learner) -> list[Interpretation]:
+    """Valid (and test) predictions of the trained network, in plain torch: no fastai gathering across processes."""
+    predictor = learner_predictor(learn)
+    frame = learn.petclf_spec.dataset.frame
+    return [interpret_files(predictor, list(part.path), list(part.label), split=split)
+            for split in ("valid", "test") if len(part := frame[frame.split == split])]
+
+
+def _summary(learn: Learner, result: TrainResult, interps: list[Interpretation], *, seconds: float) -> dict:
+    spec = run_spec(learn)
+    dataset = learn.petclf_spec.dataset
+    best = result.best
+    summary = {
+        "classes": list(spec.classes), "arch": spec.arch.name, "pretrained": spec.pretrained,
+        "device": spec.device, "precision": spec.precision, "layout": spec.layout,
+        "size": spec.pipeline.size, "n_train": dataset.count("train"), "n_valid": dataset.count("valid"),
+        "n_test": dataset.count("test"), "n_skipped": len(learn.petclf_spec.scan.skipped),
+        "lr": result.lr, "epochs": int(len(result.history)),
+        "best_epoch": result.best_epoch, "error_rate": best["error_rate"], "accuracy": best["accuracy"],
+        "valid_loss": best["valid_loss"], "train_seconds": round(result.seconds, 2),
+    }
+    if result.diverged:
+        summary["diverged"] = result.diverged
+    for interp in interps:
+        if interp.split == "test":
+            m = interp.metrics()
+            summary.update(test_loss=m["log_loss"], test_error_rate=m["error_rate"], test_accuracy=m["accuracy"])
+    summary["seconds"] = round(seconds, 2)
+    return summary
+

@@ -1,0 +1,162 @@
+"""``quick_learner``: a folder of images in, a ready fastai ``Learner`` out."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import copy
+
+import torch
+import fastai.callback.progress  # noqa: F401 - registers Learner.no_bar, the progress bar
+import fastai.callback.schedule  # noqa: F401 - registers lr_find, fit_one_cycle, fine_tune
+from fastai.callback.core import Callback
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat
+from fastai.metrics import accuracy, error_rate
+from fastai.torch_core import set_seed
+from torch import nn
+
+from petclf.core import log
+from petclf.core.defaults import MAX_SEED, MAX_SIZE, MIN_SIZE
+from petclf.core.errors import UsageError, require_between, require_positive
+from petclf.data.layouts import Dataset, find_dataset, keep_split
+from petclf.data.pipeline import Pipeline, make_pipeline
+from petclf.data.scan import ScanReport, scan_dataset
+from petclf.learn.distributed import bare, main_process_first
+from petclf.learn.loaders import make_dataloaders
+from petclf.learn.models import ArchSpec, build_model, check_arch
+from petclf.learn.optim import fused_adam
+from petclf.core.options import TrainOptions
+from petclf.learn.precision import precision_callbacks
+from petclf.runtime.device import pick_device, pick_precision
+from petclf.runtime.predict import Predictor
+
+#: One source of truth: quick_learner's defaults are those of TrainOptions.
+_DEFAULTS = TrainOptions()
+
+__all__ = ["quick_learner", "learner_predictor", "RunSpec", "run_spec"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything about a learner that a saved model or a report needs to know."""
+
+    arch: ArchSpec
+    pipeline: Pipeline
+    classes: tuple[str, ...]
+    layout: str
+    label_pat: str | None
+    valid_pct: float
+    data_path: str
+    device: str
+    precision: str
+    pretrained: bool
+    seed: int
+
+
+class PetclfSpec(Callback):
+    """Carries the ``RunSpec`` on the learner (``learn.petclf_spec.spec``); does nothing in training."""
+
+    def __init__(self, spec: RunSpec, scan: ScanReport) -> None:
+        self.spec, self.scan = spec, scan
+
+    @property
+    def dataset(self) -> Dataset:
+        """The images used (after the scan left out unreadable ones)."""
+        return self.scan.dataset
+
+
+def run_spec(learn: Learner) -> RunSpec:
+    """The ``RunSpec`` of a learner made by ``quick_learner``.
+
+    Example: ``run_spec(learn).classes`` → ``('cat', 'dog')``.
+    """
+    holder = getattr(learn, "petclf_spec", None)
+    if not isinstance(holder, PetclfSpec):
+        raise UsageError("this Learner was not made by petclf.quick_learner, so it carries no petclf spec.")
+    return holder.spec
+
+
+def quick_learner(
+    path: str | Path,
+    *,
+    arch: str | Callable | nn.Module = _DEFAULTS.arch,
+    size: int = _DEFAULTS.size,
+    bs: int = _DEFAULTS.bs,
+    valid_pct: float = _DEFAULTS.valid_pct,
+    seed: int = _DEFAULTS.seed,
+    label_pat: str | None = _DEFAULTS.label_pat,
+    layout: str = _DEFAULTS.layout,
+    pretrained: bool = _DEFAULTS.pretrained,
+    weights: str | Path | None = _DEFAULTS.weights,
+    device: str | torch.device | None = _DEFAULTS.device,
+    precision: str = _DEFAULTS.precision,
+    augment: str = _DEFAULTS.augment,
+    num_workers: int | None = None,
+    strict: bool = _DEFAULTS.strict,
+    cache: bool | None = _DEFAULTS.image_cache,
+    split: dict | None = None,
+) -> Learner:
+    """Build a fastai ``Learner`` for the images in ``path``, ready for ``lr_find`` and ``fine_tune``.
+
+    The layout (Pets file names, train/valid/test folders, or class folders) is detected,
+    every image is checked first (unreadable files are skipped, or refused with ``strict``),
+    the device is CUDA, then MPS, then CPU, and ``precision='auto'`` uses bf16 where the
+    hardware computes it natively. Metrics are error rate and accuracy. ``split`` (a record
+    from ``data.split_record``) fixes which files train and validate, as a resumed run needs.
+
+    Example::
+
+        learn = quick_learner("pets/images", arch="resnet34")
+        learn.fine_tune(4, base_lr=learn.lr_find().valley)
+    """
+    require_positive(size=size, bs=bs)
+    require_between(MIN_SIZE, MAX_SIZE, size=size)
+    require_between(0, MAX_SEED, seed=seed)
+    check_arch(arch)
+    dev = pick_device(device)
+    prec = pick_precision(precision, dev)
+    set_seed(seed, reproducible=False)
+    with main_process_first():  # process 0 fills the scan and image caches; the others then read them
+        dataset = find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed,
+                               trainable=split is None)
+        scan = scan_dataset(dataset if split is None else keep_split(dataset, split), strict=strict)
+    dataset = scan.dataset
+    if bs > dataset.count("train"):
+        raise UsageError(f"bs={bs} is larger than the {dataset.count('train')} training images: "
+                         f"use --bs {max(1, dataset.count('train') // 2)} or less.")
+    built = build_model(arch, len(dataset.classes), pretrained=pretrained, weights=weights)
+    pipeline = make_pipeline(size=size, augment=augment, stats=built.stats)
+    workers = default_num_workers(dev) if num_workers is None else num_workers
+    with main_process_first():
+        dls = make_dataloaders(dataset, pipeline, bs=bs, device=dev, num_workers=workers, cache=cache)
+    spec = RunSpec(arch=built.spec, pipeline=pipeline, classes=tuple(dataset.classes), layout=dataset.layout,
+                   label_pat=label_pat, valid_pct=valid_pct,
+                   data_path=str(dataset.root), device=str(dev), precision=prec,
+                   pretrained=bool(pretrained or weights is not None), seed=seed)
+    learn = Learner(dls, built.model, loss_func=CrossEntropyLossFlat(), splitter=built.splitter, opt_func=fused_adam,
+                    metrics=[error_rate, accuracy], cbs=[PetclfSpec(spec, scan), *precision_callbacks(prec, dev)])
+    if spec.pretrained:
+        learn.freeze()
+    log.info(f"data: {dataset.describe()}")
+    log.info(f"model: {built.spec.name} ({'pretrained' if spec.pretrained else 'from scratch'}), "
+              f"device {dev}, precision {prec}")
+    return learn
+
+
+def default_num_workers(device: torch.device) -> int:
+    """Loader worker processes: none on a CPU (they would fight the model for cores), some on a GPU."""
+    if device.type == "cpu":
+        return 0
+    return min(8, max(1, (torch.multiprocessing.cpu_count() or 2) - 1))
+
+
+def learner_predictor(learn: Learner, *, precision: str = "auto") -> Predictor:
+    """A ``Predictor`` for a learner made by ``quick_learner``, without saving it first (the learner is not changed).
+
+    Example: ``learner_predictor(learn).predict("cat.jpg")``.
+    """
+    spec = run_spec(learn)
+    model = copy.deepcopy(bare(learn.model)).float().cpu()
+    return Predictor.from_network(model, spec.classes, spec.pipeline, device=learn.dls.device, precision=precision)

@@ -1,0 +1,46 @@
+"""``save_model``: a trained learner as a petclf model directory (``runtime.modeldir`` reads it without fastai)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import fastai
+import torch
+import torchvision
+from fastai.learner import Learner
+
+from petclf.learn.distributed import bare
+from petclf.learn.learner import run_spec
+from petclf.runtime.modeldir import write_model_dir
+
+__all__ = ["save_model"]
+
+
+def _versions() -> dict[str, str]:
+    from petclf import __version__  # noqa: PLC0415 - the package's own version, set before its parts load
+
+    return {"petclf": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "fastai": fastai.__version__}
+
+
+def save_model(learn: Learner, directory: str | Path, *, summary: dict | None = None) -> Path:
+    """Write ``learn``'s network as a petclf model directory and return its path.
+
+    Example: ``save_model(learn, "runs/pets/model")`` → ``Path('runs/pets/model')``.
+    """
+    spec = run_spec(learn)
+    meta = {
+        "arch": {"name": spec.arch.name, "source": spec.arch.source, "n_out": spec.arch.n_out,
+                 "head": "fastai-default"},
+        "classes": list(spec.classes),
+        "preprocessing": {"size": spec.pipeline.size, "presize": spec.pipeline.presize,
+                          "resize": "shorter side to presize, centre crop, then bilinear to size",
+                          "augment": spec.pipeline.augment, "mean": list(spec.pipeline.mean),
+                          "std": list(spec.pipeline.std), "input": "RGB, 0..1 floats before normalisation"},
+        # No data path: a shared model file should not carry the trainer's directory layout.
+        "data": {"layout": spec.layout, "label_pat": spec.label_pat, "valid_pct": spec.valid_pct,
+                 "seed": spec.seed},
+        "precision": spec.precision,
+        "versions": _versions(),
+        "summary": summary or {},
+    }
+    return write_model_dir(directory, bare(learn.model).state_dict(), meta)

@@ -1,0 +1,271 @@
+"""Predict with a saved model directory, preprocessing images exactly as validation does."""
+from __future__ import annotations
+
+import csv as csv_module
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from petclf.core.atomic import atomic_path
+from petclf.core.destinations import output_file
+from petclf.core.errors import UsageError, require_positive
+from petclf.core.safe_text import csv_cell, printable
+from petclf.data.images import Presizer
+from petclf.data.images import IMAGE_EXTENSIONS
+from petclf.data.pipeline import Pipeline
+from petclf.runtime.device import pick_device, pick_precision
+from petclf.runtime.modeldir import load_model
+from petclf.runtime.pickled import load_pickled_learner
+from petclf.runtime.preprocess import PixelClassifier
+
+__all__ = ["Predictor", "ReadBatch", "predict_files", "expand_images"]
+
+ImageLike = str | Path | Image.Image
+
+
+class ReadBatch(NamedTuple):
+    """One batch of ``Predictor.iter_readable``: the images read, their scores, and (image, reason) for the rest."""
+
+    items: list
+    logits: torch.Tensor
+    failed: list
+
+
+def _fuse_conv_bn(model: nn.Module) -> nn.Module:
+    """Fold BatchNorm into the convolution before it (inference only); unchanged if the model cannot be traced."""
+    from torch.fx.experimental.optimization import fuse  # noqa: PLC0415
+
+    try:
+        return fuse(model.eval())
+    except Exception:  # noqa: BLE001 - tracing fails on data-dependent control flow; fusion is optional
+        return model
+
+
+class Predictor:
+    """Top-k predictions from a petclf model directory.
+
+    Example::
+
+        pred = Predictor("runs/pets/model")
+        pred.predict("my_cat.jpg", topk=3)   # [('Bengal', 0.91), ('Egyptian_Mau', 0.05), …]
+    """
+
+    def __init__(self, model_dir: str | Path, *, device: str | torch.device | None = None,
+                 precision: str = "auto", arch: Callable | nn.Module | None = None) -> None:
+        loaded = load_model(model_dir, arch=arch)
+        self._setup(loaded.model, loaded.classes, loaded.pipeline, device=device, precision=precision)
+        self.meta = loaded.meta
+
+    @classmethod
+    def from_network(cls, model: nn.Module, classes: Sequence[str], pipeline: Pipeline, *,
+                     device: str | torch.device | None = None, precision: str = "auto") -> "Predictor":
+        """A predictor for a network in memory (its classes and preprocessing given), without a model directory.
+
+        The network is used as it is (fused and cast in place): pass a copy to keep the original.
+
+        Example: ``Predictor.from_network(copy.deepcopy(net), ["cat", "dog"], make_pipeline(size=224))``.
+        """
+        predictor = cls.__new__(cls)
+        predictor._setup(model, classes, pipeline, device=device, precision=precision)
+        predictor.meta = {}
+        return predictor
+
+    def _setup(self, model: nn.Module, classes, pipeline, *, device, precision: str) -> None:
+        self.device = pick_device(device)
+        self.precision = pick_precision(precision, self.device)
+        self.classes, self.pipeline = tuple(classes), pipeline
+        # Weights stored in the compute dtype: autocast would re-cast every weight on every call,
+        # which dominates the cost of small batches.
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
+        model = _fuse_conv_bn(model).to(dtype=dtype, memory_format=torch.channels_last)
+        self.net = PixelClassifier(model, self.pipeline, dtype=dtype).to(self.device).eval()
+        self._presize = Presizer(self.pipeline.presize)
+        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
+        self._prefetch = ThreadPoolExecutor(max_workers=1)
+
+    def pixels(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """(N, presize, presize, 3) uint8: the images read and centre-cropped as in validation."""
+        # PIL decodes and resizes without the GIL, so threads read a batch on every core.
+        arrays = list(self._pool.map(self._read, images))
+        return torch.from_numpy(np.stack(arrays))
+
+    def _read(self, image: ImageLike) -> np.ndarray:
+        """One image's presized pixels, or a UsageError that says why the file cannot be read."""
+        try:
+            return self._presize(image)
+        except (FileNotFoundError, IsADirectoryError):
+            raise UsageError(f"image {image} does not exist.") from None
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+            raise UsageError(f"cannot read {image} as an image ({err}).") from None
+
+    def logits(self, images: Sequence[ImageLike]) -> torch.Tensor:
+        """Raw fp32 scores, one row per image."""
+        pixels = self.pixels(images).to(self.device)
+        with torch.inference_mode():
+            return self.net(pixels).cpu()
+
+    def predict(self, image: ImageLike, *, topk: int = 3) -> list[tuple[str, float]]:
+        """The ``topk`` most likely classes of one image with their probabilities.
+
+        Example: ``Predictor(d).predict("seven_3.jpg", topk=1)`` → ``[('seven', 0.998)]``.
+        """
+        return self._top(self.logits([image]), topk)[0]
+
+    def predict_batch(self, images: Iterable[ImageLike], *, bs: int = 64,
+                      topk: int = 3) -> list[list[tuple[str, float]]]:
+        """Predict many images, ``bs`` at a time; results come in the order given.
+
+        Example: ``Predictor(d).predict_batch(["a.jpg", "b.jpg"], topk=1)`` → ``[[('cat', 0.97)], [('dog', 0.88)]]``.
+        """
+        return [top for logits in self.iter_logits(list(images), bs=bs) for top in self._top(logits, topk)]
+
+    def iter_logits(self, images: Sequence[ImageLike], *, bs: int = 64) -> Iterator[torch.Tensor]:
+        """fp32 scores ``bs`` images at a time, in order; the next batch is read while the network runs.
+
+        Example: ``probs = torch.cat([z.softmax(1) for z in Predictor(d).iter_logits(paths)])``.
+        """
+        for batch in self._batches(images, bs=bs, skip=False):
+            yield batch.logits
+
+    def iter_readable(self, images: Sequence[ImageLike], *, bs: int = 64) -> Iterator[ReadBatch]:
+        """Like ``iter_logits``, but files that cannot be read (gone, damaged) are left out and named with a reason.
+
+        Example: ``for b in Predictor(d).iter_readable(paths): print(b.items, b.failed)``.
+        """
+        return self._batches(images, bs=bs, skip=True)
+
+    def _batches(self, images: Sequence[ImageLike], *, bs: int, skip: bool) -> Iterator[ReadBatch]:
+        read = self._pixels_skipping if skip else (lambda chunk: (self.pixels(chunk), list(chunk), []))
+        chunks = [images[i:i + bs] for i in range(0, len(images), bs)]
+        pending = self._prefetch.submit(read, chunks[0]) if chunks else None
+        for k in range(len(chunks)):
+            pixels, items, failed = pending.result()
+            if k + 1 < len(chunks):
+                pending = self._prefetch.submit(read, chunks[k + 1])
+            if pixels is None:
+                logits = torch.zeros(0, len(self.classes))
+            else:
+                with torch.inference_mode():
+                    logits = self.net(pixels.to(self.device)).cpu()
+            yield ReadBatch(items, logits, failed)
+
+    def _pixels_skipping(self, images: Sequence[ImageLike]) -> tuple[torch.Tensor | None, list, list]:
+        def attempt(image: ImageLike) -> tuple[np.ndarray | None, str]:
+            try:
+                return self._read(image), ""
+            except UsageError as err:
+                return None, str(err)
+
+        results = list(self._pool.map(attempt, images))
+        kept = [(image, array) for image, (array, _) in zip(images, results) if array is not None]
+        failed = [(image, reason) for image, (array, reason) in zip(images, results) if array is None]
+        pixels = torch.from_numpy(np.stack([a for _, a in kept])) if kept else None
+        return pixels, [image for image, _ in kept], failed
+
+    def _top(self, logits: torch.Tensor, topk: int) -> list[list[tuple[str, float]]]:
+        return top_classes(logits.softmax(dim=1), self.classes, topk)
+
+
+def top_classes(probs: torch.Tensor, classes: Sequence[str], topk: int) -> list[list[tuple[str, float]]]:
+    """For each row of ``probs`` (n, classes): the ``topk`` (class, probability) pairs, most likely first."""
+    if topk < 1:
+        raise UsageError(f"topk must be a positive integer. Received: topk={topk}.")
+    values, indices = probs.topk(min(topk, len(classes)), dim=1)
+    return [[(classes[i], float(p)) for p, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]
+
+
+def expand_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files as given, folders replaced by the image files inside them (sorted, recursive)."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files.extend(sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+        else:
+            files.append(item)
+    return files
+
+
+class _PickledPredictor:
+    """fastai's own ``Learner.predict`` for an ``export.pkl`` the user chose to trust."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.learn = load_pickled_learner(path, trust=True)
+        self.classes = tuple(self.learn.dls.vocab)
+
+    def predict_batch(self, images: Sequence[ImageLike], *, bs: int = 64, topk: int = 3):
+        out = []
+        for image in images:
+            with self.learn.no_bar():
+                probs = self.learn.predict(Path(image) if not isinstance(image, Image.Image) else image)[2]
+            out.extend(top_classes(probs[None], self.classes, topk))
+        return out
+
+
+def _predict_chunk(predictor, files: list[Path], *, topk: int) -> list[tuple[Path, list, str]]:
+    """(file, top-k, error) for each file; one unreadable file costs its batch a file-by-file retry."""
+    try:
+        return [(f, top, "") for f, top in zip(files, predictor.predict_batch(files, bs=len(files), topk=topk))]
+    except UsageError:
+        results = []
+        for f in files:
+            try:
+                results.append((f, predictor.predict_batch([f], topk=topk)[0], ""))
+            except UsageError as err:
+                results.append((f, [], str(err)))
+        return results
+
+
+def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: int = 3,
+                  csv: str | Path | None = None, bs: int = 64, trust_pickle: bool = False) -> int:
+    """Print top-k predictions for image files and folders; unreadable files are reported, not fatal.
+
+    Returns 0 when every file was predicted, 1 when some could not be read.
+
+    Example: ``predict_files("runs/pets/model", ["photos/"], csv="preds.csv")``.
+    """
+    require_positive(topk=topk, bs=bs)
+    csv_path = output_file(csv) if csv is not None else None
+    if Path(model_dir).is_file() and trust_pickle:
+        predictor = _PickledPredictor(model_dir)
+    else:
+        predictor = Predictor(model_dir, precision="auto")
+    files = expand_images(inputs)
+    if not files:
+        raise UsageError(f"no image files found in {printable(', '.join(map(str, inputs)))}.")
+    rows, failed = [], []
+    chunks = range(0, len(files), bs)
+    if sys.stderr.isatty() and len(files) > bs:
+        from fastprogress.fastprogress import progress_bar  # noqa: PLC0415 - only for a terminal
+
+        chunks = progress_bar(chunks)
+    for start in chunks:
+        for file, top, error in _predict_chunk(predictor, files[start:start + bs], topk=topk):
+            if error:
+                failed.append((file, error))
+                continue
+            rows.append((file, top))
+            print(f"{printable(file)}: " + ", ".join(f"{printable(label)} {p:.1%}" for label, p in top))
+    for file, reason in failed:
+        print(f"petclf: skipped {printable(file)}: {printable(reason)}", file=sys.stderr)
+    if csv_path is not None:
+        _write_predictions(csv_path, rows, failed, topk=topk)
+    return 1 if failed else 0
+
+
+def _write_predictions(path: Path, rows: list, failed: list, *, topk: int) -> None:
+    # Whole or not at all; names are defused for spreadsheets (a file may be named '=HYPERLINK(...)').
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv_module.writer(f)
+        writer.writerow(["path"] + [c for k in range(1, topk + 1) for c in (f"label_{k}", f"prob_{k}")] + ["error"])
+        for file, top in rows:
+            writer.writerow([csv_cell(str(file))] + [v for label, p in top for v in (csv_cell(label), f"{p:.6f}")]
+                            + [""])
+        for file, reason in failed:
+            writer.writerow([csv_cell(str(file))] + [""] * (2 * topk) + [csv_cell(reason)])

@@ -1,0 +1,90 @@
+"""The tree reads as the architecture: dependencies point one way, and there are no import cycles."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "petclf"
+#: Each part may import only from the parts before it (and from itself).
+LAYERS = ("core", "data", "runtime", "learn", "evaluate", "jobs", "cli")
+#: Parts that must work without fastai (at import time: the pickle path imports it on demand).
+NO_FASTAI = ("core", "data", "runtime")
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+def _imports(path: Path, *, top_level_only: bool = False) -> set[str]:
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            raise AssertionError(f"{path}: use absolute imports (from petclf.…), found a relative one")
+    return names
+
+
+def _part(module: str) -> str | None:
+    pieces = module.split(".")
+    return pieces[1] if len(pieces) > 1 and pieces[0] == "petclf" and pieces[1] in LAYERS else None
+
+
+def test_parts_import_only_the_parts_below_them():
+    wrong = []
+    for module, path in _modules().items():
+        part = _part(module)
+        if part is None:
+            continue
+        for imported in _imports(path):
+            target = _part(imported)
+            if target is not None and LAYERS.index(target) > LAYERS.index(part):
+                wrong.append(f"{module} imports {imported}")
+    assert not wrong, "\n".join(sorted(set(wrong)))
+
+
+@pytest.mark.parametrize("part", NO_FASTAI)
+def test_data_and_runtime_do_not_import_fastai(part):
+    offenders = [f"{module} imports {name}" for module, path in _modules().items() if _part(module) == part
+                 for name in _imports(path, top_level_only=True) if name.split(".")[0] in ("fastai", "fastcore")]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_no_import_cycles_between_modules():
+    modules = _modules()
+    graph = {m: {i for i in _imports(p) if i in modules and i != m and not m.startswith(i + ".")}
+             for m, p in modules.items()}
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(trail[trail.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = 2
+
+    for module in graph:
+        if module not in state:
+            visit(module, [module])
+
+
+def test_every_package_lists_its_public_names():
+    for module, path in _modules().items():
+        if path.name == "__init__.py" and module != "petclf":
+            tree = ast.parse(path.read_text())
+            assert any(isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in n.targets)
+                       for n in tree.body), f"{module} has no __all__"
