@@ -96,9 +96,14 @@ def load_model(directory: str | Path, *, arch: Callable | nn.Module | None = Non
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ModelFileError(f"cannot read {weights_path} ({_one_line(err)}); the model directory is damaged.") from None
     try:
-        model.load_state_dict(state)
+        # assign: a network built on the meta device takes the loaded tensors as its own, with no second copy.
+        model.load_state_dict(state, assign=True)
     except RuntimeError as err:
         raise ModelFileError(f"the weights in {directory} do not fit {info['name']} ({_one_line(err)}).") from None
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):  # tensors the file does not hold
+        model = build_network(info["name"], info["source"], info["n_out"], arch=arch)
+        model.load_state_dict(state)
+    model.float()  # assign keeps the file's dtype; weights saved in bf16 compute in fp32 like the rest
     pre = meta["preprocessing"]
     pipeline = Pipeline(size=pre["size"], presize=pre["presize"], augment=pre["augment"],
                         mean=tuple(float(v) for v in pre["mean"]), std=tuple(float(v) for v in pre["std"]))
@@ -111,23 +116,22 @@ def _one_line(err: object, limit: int = 300) -> str:
 
 
 def _build_checked(info: dict, arch: Callable | nn.Module | None, weights_path: Path, *, meta_path: Path) -> nn.Module:
-    """Build the network for real only once the weights file's header matches it."""
+    """The network ``info`` describes, once the weights file's header matches it: on the meta device (no memory,
+    no initialisation) where it can be built there, else on the CPU."""
     name, source, n_out = info["name"], info["source"], info["n_out"]
 
     def build() -> nn.Module:
         return build_network(name, source, n_out, arch=arch)
 
-    built = None
     try:
         # On the meta device the network has shapes but no storage, so a header check costs nothing.
         with torch.device("meta"):
-            layout = build().state_dict()
+            model = build()
     except UsageError as err:
         if source in ("custom", "registered"):
             raise  # the caller's own arch= (or its registration), not the file, is at fault
         raise ModelFileError(f"{meta_path}: field 'arch.name' ({name!r}) cannot be built here: {err}") from None
     except Exception:  # noqa: BLE001 - some layers lack meta kernels; n_out is bounded, so a real build is affordable
-        built = build()
-        layout = built.state_dict()
-    check_weights_header(weights_path, layout, arch=name, n_out=n_out)
-    return built if built is not None else build()
+        model = build()
+    check_weights_header(weights_path, model.state_dict(), arch=name, n_out=n_out)
+    return model

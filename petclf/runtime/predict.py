@@ -43,7 +43,8 @@ def _fuse_conv_bn(model: nn.Module) -> nn.Module:
     from torch.fx.experimental.optimization import fuse  # noqa: PLC0415
 
     try:
-        return fuse(model.eval())
+        # In place: the predictor owns its network, and a copy would double the weights in memory.
+        return fuse(model.eval(), inplace=True)
     except Exception:  # noqa: BLE001 - tracing fails on data-dependent control flow; fusion is optional
         return model
 
