@@ -8,8 +8,8 @@ from pathlib import Path
 
 from petclf.core import log
 from petclf.core.atomic import atomic_path
-from petclf.data.images import IMAGE_EXTENSIONS
 from petclf.core.errors import DataError, UsageError
+from petclf.data.images import IMAGE_EXTENSIONS
 
 __all__ = ["CALTECH10_CLASSES", "prepare_caltech10"]
 
@@ -77,7 +77,7 @@ def prepare_caltech10(src: str | Path, dst: str | Path, *, n_train: int = 60, n_
             raise DataError(f"class {name} has {len(files[name])} images; need more than {n_train + n_valid}.")
     if linked_files or linked_folders:
         log.warn(f"skipped {linked_files} symlinked files and {len(linked_folders)} symlinked class folders in "
-                  f"{categories}: only regular files inside the source are copied, so nothing from elsewhere "
+                 f"{categories}: only regular files inside the source are copied, so nothing from elsewhere "
                   f"ends up in {dst}.")
     counts = {"train": 0, "valid": 0, "test": 0}
     for name in CALTECH10_CLASSES:

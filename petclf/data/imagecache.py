@@ -81,7 +81,7 @@ class PresizedImages:
                 out[i] = self._presize(paths[i])
 
             log.info(f"caching {len(paths)} images at {self.presize} px "
-                      f"({cache_bytes(len(paths), self.presize) / 1e6:.0f} MB in {folder})")
+                     f"({cache_bytes(len(paths), self.presize) / 1e6:.0f} MB in {folder})")
             # PIL decodes and resizes without the GIL: threads keep every core busy.
             with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
                 list(pool.map(one, range(len(paths))))

@@ -167,7 +167,7 @@ def _pets_archive(root: Path) -> _Found | None:
     if not _pets_style([f.name for f in listing[0]]):
         return None
     log.info(f"{root} looks like the Oxford-IIIT Pet archive: reading labels from the file names in "
-              f"{images} (annotations/ is not used).")
+             f"{images} (annotations/ is not used).")
     return _Found("pets", images, listing)
 
 
@@ -380,7 +380,7 @@ def _drop_unknown_labels(frame: pd.DataFrame) -> pd.DataFrame:
     if len(unknown):
         names = sorted(unknown.label.unique())
         log.warn(f"classes {', '.join(names[:10])} appear only outside train/ ({len(unknown)} images); "
-                  "they are left out because the model cannot learn them.")
+                 "they are left out because the model cannot learn them.")
     return frame[frame.label.isin(known)].reset_index(drop=True)
 
 
@@ -473,7 +473,7 @@ def keep_split(dataset: Dataset, record: dict) -> Dataset:
     added = [(p, "added since the run started: a fresh run (another --out) uses it") for p in new.path]
     if gone or added:
         log.warn(f"the run keeps its split: {len(gone)} files are gone and {len(added)} are new since it started; "
-                  "both are left out (skipped.csv)")
+                 "both are left out (skipped.csv)")
     kept = frame[known].assign(split=[files[r] for r, k in zip(rel, known) if k]).reset_index(drop=True)
     skipped = pd.concat([dataset.skipped, pd.DataFrame(gone + added, columns=["path", "reason"])], ignore_index=True)
     return Dataset(frame=kept, layout=dataset.layout, root=dataset.root, skipped=skipped)

@@ -19,12 +19,12 @@ from PIL import Image, UnidentifiedImageError
 
 from petclf.core import log
 from petclf.core.atomic import atomic_path
-from petclf.data.cachedir import cache_dir
-from petclf.data.layouts import Dataset, check_dataset, find_dataset
 from petclf.core.defaults import DEFAULT_SEED, DEFAULT_VALID_PCT
 from petclf.core.errors import DataError
-from petclf.data.images import file_problem, to_rgb
 from petclf.core.safe_text import printable
+from petclf.data.cachedir import cache_dir
+from petclf.data.images import file_problem, to_rgb
+from petclf.data.layouts import Dataset, check_dataset, find_dataset
 
 __all__ = ["FileCheck", "ScanReport", "check_file", "scan_files", "scan_dataset", "check_folder"]
 
@@ -251,7 +251,7 @@ def scan_dataset(dataset: Dataset, *, strict: bool = False, workers: int | None 
     log.info(report.summary())
     if len(skipped):
         log.warn(f"{len(skipped)} files skipped, e.g. " +
-                  "; ".join(f"{Path(r.path).name}: {r.reason}" for r in skipped.head(3).itertuples()))
+                 "; ".join(f"{Path(r.path).name}: {r.reason}" for r in skipped.head(3).itertuples()))
     for problem in problems:
         log.warn(problem)
     return report

@@ -14,12 +14,12 @@ from fastai.learner import Learner
 from matplotlib.figure import Figure
 
 from petclf.core import log
-from petclf.runtime.modeldir import read_meta
 from petclf.core.defaults import DEFAULT_SEED, DEFAULT_VALID_PCT
 from petclf.core.errors import DataError, UsageError
 from petclf.data.images import read_rgb
-from petclf.runtime.predict import Predictor
 from petclf.data.scan import check_folder
+from petclf.runtime.modeldir import read_meta
+from petclf.runtime.predict import Predictor
 
 __all__ = ["Interpretation", "interpret", "interpret_files", "interpret_saved"]
 
@@ -248,7 +248,7 @@ def interpret_files(predictor, paths: Sequence[str], labels: Sequence[str], *, s
         skipped += [(str(item), reason) for item, reason in batch.failed]
     if skipped:
         log.warn(f"{len(skipped)} {split} images could not be read and are left out of the evaluation, e.g. "
-                  f"{skipped[0][0]}: {skipped[0][1]}")
+                 f"{skipped[0][0]}: {skipped[0][1]}")
     if not items:
         raise DataError(f"none of the {len(known)} {split} images could be read (e.g. {skipped[0][0]}: "
                         f"{skipped[0][1]}): check that the folder is still there.")

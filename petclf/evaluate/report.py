@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
-from petclf.runtime.modeldir import read_meta
 from petclf.core.atomic import write_json_atomic
-from petclf.evaluate.interpret import Interpretation, interpret_saved
 from petclf.core.destinations import output_dir
-from petclf.evaluate.plots import figure_png
 from petclf.core.safe_text import csv_safe
+from petclf.evaluate.interpret import Interpretation, interpret_saved
+from petclf.evaluate.plots import figure_png
+from petclf.runtime.modeldir import read_meta
 
 __all__ = ["report_saved_model", "write_report"]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from petclf.core import log
 from petclf.data.digits import write_digits
-from petclf.runtime.predict import Predictor
 from petclf.jobs.run import RunResult, TrainOptions, train_folder
+from petclf.runtime.predict import Predictor
 
 __all__ = ["DEMO_OPTIONS", "DemoResult", "run_demo"]
 

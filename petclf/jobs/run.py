@@ -13,21 +13,21 @@ from fastai.callback.core import Callback
 from fastai.learner import Learner
 
 from petclf.core import log
-from petclf.learn.save import save_model
 from petclf.core.atomic import write_json_atomic
 from petclf.core.destinations import output_dir
-from petclf.learn.checkpoint import CHECKPOINT_FILE, ResumeState, load_checkpoint
-from petclf.core.processes import is_main
-from petclf.learn.distributed import broadcast
 from petclf.core.errors import DataError, PetclfError, TrainingDiverged, UsageError
-from petclf.evaluate.interpret import Interpretation, interpret_files
-from petclf.data.layouts import split_record
-from petclf.learn.learner import learner_predictor, quick_learner, run_spec
 from petclf.core.options import TrainOptions
+from petclf.core.processes import is_main
+from petclf.core.safe_text import csv_safe
+from petclf.data.layouts import split_record
+from petclf.evaluate.interpret import Interpretation, interpret_files
 from petclf.evaluate.plots import save_loss_plot, save_lr_find_plot
 from petclf.evaluate.report import write_report
-from petclf.core.safe_text import csv_safe
+from petclf.learn.checkpoint import CHECKPOINT_FILE, ResumeState, load_checkpoint
+from petclf.learn.distributed import broadcast
+from petclf.learn.learner import learner_predictor, quick_learner, run_spec
 from petclf.learn.recipe import TrainResult, find_lr, train
+from petclf.learn.save import save_model
 
 __all__ = ["TrainOptions", "RunResult", "train_folder"]
 
@@ -82,7 +82,7 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
     except KeyboardInterrupt:
         if (out / CHECKPOINT_DIR / CHECKPOINT_FILE).is_file():
             log.info(f"stopped; the checkpoint in {out / CHECKPOINT_DIR} keeps the finished epochs: "
-                      "run the same command again to go on from there.")
+                     "run the same command again to go on from there.")
         raise
     if not is_main():  # under a launcher the other processes are done: process 0 evaluates and writes
         return RunResult(out=out, model_dir=out / "model", summary={}, learn=learn)
@@ -99,7 +99,7 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
                                f"{summary['error_rate']:.4f}), is saved in {model_dir}. Train again with a smaller "
                                "learning rate (--lr) for a better one.")
     log.info(f"validation error rate {summary['error_rate']:.4f} (accuracy {summary['accuracy']:.4f}); "
-              f"results in {out}")
+             f"results in {out}")
     return RunResult(out=out, model_dir=model_dir, summary=summary, learn=learn)
 
 

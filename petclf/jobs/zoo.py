@@ -21,8 +21,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from petclf.core.destinations import output_dir
 from petclf.core.errors import UsageError, require_positive
 from petclf.data.images import read_rgb
-from petclf.learn.models import download_torchvision, read_state_dict, torchvision_arch_names
 from petclf.evaluate.plots import save_figure
+from petclf.learn.models import download_torchvision, read_state_dict, torchvision_arch_names
 from petclf.runtime.predict import top_classes
 
 __all__ = ["DEFAULT_COMPARE", "classify", "compare", "compare_to", "plot_compare", "write_compare"]

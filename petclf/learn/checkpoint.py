@@ -16,9 +16,9 @@ import torch
 
 from petclf.core import log
 from petclf.core.atomic import atomic_path
+from petclf.core.errors import PetclfError
 from petclf.learn.distributed import bare
 from petclf.learn.epochs import CompletedEpochCallback
-from petclf.core.errors import PetclfError
 from petclf.learn.optim import opt_state
 
 __all__ = ["Checkpoint", "ResumeState", "load_checkpoint", "save_atomic", "CHECKPOINT_FILE", "BEST_FILE"]
@@ -119,7 +119,7 @@ def _with_best(state: ResumeState, best: dict | None) -> ResumeState:
     if best is not None and "model" in best and best.get("epoch") == state.best_epoch:
         return replace(state, best_model=best["model"])
     log.warn(f"the checkpoint does not hold the weights of epoch {state.best_epoch} (best so far); "
-              f"epoch {state.epochs_done} stands in as the best.")
+             f"epoch {state.epochs_done} stands in as the best.")
     last = state.rows[-1]  # History's row of epoch epochs_done
     return replace(state, best_model=state.model, best_epoch=state.epochs_done,
                    best_key=(float(last["error_rate"]), float(last["valid_loss"])))
@@ -140,7 +140,7 @@ class Checkpoint(CompletedEpochCallback):
         except OSError as err:
             # Stopping would throw away the epoch just trained; the next epoch tries again.
             log.warn(f"could not write the checkpoint after epoch {len(self.learn.history.rows)} in "
-                      f"{self.directory} ({err.strerror or err}); training goes on. A crash now would resume "
+                     f"{self.directory} ({err.strerror or err}); training goes on. A crash now would resume "
                       + (f"after epoch {self.saved_epochs}." if self.saved_epochs else "from the start."))
         else:
             self.saved_epochs = len(self.learn.history.rows)

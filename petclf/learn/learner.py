@@ -20,6 +20,7 @@ from torch import nn
 from petclf.core import log
 from petclf.core.defaults import MAX_SEED, MAX_SIZE, MIN_SIZE
 from petclf.core.errors import UsageError, require_between, require_positive
+from petclf.core.options import TrainOptions
 from petclf.data.layouts import Dataset, find_dataset, keep_split
 from petclf.data.pipeline import Pipeline, make_pipeline
 from petclf.data.scan import ScanReport, scan_dataset
@@ -27,7 +28,6 @@ from petclf.learn.distributed import bare, main_process_first
 from petclf.learn.loaders import make_dataloaders
 from petclf.learn.models import ArchSpec, build_model, check_arch
 from petclf.learn.optim import fused_adam
-from petclf.core.options import TrainOptions
 from petclf.learn.precision import precision_callbacks
 from petclf.runtime.device import pick_device, pick_precision
 from petclf.runtime.predict import Predictor
@@ -141,7 +141,7 @@ def quick_learner(
         learn.freeze()
     log.info(f"data: {dataset.describe()}")
     log.info(f"model: {built.spec.name} ({'pretrained' if spec.pretrained else 'from scratch'}), "
-              f"device {dev}, precision {prec}")
+             f"device {dev}, precision {prec}")
     return learn
 
 

@@ -18,15 +18,15 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.learner import Learner
 
 from petclf.core import log
-from petclf.learn.checkpoint import Checkpoint, ResumeState
-from petclf.core.processes import is_main, world_size
-from petclf.learn.distributed import bare, broadcast, distributed
-from petclf.learn.epochs import CompletedEpochCallback
 from petclf.core.defaults import MAX_LR
 from petclf.core.errors import TrainingDiverged, UsageError, require_non_negative, require_positive
+from petclf.core.options import TrainOptions
+from petclf.core.processes import is_main, world_size
+from petclf.learn.checkpoint import Checkpoint, ResumeState
+from petclf.learn.distributed import bare, broadcast, distributed
+from petclf.learn.epochs import CompletedEpochCallback
 from petclf.learn.features import supports_feature_cache, train_head
 from petclf.learn.optim import load_opt_state
-from petclf.core.options import TrainOptions
 
 _DEFAULTS = TrainOptions()
 
@@ -253,7 +253,7 @@ def train(learn: Learner, *, epochs: int = _DEFAULTS.epochs, freeze_epochs: int 
             if resume is not None and skip > 0:
                 if not load_opt_state(learn.opt, resume.opt):
                     log.warn("the checkpoint's optimizer state comes from another optimizer (an older petclf?); "
-                              "training goes on from its weights with fresh optimizer moments.")
+                             "training goes on from its weights with fresh optimizer moments.")
                 resume.restore_rng()
             learn.fit_one_cycle(phase.epochs, phase.lr_max, pct_start=phase.pct_start, div=phase.div,
                                 cbs=cbs, start_epoch=skip)
@@ -267,7 +267,7 @@ def train(learn: Learner, *, epochs: int = _DEFAULTS.epochs, freeze_epochs: int 
     best_epoch = best.best_epoch if best else len(history.rows)
     if stop.message:
         log.warn(f"{stop.message} (lr {lr:.2e}); training stopped and the weights of epoch {best_epoch} "
-                  "(the best epoch with a finite loss) were kept.")
+                 "(the best epoch with a finite loss) were kept.")
     if best is not None and best_epoch != len(history.rows):
         log.info(f"restored the weights of epoch {best_epoch} (best validation error)")
     return TrainResult(history=history.frame(), lr=lr, best_epoch=best_epoch, seconds=seconds,

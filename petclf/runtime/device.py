@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from petclf.core.processes import local_rank, world_size
 from petclf.core.defaults import PRECISIONS
 from petclf.core.errors import UsageError
+from petclf.core.processes import local_rank, world_size
 
 __all__ = ["pick_device", "pick_precision", "cpu_has_fast_bf16"]
 
