@@ -8,7 +8,13 @@ from petclf.core.defaults import (AUGMENTS, DEFAULT_SEED, DEFAULT_VALID_PCT, LAY
                                   MIN_SIZE, PRECISIONS)
 from petclf.core.errors import UsageError, require_between, require_fraction, require_non_negative, require_positive
 
-__all__ = ["TrainOptions"]
+__all__ = ["TrainOptions", "require_lr"]
+
+
+def require_lr(lr: float | None) -> None:
+    """Refuse a learning rate that is not a finite positive number up to ``MAX_LR`` (None: lr_find chooses)."""
+    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and 0 < lr <= MAX_LR):
+        raise UsageError(f"lr must be a positive number up to {MAX_LR:g} (typical: 1e-4 to 1e-2). Received: lr={lr}.")
 
 
 @dataclass(frozen=True)
@@ -40,9 +46,7 @@ class TrainOptions:
         require_between(MIN_SIZE, MAX_SIZE, size=self.size)
         require_non_negative(freeze_epochs=self.freeze_epochs, seed=self.seed)
         require_between(0, MAX_SEED, seed=self.seed)
-        if self.lr is not None and not (math.isfinite(self.lr) and 0 < self.lr <= MAX_LR):
-            raise UsageError(f"lr must be a positive number up to {MAX_LR:g} (typical: 1e-4 to 1e-2). "
-                             f"Received: lr={self.lr}.")
+        require_lr(self.lr)
         require_fraction(valid_pct=self.valid_pct)
         for name, value, choices in (("layout", self.layout, LAYOUTS), ("augment", self.augment, AUGMENTS),
                                      ("precision", self.precision, PRECISIONS)):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["printable", "csv_cell", "csv_safe"]
+__all__ = ["printable", "one_line", "csv_cell", "csv_safe"]
 
 # Control characters, format characters (bidi overrides), lone surrogates and line/paragraph separators.
 _UNSAFE_CATEGORIES = {"Cc", "Cf", "Cs", "Zl", "Zp"}
@@ -38,6 +38,15 @@ def printable(text: object) -> str:
     if text.isprintable() and text.isascii():
         return text
     return "".join(_escape(c) if unicodedata.category(c) in _UNSAFE_CATEGORIES else c for c in text)
+
+
+def one_line(text: object, *, limit: int = 300) -> str:
+    """``text`` (an error from a library, say) folded onto one printable line of at most ``limit`` characters.
+
+    Example: ``one_line("bad header\n  at offset 8")`` → ``'bad header at offset 8'``.
+    """
+    text = printable(" ".join(str(text).split()))
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def csv_cell(value: object) -> object:

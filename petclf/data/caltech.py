@@ -78,7 +78,7 @@ def prepare_caltech10(src: str | Path, dst: str | Path, *, n_train: int = 60, n_
     if linked_files or linked_folders:
         log.warn(f"skipped {linked_files} symlinked files and {len(linked_folders)} symlinked class folders in "
                  f"{categories}: only regular files inside the source are copied, so nothing from elsewhere "
-                  f"ends up in {dst}.")
+                 f"ends up in {dst}.")
     counts = {"train": 0, "valid": 0, "test": 0}
     for name in CALTECH10_CLASSES:
         for i, file in enumerate(files[name]):

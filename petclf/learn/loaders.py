@@ -55,11 +55,11 @@ class ReadRGB(Transform):
         self._warned: set[str] = set()
 
     def encodes(self, item: str | Path | Image.Image) -> RGBImage:
-        if not self.stand_in or isinstance(item, Image.Image):
-            return RGBImage.create(item, min_side=self.presize)
         try:
             return RGBImage.create(item, min_side=self.presize)
-        except (OSError, ValueError, SyntaxError) as err:  # what PIL and the checks above raise for a bad file
+        except (OSError, ValueError, SyntaxError) as err:  # what PIL and read_rgb's checks raise for a bad file
+            if not self.stand_in or isinstance(item, Image.Image):
+                raise
             if str(item) not in self._warned:
                 self._warned.add(str(item))
                 log.warn(f"{item} can no longer be read ({err}); a grey image stands in for it while training, "

@@ -18,9 +18,8 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.learner import Learner
 
 from petclf.core import log
-from petclf.core.defaults import MAX_LR
 from petclf.core.errors import TrainingDiverged, UsageError, require_non_negative, require_positive
-from petclf.core.options import TrainOptions
+from petclf.core.options import TrainOptions, require_lr
 from petclf.core.processes import is_main, world_size
 from petclf.learn.checkpoint import Checkpoint, ResumeState
 from petclf.learn.distributed import bare, broadcast, distributed
@@ -211,8 +210,7 @@ def train(learn: Learner, *, epochs: int = _DEFAULTS.epochs, freeze_epochs: int 
     """
     require_positive(epochs=epochs)
     require_non_negative(freeze_epochs=freeze_epochs)
-    if lr is not None and not (math.isfinite(lr) and 0 < lr <= MAX_LR):
-        raise UsageError(f"lr must be a positive number up to {MAX_LR:g}. Received: lr={lr}.")
+    require_lr(lr)
     if resume is not None:
         lr = resume.lr
     elif lr is None:

@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 
 from petclf.core.defaults import ARCH_SOURCES, AUGMENTS, LAYOUTS, MAX_SIZE, MIN_SIZE
 from petclf.core.errors import ModelFileError, UsageError
+from petclf.core.safe_text import one_line
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MAX_META_BYTES", "MAX_JSON_DEPTH", "MAX_CLASSES", "MAX_CLASS_NAME_CHARS",
            "MAX_PRESIZE", "PRESIZE_FACTOR", "MIN_STD", "MAX_ABS_STAT",
@@ -69,11 +70,6 @@ _short.maxstring, _short.maxother, _short.maxlist, _short.maxdict, _short.maxlev
 def _show(value: object) -> str:
     """A short one-line rendering of a (possibly huge) JSON value for an error message."""
     return _short.repr(value)
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = _CONTROL.sub("?", " ".join(str(text).split()))
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _field_error(path: Path, name: str, expected: str, value: object = _MISSING) -> ModelFileError:
@@ -127,9 +123,9 @@ def parse_meta(data: bytes, *, path: Path) -> object:
     except RecursionError:
         raise ModelFileError(f"{path} nests lists or objects too deeply to read; {_DAMAGED}.") from None
     except UnicodeDecodeError as err:
-        raise ModelFileError(f"{path} is not UTF-8 text ({_one_line(err)}); {_DAMAGED}.") from None
+        raise ModelFileError(f"{path} is not UTF-8 text ({one_line(err)}); {_DAMAGED}.") from None
     except ValueError as err:  # JSONDecodeError, and integers longer than Python converts
-        raise ModelFileError(f"{path} is not valid JSON ({_one_line(err)}); {_DAMAGED}.") from None
+        raise ModelFileError(f"{path} is not valid JSON ({one_line(err)}); {_DAMAGED}.") from None
     if _depth_exceeds(value, MAX_JSON_DEPTH):
         raise ModelFileError(f"{path} nests lists or objects more than {MAX_JSON_DEPTH} levels deep; {_DAMAGED}.")
     return value
@@ -278,7 +274,7 @@ def read_meta_file(path: Path) -> dict:
         with open(path, "rb") as f:
             data = f.read(MAX_META_BYTES + 1)
     except OSError as err:
-        raise ModelFileError(f"cannot read {path} ({_one_line(err)}).") from None
+        raise ModelFileError(f"cannot read {path} ({one_line(err)}).") from None
     return validate_meta(parse_meta(data, path=path), path=path)
 
 
@@ -290,7 +286,7 @@ def _header_length(path: Path) -> None:
     except FileNotFoundError:
         raise ModelFileError(f"{path} is missing; the model directory is incomplete.") from None
     except OSError as err:
-        raise ModelFileError(f"cannot read {path} ({_one_line(err)}).") from None
+        raise ModelFileError(f"cannot read {path} ({one_line(err)}).") from None
     if len(prefix) < 8:
         raise ModelFileError(f"{path} is too short to be a safetensors file ({len(prefix)} bytes); "
                              "the model directory is damaged.")
@@ -327,7 +323,7 @@ def check_weights_header(path: Path, expected: Mapping[str, torch.Tensor], *, ar
     Example::
 
         with torch.device("meta"):
-            layout = build_model("resnet18", 37, pretrained=False).model.state_dict()
+            layout = build_network("resnet18", "torchvision", 37).state_dict()
         check_weights_header(Path("m/model.safetensors"), layout, arch="resnet18", n_out=37)
     """
     path = Path(path)
@@ -344,7 +340,7 @@ def check_weights_header(path: Path, expected: Mapping[str, torch.Tensor], *, ar
     except FileNotFoundError:
         raise ModelFileError(f"{path} is missing; the model directory is incomplete.") from None
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as err:
-        raise ModelFileError(f"cannot read {path} ({_one_line(err)}); the model directory is damaged.") from None
+        raise ModelFileError(f"cannot read {path} ({one_line(err)}); the model directory is damaged.") from None
     if len(keys) > len(found):
         raise ModelFileError(f"{path} holds {len(keys)} tensors, {arch} has {len(expected)}; the model "
                              "directory is damaged or its two files do not belong together.")
@@ -369,6 +365,6 @@ def check_weights_header(path: Path, expected: Mapping[str, torch.Tensor], *, ar
         parts += [f"{len(items)} {what} (e.g. {_examples(items)})" for what, items in
                   (("missing keys", missing), ("unexpected keys", unexpected),
                    ("tensors of another shape or type", mismatched)) if items]
-        raise ModelFileError(_one_line(
+        raise ModelFileError(one_line(
             f"{path} does not hold the weights of {arch} as petclf.json describes it: {'; '.join(parts)}; "
             "the model directory is damaged or its two files do not belong together.", limit=1000))

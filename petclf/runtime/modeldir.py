@@ -18,6 +18,7 @@ from torch import nn
 
 from petclf.core.atomic import atomic_path, write_json_atomic
 from petclf.core.errors import ModelFileError, UsageError
+from petclf.core.safe_text import one_line
 from petclf.data.pipeline import Pipeline
 from petclf.runtime.modelcheck import FORMAT, FORMAT_VERSION, check_weights_header, read_meta_file
 from petclf.runtime.network import build_network
@@ -94,12 +95,12 @@ def load_model(directory: str | Path, *, arch: Callable | nn.Module | None = Non
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise ModelFileError(f"cannot read {weights_path} ({_one_line(err)}); the model directory is damaged.") from None
+        raise ModelFileError(f"cannot read {weights_path} ({one_line(err)}); the model directory is damaged.") from None
     try:
         # assign: a network built on the meta device takes the loaded tensors as its own, with no second copy.
         model.load_state_dict(state, assign=True)
     except RuntimeError as err:
-        raise ModelFileError(f"the weights in {directory} do not fit {info['name']} ({_one_line(err)}).") from None
+        raise ModelFileError(f"the weights in {directory} do not fit {info['name']} ({one_line(err)}).") from None
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):  # tensors the file does not hold
         model = build_network(info["name"], info["source"], info["n_out"], arch=arch)
         model.load_state_dict(state)
@@ -108,11 +109,6 @@ def load_model(directory: str | Path, *, arch: Callable | nn.Module | None = Non
     pipeline = Pipeline(size=pre["size"], presize=pre["presize"], augment=pre["augment"],
                         mean=tuple(float(v) for v in pre["mean"]), std=tuple(float(v) for v in pre["std"]))
     return LoadedModel(model=model.to(device).eval(), classes=tuple(meta["classes"]), pipeline=pipeline, meta=meta)
-
-
-def _one_line(err: object, limit: int = 300) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _build_checked(info: dict, arch: Callable | nn.Module | None, weights_path: Path, *, meta_path: Path) -> nn.Module:

@@ -194,33 +194,28 @@ def expand_images(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 class _PickledPredictor:
-    """fastai's own ``Learner.predict`` for an ``export.pkl`` the user chose to trust."""
+    """fastai's own ``Learner.predict`` for an ``export.pkl`` the user chose to trust, one image at a time."""
 
     def __init__(self, path: str | Path) -> None:
+        import fastai.callback.progress  # noqa: F401, PLC0415 - Learner.no_bar, used here
+
         self.learn = load_pickled_learner(path, trust=True)
         self.classes = tuple(self.learn.dls.vocab)
 
-    def predict_batch(self, images: Sequence[ImageLike], *, bs: int = 64, topk: int = 3):
-        out = []
-        for image in images:
-            with self.learn.no_bar():
-                probs = self.learn.predict(Path(image) if not isinstance(image, Image.Image) else image)[2]
-            out.extend(top_classes(probs[None], self.classes, topk))
-        return out
-
-
-def _predict_chunk(predictor, files: list[Path], *, topk: int) -> list[tuple[Path, list, str]]:
-    """(file, top-k, error) for each file; one unreadable file costs its batch a file-by-file retry."""
-    try:
-        return [(f, top, "") for f, top in zip(files, predictor.predict_batch(files, bs=len(files), topk=topk))]
-    except UsageError:
-        results = []
-        for f in files:
-            try:
-                results.append((f, predictor.predict_batch([f], topk=topk)[0], ""))
-            except UsageError as err:
-                results.append((f, [], str(err)))
-        return results
+    def iter_readable(self, images: Sequence[ImageLike], *, bs: int = 64) -> Iterator[ReadBatch]:
+        """As ``Predictor.iter_readable``; the scores are log-probabilities, so their softmax is fastai's output."""
+        for start in range(0, len(images), bs):
+            items, rows, failed = [], [], []
+            for image in images[start:start + bs]:
+                try:
+                    with self.learn.no_bar():
+                        probs = self.learn.predict(Path(image) if not isinstance(image, Image.Image) else image)[2]
+                except (OSError, ValueError, UnidentifiedImageError) as err:
+                    failed.append((image, f"cannot read {image} as an image ({err})."))
+                    continue
+                items.append(image)
+                rows.append(probs.float().clamp_min(1e-12).log())
+            yield ReadBatch(items, torch.stack(rows) if rows else torch.zeros(0, len(self.classes)), failed)
 
 
 def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: int = 3,
@@ -241,16 +236,14 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: 
     if not files:
         raise UsageError(f"no image files found in {printable(', '.join(map(str, inputs)))}.")
     rows, failed = [], []
-    chunks = range(0, len(files), bs)
+    batches = predictor.iter_readable(files, bs=bs)
     if sys.stderr.isatty() and len(files) > bs:
         from fastprogress.fastprogress import progress_bar  # noqa: PLC0415 - only for a terminal
 
-        chunks = progress_bar(chunks)
-    for start in chunks:
-        for file, top, error in _predict_chunk(predictor, files[start:start + bs], topk=topk):
-            if error:
-                failed.append((file, error))
-                continue
+        batches = progress_bar(batches, total=-(-len(files) // bs))
+    for batch in batches:
+        failed += batch.failed
+        for file, top in zip(batch.items, top_classes(batch.logits.softmax(dim=1), predictor.classes, topk)):
             rows.append((file, top))
             print(f"{printable(file)}: " + ", ".join(f"{printable(label)} {p:.1%}" for label, p in top))
     for file, reason in failed:
