@@ -170,8 +170,19 @@ class Predictor:
         pixels = torch.from_numpy(np.stack([a for _, a in kept])) if kept else None
         return pixels, [image for image, _ in kept], failed
 
+    #: True for a model that gives each label its own probability (several labels per image).
+    multi_label: bool = False
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities from the scores of ``logits``/``iter_logits``: softmax, or each label's sigmoid for a
+        multi-label model.
+
+        Example: ``pred.probabilities(pred.logits(["a.jpg"]))`` → a (1, classes) tensor.
+        """
+        return logits.float().sigmoid() if self.multi_label else logits.float().softmax(dim=1)
+
     def _top(self, logits: torch.Tensor, topk: int) -> list[list[tuple[str, float]]]:
-        return top_classes(logits.softmax(dim=1), self.classes, topk)
+        return top_classes(self.probabilities(logits), self.classes, topk)
 
 
 def top_classes(probs: torch.Tensor, classes: Sequence[str], topk: int) -> list[list[tuple[str, float]]]:
