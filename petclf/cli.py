@@ -7,7 +7,7 @@ import warnings
 from dataclasses import fields, replace
 from typing import Sequence
 
-from petclf.core.defaults import AUGMENTS, DEFAULT_SEED, DEFAULT_VALID_PCT, LAYOUTS, PRECISIONS
+from petclf.core.defaults import AUGMENTS, BALANCES, DEFAULT_SEED, DEFAULT_VALID_PCT, LAYOUTS, PRECISIONS
 from petclf.core.errors import PetclfError, UsageError
 from petclf.core.safe_text import printable
 
@@ -31,6 +31,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="split and initialisation seed (default %(default)s)")
     p.add_argument("--label-pat", default=None, help="regex whose first group is the label (Pets layout)")
     p.add_argument("--layout", default=d.layout, choices=LAYOUTS)
+    _add_table_options(p)
+    p.add_argument("--balance", default=d.balance, choices=BALANCES,
+                   help="skewed classes: sampler draws classes equally often, weights weights the loss "
+                        "(default %(default)s)")
+    p.add_argument("--threshold", type=_threshold, default=d.threshold,
+                   help="multi-label decision threshold: auto (best micro-F1 on valid), per-label, or a number "
+                        "(default %(default)s)")
     p.add_argument("--no-pretrained", action="store_true", help="train from scratch (no weights download)")
     p.add_argument("--weights", default=None, help="local weights file for the body (.pth or .safetensors)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: fastest available)")
@@ -41,6 +48,36 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="decode images every epoch instead of caching them pre-resized on disk")
     p.add_argument("--no-feature-cache", action="store_true",
                    help="run frozen epochs through the whole body (with augmentation) instead of on cached features")
+
+
+def _add_table_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("tables", "when PATH is a CSV/TSV file of file names and labels")
+    group.add_argument("--images", default=None, help="folder the file names are relative to (default: the table's)")
+    group.add_argument("--fn-col", default=None, help="file name column (default: fname, file_name, image_id, ...)")
+    group.add_argument("--label-col", default=None, help="label column (default: label, labels, class, target, ...)")
+    group.add_argument("--valid-col", default=None, help="split column: is_valid (true/false) or split "
+                                                         "(train/valid/test) (default: found by those names)")
+    group.add_argument("--label-delim", default=None,
+                       help="splits a label cell into several labels, e.g. ' ': multi-label training")
+
+
+def _threshold(text: str) -> str | float:
+    from petclf.core.defaults import THRESHOLD_MODES  # noqa: PLC0415
+
+    if text in THRESHOLD_MODES:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {' or '.join(THRESHOLD_MODES)} or a number between 0 and 1, "
+                                         f"not {text!r}") from None
+
+
+def _table_spec(args: argparse.Namespace):
+    from petclf.data.table import TableSpec  # noqa: PLC0415
+
+    return TableSpec(images=args.images, fn_col=args.fn_col, label_col=args.label_col, valid_col=args.valid_col,
+                     label_delim=args.label_delim)
 
 
 def _options(args: argparse.Namespace):
@@ -98,12 +135,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from petclf.data.scan import check_folder  # noqa: PLC0415
+    from petclf.data.scan import check_folder, class_table  # noqa: PLC0415
 
     report = check_folder(args.path, layout=args.layout, label_pat=args.label_pat, valid_pct=args.valid_pct,
-                          seed=args.seed, strict=args.strict)
+                          seed=args.seed, strict=args.strict, table=_table_spec(args))
     print(printable(report.dataset.describe()))
     print(report.summary())
+    print(printable(class_table(report.dataset).to_string()))
     for row in report.skipped.itertuples():
         print(f"skipped  {printable(row.path)}: {printable(row.reason)}")
     for row in report.notes.itertuples():
@@ -117,7 +155,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from petclf.evaluate.report import report_saved_model  # noqa: PLC0415
 
     page = report_saved_model(args.model_dir, args.data, split=args.split, out=args.out, layout=args.layout,
-                              label_pat=args.label_pat)
+                              label_pat=args.label_pat, images=args.images)
     print(f"report: {page}")
     return 0
 
@@ -158,6 +196,16 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from petclf.serve import ServeOptions, serve  # noqa: PLC0415 - no fastai: serving uses the runtime only
+
+    options = ServeOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_body_mb=args.max_body_mb,
+                           max_images=args.max_images, timeout_s=args.timeout, precision=args.precision,
+                           device=args.device, cors_origins=tuple(args.cors_origin), access_log=not args.no_access_log)
+    serve(args.model_dirs, host=args.host, port=args.port, options=options)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="petclf", description="Train, judge and ship image classifiers.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -167,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a classifier on a folder of images")
-    train.add_argument("path", help="image folder: Pets file names, train/valid(/test) folders, or class folders")
+    train.add_argument("path", help="image folder (Pets file names, train/valid(/test) folders, or class folders), "
+                                    "or a CSV/TSV file of file names and labels")
     train.add_argument("--out", default="petclf-out", help="output directory (default %(default)s)")
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run in --out (also automatic when a checkpoint is there)")
@@ -175,8 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train)
 
     check = sub.add_parser("check", help="scan an image folder: unreadable files, conversions, leakage")
-    check.add_argument("path", help="image folder, in any layout `petclf train` reads")
+    check.add_argument("path", help="image folder or label table, in any layout `petclf train` reads")
     check.add_argument("--layout", default="auto", choices=LAYOUTS)
+    _add_table_options(check)
     check.add_argument("--label-pat", default=None, help="regex whose first group is the label (Pets layout)")
     check.add_argument("--valid-pct", type=float, default=DEFAULT_VALID_PCT)
     check.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -188,10 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
     demo.set_defaults(func=_cmd_demo)
 
-    predict = sub.add_parser("predict", help="top-k classes for images with a saved model")
+    predict = sub.add_parser("predict", help="top-k classes (multi-label: labels over threshold) with a saved model")
     predict.add_argument("model_dir", help="model directory written by `petclf train` (OUT/model)")
     predict.add_argument("images", nargs="+", help="image files or folders")
-    predict.add_argument("--topk", type=int, default=3)
+    predict.add_argument("--topk", type=int, default=None,
+                         help="classes per image (default 3; multi-label: the labels over their thresholds)")
     predict.add_argument("--csv", default=None, help="also write the predictions to this CSV file")
     predict.add_argument("--trust-pickle", action="store_true",
                          help="allow MODEL to be a fastai export.pkl; unpickling runs code from the file")
@@ -223,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="confusion matrix, top losses, per-class figures for a saved model")
     report.add_argument("model_dir", help="model directory written by `petclf train` (OUT/model)")
-    report.add_argument("data", help="the image folder to evaluate on")
+    report.add_argument("data", help="the image folder (or label table) to evaluate on")
     report.add_argument("--split", default="valid", choices=["valid", "test", "all"],
                         help="valid/test: rebuilt as in training; all: every image, for data the model never saw")
     report.add_argument("--out", default=None, help="report directory (default: report-SPLIT beside the model)")
@@ -231,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="layout of DATA (default: the one the model was trained on, else detected)")
     report.add_argument("--label-pat", default=None,
                         help="regex whose first group is the label (default: the model's, run under a time limit)")
+    report.add_argument("--images", default=None,
+                        help="for a CSV/TSV DATA: the folder its file names are relative to (default: the table's)")
     report.set_defaults(func=_cmd_report)
 
     cache = sub.add_parser("cache", help="show (or clear) petclf's cache of scan results and presized images",
@@ -238,6 +291,31 @@ def build_parser() -> argparse.ArgumentParser:
                                        "$PETCLF_CACHE_MAX_GB (default 10), least recently used files first.")
     cache.add_argument("action", nargs="?", default="info", choices=["info", "clear"])
     cache.set_defaults(func=_cmd_cache)
+
+    from petclf.serve.options import ServeOptions  # noqa: PLC0415 - light: core only, no torch
+
+    d = ServeOptions()
+    serve = sub.add_parser("serve", help="serve models over HTTP: a web page, a JSON API and KServe v2 / Triton's API",
+                           description="Requests arriving together are predicted as one batch. Errors are JSON "
+                                       '{"error": reason}; metrics in Prometheus format at /metrics.')
+    serve.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR",
+                       help="model directory (OUT/model), served under its folder's name, or MODEL_DIR=NAME")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default %(default)s: this machine only; 0.0.0.0 for every network)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default %(default)s; 0 picks a free one)")
+    serve.add_argument("--max-batch", type=int, default=d.max_batch, help="images per forward pass (default %(default)s)")
+    serve.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+                       help="how long a request waits for others to batch with (default %(default)s)")
+    serve.add_argument("--max-images", type=int, default=d.max_images, help="images per request (default %(default)s)")
+    serve.add_argument("--max-body-mb", type=float, default=d.max_body_mb, help="request body size limit (default %(default)s)")
+    serve.add_argument("--timeout", type=float, default=d.timeout_s,
+                       help="seconds before a request gets 504 (default %(default)s)")
+    serve.add_argument("--precision", default=d.precision, choices=PRECISIONS)
+    serve.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or mps (default: fastest available)")
+    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                       help="let pages from ORIGIN call the API (repeatable; default: CORS off)")
+    serve.add_argument("--no-access-log", action="store_true", help="no line per request on stderr")
+    serve.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -2,13 +2,24 @@
 line: each is set here only."""
 from __future__ import annotations
 
-__all__ = ["ARCH_SOURCES", "AUGMENTS", "DEFAULT_SEED", "DEFAULT_VALID_PCT", "IMAGENET_STATS", "LAYOUTS", "MAX_LR", "MAX_SEED",
+__all__ = ["ARCH_SOURCES", "AUGMENTS", "BALANCES", "DEFAULT_BALANCE", "MULTI_LABEL", "SINGLE_LABEL", "TASKS",
+           "THRESHOLD_MODES", "DEFAULT_SEED", "DEFAULT_VALID_PCT", "IMAGENET_STATS", "LAYOUTS", "MAX_LR", "MAX_SEED",
            "MAX_SIZE", "MIN_SIZE", "PRECISIONS"]
 
 #: Where an architecture comes from: torchvision's or timm's names, ``register_arch``, or the user's own object.
 ARCH_SOURCES = ("torchvision", "timm", "registered", "custom")
-#: Folder layouts petclf reads ('auto' detects one).
-LAYOUTS = ("auto", "pets", "folders", "classes")
+#: Layouts petclf reads: three of folders, one of a table file ('auto' detects one).
+LAYOUTS = ("auto", "pets", "folders", "classes", "csv")
+#: Tasks: one label per image (softmax over classes) or any number of labels (a sigmoid per label).
+SINGLE_LABEL, MULTI_LABEL = "single_label", "multi_label"
+TASKS = (SINGLE_LABEL, MULTI_LABEL)
+#: Countering skewed classes: a class-balanced sampler of training images, or class weights in the loss.
+BALANCES = ("none", "sampler", "weights")
+DEFAULT_BALANCE = "none"
+#: Multi-label decision thresholds: one chosen on the validation set ('auto'), one per label ('per-label'),
+#: or a number given by the user.
+THRESHOLD_MODES = ("auto", "per-label")
+
 #: Batch augmentation: flips are wrong for text and digits ('no-flip'); 'none' for a plain baseline.
 AUGMENTS = ("standard", "no-flip", "none")
 #: Numeric precision of training and prediction; 'auto' picks bf16/fp16 where the hardware computes it.

@@ -4,17 +4,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from petclf.core.defaults import (AUGMENTS, DEFAULT_SEED, DEFAULT_VALID_PCT, LAYOUTS, MAX_LR, MAX_SEED, MAX_SIZE,
-                                  MIN_SIZE, PRECISIONS)
+from petclf.core.defaults import (AUGMENTS, BALANCES, DEFAULT_BALANCE, DEFAULT_SEED, DEFAULT_VALID_PCT, LAYOUTS,
+                                  MAX_LR, MAX_SEED, MAX_SIZE, MIN_SIZE, PRECISIONS, THRESHOLD_MODES)
 from petclf.core.errors import UsageError, require_between, require_fraction, require_non_negative, require_positive
 
-__all__ = ["TrainOptions", "require_lr"]
+__all__ = ["TrainOptions", "require_lr", "require_threshold"]
 
 
 def require_lr(lr: float | None) -> None:
     """Refuse a learning rate that is not a finite positive number up to ``MAX_LR`` (None: lr_find chooses)."""
     if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and 0 < lr <= MAX_LR):
         raise UsageError(f"lr must be a positive number up to {MAX_LR:g} (typical: 1e-4 to 1e-2). Received: lr={lr}.")
+
+
+def require_threshold(threshold: str | float) -> None:
+    """Refuse a multi-label threshold that is neither a mode ('auto', 'per-label') nor a number in (0, 1)."""
+    if isinstance(threshold, str) and threshold in THRESHOLD_MODES:
+        return
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        raise UsageError(f"threshold must be {' or '.join(map(repr, THRESHOLD_MODES))} or a number between 0 and 1 "
+                         f"(e.g. 0.5). Received: threshold={threshold!r}.")
 
 
 @dataclass(frozen=True)
@@ -30,7 +39,14 @@ class TrainOptions:
     valid_pct: float = DEFAULT_VALID_PCT  # share of images held out when the data has no valid/ folder
     seed: int = DEFAULT_SEED  # fixes the split and the initial weights
     label_pat: str | None = None  # regex whose first group is the label (Pets layout)
-    layout: str = "auto"  # 'pets', 'folders', 'classes' or 'auto'
+    layout: str = "auto"  # 'pets', 'folders', 'classes', 'csv' (a table file) or 'auto'
+    images: str | None = None  # csv layout: the folder file names are relative to (default: the table's folder)
+    fn_col: str | None = None  # csv layout: file name column (default: found by name, e.g. fname, image_id)
+    label_col: str | None = None  # csv layout: label column (default: found by name, e.g. label, labels)
+    valid_col: str | None = None  # csv layout: split column, is_valid or split (default: found by name)
+    label_delim: str | None = None  # csv layout: splits a label cell into several labels (multi-label)
+    balance: str = DEFAULT_BALANCE  # skewed classes: 'none', 'sampler' (balanced batches) or 'weights' (loss)
+    threshold: str | float = "auto"  # multi-label: 'auto' (chosen on valid), 'per-label', or a number
     pretrained: bool = True  # False trains from scratch (no download needed)
     weights: str | None = None  # local weights file instead of a download
     device: str | None = None  # 'cpu', 'cuda', 'mps'; None picks the fastest
@@ -48,8 +64,9 @@ class TrainOptions:
         require_between(0, MAX_SEED, seed=self.seed)
         require_lr(self.lr)
         require_fraction(valid_pct=self.valid_pct)
+        require_threshold(self.threshold)
         for name, value, choices in (("layout", self.layout, LAYOUTS), ("augment", self.augment, AUGMENTS),
-                                     ("precision", self.precision, PRECISIONS)):
+                                     ("precision", self.precision, PRECISIONS), ("balance", self.balance, BALANCES)):
             if value not in choices:
                 raise UsageError(f"unknown {name} {value!r}: expected one of {', '.join(choices)}.")
 
@@ -59,5 +76,6 @@ class TrainOptions:
         Example: ``quick_learner("pets/images", **TrainOptions(arch="resnet18").learner_settings())``.
         """
         names = ("arch", "size", "bs", "valid_pct", "seed", "label_pat", "layout", "pretrained", "weights", "device",
-                 "precision", "augment", "strict")
+                 "precision", "augment", "strict", "images", "fn_col", "label_col", "valid_col", "label_delim",
+                 "balance")
         return {**{n: getattr(self, n) for n in names}, "cache": self.image_cache}

@@ -1,4 +1,4 @@
-"""Find labelled images in a folder (three layouts) and split them into train, valid and test.
+"""Find labelled images in a folder (three layouts) or a table, and split them into train, valid and test.
 
 Layouts:
 
@@ -8,6 +8,8 @@ Layouts:
   sub-folder per class (Caltech-10); with ``train/`` and ``test/`` only (CIFAR-10), valid is
   drawn from ``train/``.
 * ``classes``: one sub-folder per class and no split folders.
+* ``csv``: a CSV/TSV file (or a DataFrame) of file names and labels, one or several per image
+  (see ``petclf.data.table``).
 
 The Oxford-IIIT Pet archive as downloaded (``images/`` beside ``annotations/``) is read as the
 pets layout of its ``images/`` folder; with ``layout="auto"``, sub-folders that hold photos,
@@ -21,7 +23,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -32,6 +34,7 @@ from petclf.core import log
 from petclf.core.defaults import DEFAULT_SEED, DEFAULT_VALID_PCT, LAYOUTS, MAX_SEED
 from petclf.core.errors import DataError, UsageError, require_between, require_fraction
 from petclf.data.images import IMAGE_EXTENSIONS
+from petclf.data.table import TableSpec, is_table, read_table
 
 __all__ = [
     "DEFAULT_LABEL_PAT",
@@ -55,23 +58,39 @@ UNTRUSTED_PATTERN_TIMEOUT_S = 10.0
 
 @dataclass(frozen=True)
 class Dataset:
-    """Labelled image files: one row per file with columns ``path``, ``label``, ``split``."""
+    """Labelled image files: one row per file with columns ``path``, ``label``, ``split``.
+
+    In a multi-label dataset each ``label`` is a tuple of labels; otherwise it is one string.
+    """
 
     frame: pd.DataFrame = field(repr=False)
     layout: str
     root: Path
     skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["path", "reason"]), repr=False)
+    multi_label: bool = False
+    table: TableSpec | None = None  # how a table was read (the columns used), for the csv layout
 
     @property
     def classes(self) -> list[str]:
-        return sorted(self.frame.loc[self.frame.split == "train", "label"].unique())
+        return sorted(self.class_counts("train").index)
+
+    def class_counts(self, split: str = "train") -> pd.Series:
+        """Images per class in ``split``, largest first (multi-label: images carrying each label).
+
+        Example: ``find_dataset("digits").class_counts()["seven"]`` → ``144``.
+        """
+        labels = self.frame.loc[self.frame.split == split, "label"]
+        if self.multi_label:
+            labels = labels.explode()
+        return labels.value_counts()
 
     def count(self, split: str) -> int:
         return int((self.frame.split == split).sum())
 
     def describe(self) -> str:
         parts = [f"{self.count(s)} {s}" for s in ("train", "valid", "test") if self.count(s)]
-        return f"{self.layout} layout, {len(self.classes)} classes, " + ", ".join(parts) + " images"
+        kind = "labels (multi-label)" if self.multi_label else "classes"
+        return f"{self.layout} layout, {len(self.classes)} {kind}, " + ", ".join(parts) + " images"
 
 
 _JUNK_NAMES = {".DS_Store": "macOS folder metadata (.DS_Store)", "Thumbs.db": "Windows thumbnail cache (Thumbs.db)",
@@ -189,14 +208,14 @@ def _detect(path: Path) -> _Found:
 
 
 def detect_layout(path: Path) -> str:
-    """Name the layout of ``path``: 'folders', 'classes' or 'pets'.
+    """Name the layout of ``path``: 'csv' (a table file), 'folders', 'classes' or 'pets'.
 
     The Oxford-IIIT Pet archive (``images/`` beside ``annotations/``) is 'pets': its ``images/``
     folder is what ``find_dataset`` reads.
 
     Example: ``detect_layout(Path("caltech10"))`` → ``'folders'`` when it has train/ and valid/.
     """
-    return _detect(_existing_dir(path)).layout
+    return "csv" if is_table(path) else _detect(_existing_dir(path)).layout
 
 
 def _refuse_non_classes(root: Path, frame: pd.DataFrame) -> None:
@@ -252,7 +271,8 @@ def _existing_dir(path: Path | str) -> Path:
     if not path.exists():
         raise DataError(f"data folder {path} does not exist: check the path.")
     if not path.is_dir():
-        raise DataError(f"{path} is a file: expected a folder of images.")
+        raise DataError(f"{path} is a file: expected a folder of images, or a table of file names and labels "
+                        f"ending in {', '.join(sorted({'.csv', '.tsv'}))}.")
     return path
 
 
@@ -356,6 +376,49 @@ def _random_split(frame: pd.DataFrame, *, valid_pct: float, seed: int) -> pd.Dat
     return frame.assign(split=split)
 
 
+def _random_split_multi(frame: pd.DataFrame, *, valid_pct: float, seed: int) -> pd.DataFrame:
+    """Hold out ``valid_pct`` of images at random, never the last training image of a label."""
+    rng = np.random.default_rng(seed)
+    left = Counter(label for labels in frame.label for label in labels)
+    target, chosen = int(round(len(frame) * valid_pct)), []
+    for i in rng.permutation(len(frame)):
+        if len(chosen) >= target:
+            break
+        labels = frame.label.iat[i]
+        if all(left[label] > 1 for label in labels):
+            chosen.append(i)
+            left.subtract(labels)
+    split = np.array(["train"] * len(frame), dtype=object)
+    split[chosen] = "valid"
+    return frame.assign(split=split)
+
+
+def _table_dataset(source, *, table: TableSpec, valid_pct: float, seed: int) -> Dataset:
+    """The csv layout: rows of a table file or DataFrame, split by its split column or at random."""
+    rows = read_table(source, spec=table)
+    frame = rows.frame
+    if not rows.has_split:
+        split = _random_split_multi if rows.multi_label else _random_split
+        frame = split(frame, valid_pct=valid_pct, seed=seed)
+    elif rows.multi_label:
+        _refuse_unseen_labels(frame, rows.spec.valid_col)
+    else:
+        frame = _drop_unknown_labels(frame)
+    return Dataset(frame=frame.reset_index(drop=True), layout="csv", root=rows.root,
+                   skipped=pd.DataFrame(rows.skipped, columns=["path", "reason"]), multi_label=rows.multi_label,
+                   table=rows.spec)
+
+
+def _refuse_unseen_labels(frame: pd.DataFrame, column: str) -> None:
+    """A multi-label model cannot learn a label no training image carries; dropping it would change targets."""
+    seen = {label for labels in frame.label[frame.split == "train"] for label in labels}
+    unseen = sorted({label for labels in frame.label[frame.split != "train"] for label in labels} - seen)
+    if unseen:
+        raise DataError(f"labels {', '.join(map(repr, unseen[:10]))} appear in valid/test rows but in no training "
+                        f"row, so the model cannot learn them: mark some of their images as training in the "
+                        f"{column!r} column, or remove those labels.")
+
+
 def _folder_split_frame(path: Path, *, valid_pct: float, seed: int) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     valid_dir = next((path / v for v in _VALID_NAMES if (path / v).is_dir()), None)
     folders = {"train": path / "train", "valid": valid_dir, "test": path / "test"}
@@ -394,10 +457,13 @@ def _explicit(root: Path, layout: str) -> _Found:
     return _Found(layout, root)
 
 
-def find_dataset(path: Path | str, *, layout: str = "auto", label_pat: str | None = None,
+def find_dataset(path: Path | str | pd.DataFrame, *, layout: str = "auto", label_pat: str | None = None,
                  valid_pct: float = DEFAULT_VALID_PCT, seed: int = DEFAULT_SEED, trainable: bool = True,
-                 trusted_pattern: bool = True) -> Dataset:
-    """Scan ``path`` for labelled images and split them into train/valid(/test).
+                 trusted_pattern: bool = True, table: TableSpec | None = None) -> Dataset:
+    """Find labelled images in a folder or a table (``path``) and split them into train/valid(/test).
+
+    A CSV/TSV file or a DataFrame is read as the csv layout, with ``table`` saying how (columns,
+    image folder, label delimiter; see ``petclf.data.table``).
 
     With ``trainable`` (the default) a folder that cannot train a classifier (one class, no
     validation images) is refused; evaluation passes ``trainable=False``.
@@ -417,6 +483,13 @@ def find_dataset(path: Path | str, *, layout: str = "auto", label_pat: str | Non
         raise UsageError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}.")
     require_fraction(valid_pct=valid_pct)
     require_between(0, MAX_SEED, seed=seed)
+    if layout == "csv" or (layout == "auto" and is_table(path)):
+        dataset = _table_dataset(path, table=table or TableSpec(), valid_pct=valid_pct, seed=seed)
+        if trainable:
+            check_dataset(dataset)
+        return dataset
+    if isinstance(path, pd.DataFrame):
+        raise UsageError(f"a DataFrame is read as layout 'csv'. Received: layout={layout!r}.")
     found = _detect(_existing_dir(path)) if layout == "auto" else _explicit(_existing_dir(path), layout)
     chosen, root = found.layout, found.root
     if chosen == "pets":
@@ -476,18 +549,23 @@ def keep_split(dataset: Dataset, record: dict) -> Dataset:
                  "both are left out (skipped.csv)")
     kept = frame[known].assign(split=[files[r] for r, k in zip(rel, known) if k]).reset_index(drop=True)
     skipped = pd.concat([dataset.skipped, pd.DataFrame(gone + added, columns=["path", "reason"])], ignore_index=True)
-    return Dataset(frame=kept, layout=dataset.layout, root=dataset.root, skipped=skipped)
+    return replace(dataset, frame=kept, skipped=skipped)
 
 
 def check_dataset(dataset: Dataset) -> None:
     """Refuse a dataset that cannot train a classifier (no images, one class, no validation images)."""
     if dataset.count("train") == 0:
         raise DataError(f"no training images found in {dataset.root} ({dataset.layout} layout).")
-    if len(dataset.classes) < 2:
+    if len(dataset.classes) < 2 and not dataset.multi_label:
+        hint = ("the label column (--label-col)" if dataset.layout == "csv"
+                else "the folder layout or the label pattern (--label-pat)")
         raise DataError(
             f"found a single class ({', '.join(dataset.classes)}) in {dataset.root}: a classifier needs at "
-            "least 2. Check the folder layout or the label pattern (--label-pat)."
+            f"least 2. Check {hint}."
         )
+    if dataset.multi_label and len(dataset.classes) < 2:
+        raise DataError(f"every training image carries the same single label ({', '.join(dataset.classes)}): "
+                        "a multi-label classifier needs at least 2 labels. Check the label column and --label-delim.")
     if dataset.count("valid") == 0:
         raise DataError(
             f"no validation images in {dataset.root}: raise valid_pct above 0 or add images to valid/."

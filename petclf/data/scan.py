@@ -25,8 +25,10 @@ from petclf.core.safe_text import printable
 from petclf.data.cachedir import cache_dir
 from petclf.data.images import file_problem, to_rgb
 from petclf.data.layouts import Dataset, check_dataset, find_dataset
+from petclf.data.table import TableSpec
 
-__all__ = ["FileCheck", "ScanReport", "check_file", "scan_files", "scan_dataset", "check_folder"]
+__all__ = ["IMBALANCE_RATIO", "FileCheck", "ScanReport", "check_file", "class_table", "scan_files", "scan_dataset",
+           "check_folder"]
 
 CACHE_VERSION = 1
 
@@ -216,12 +218,37 @@ def _leakage(frame: pd.DataFrame) -> list[str]:
             f"overstate accuracy: {'; '.join(pairs)}"]
 
 
-def _small_classes(frame: pd.DataFrame) -> list[str]:
-    counts = frame[frame.split == "train"].label.value_counts()
-    small = counts[counts < 2]
-    if small.empty:
+#: A largest training class with this many times the images of the smallest gets a warning.
+IMBALANCE_RATIO = 5.0
+
+
+def _class_problems(dataset: Dataset) -> list[str]:
+    counts = dataset.class_counts("train")
+    if counts.empty:
         return []
-    return [f"classes with fewer than 2 training images: {', '.join(map(str, small.index[:10]))}"]
+    problems = []
+    small = counts[counts < 2]
+    if not small.empty:
+        problems.append(f"classes with fewer than 2 training images: {', '.join(map(str, small.index[:10]))}")
+    top, bottom = counts.index[0], counts.index[-1]
+    if counts.iloc[-1] and counts.iloc[0] >= IMBALANCE_RATIO * counts.iloc[-1]:
+        problems.append(
+            f"skewed classes: the largest ({top}, {counts.iloc[0]} training images) has "
+            f"{counts.iloc[0] / counts.iloc[-1]:.1f}x the images of the smallest ({bottom}, {counts.iloc[-1]}). "
+            "Accuracy then hides how the small classes fare: read macro-F1, balanced accuracy and per-class recall "
+            "in the report, and compare --balance weights / sampler.")
+    return problems
+
+
+def class_table(dataset: Dataset) -> pd.DataFrame:
+    """Images per class (rows) and split (columns), classes by training count, largest first.
+
+    Example: ``class_table(find_dataset("digits")).loc["seven", "train"]`` → ``144``.
+    """
+    splits = [s for s in ("train", "valid", "test") if dataset.count(s)]
+    table = pd.DataFrame({s: dataset.class_counts(s) for s in splits}).fillna(0).astype(int)
+    table.index.name = "label" if dataset.multi_label else "class"
+    return table.sort_values(["train", *splits[1:]] if "train" in table else splits, ascending=False)
 
 
 def scan_dataset(dataset: Dataset, *, strict: bool = False, workers: int | None = None,
@@ -240,11 +267,11 @@ def scan_dataset(dataset: Dataset, *, strict: bool = False, workers: int | None 
     skipped = pd.concat([dataset.skipped, bad], ignore_index=True)
     if strict and len(skipped):
         examples = "; ".join(f"{Path(r.path).name}: {r.reason}" for r in skipped.head(5).itertuples())
-        raise DataError(f"{len(skipped)} files cannot be used ({examples}). Fix or remove them, "
+        raise DataError(f"{len(skipped)} files (or table rows) cannot be used ({examples}). Fix or remove them, "
                         "or run without --strict to skip them (they are listed in skipped.csv).")
     kept = frame[ok].assign(digest=[c.digest for c in checks if c.ok])
-    problems = tuple(_small_classes(kept) + _leakage(kept))
     cleaned = replace(dataset, frame=kept.drop(columns="digest").reset_index(drop=True), skipped=skipped)
+    problems = tuple(_class_problems(cleaned) + _leakage(kept))
     if trainable:
         check_dataset(cleaned)
     report = ScanReport(cleaned, skipped, notes, problems, n_files=len(frame), n_cached=n_cached)
@@ -257,10 +284,10 @@ def scan_dataset(dataset: Dataset, *, strict: bool = False, workers: int | None 
     return report
 
 
-def check_folder(path: str | Path, *, layout: str = "auto", label_pat: str | None = None,
+def check_folder(path: str | Path | pd.DataFrame, *, layout: str = "auto", label_pat: str | None = None,
                  valid_pct: float = DEFAULT_VALID_PCT, seed: int = DEFAULT_SEED, strict: bool = False,
-                 trainable: bool = True, trusted_pattern: bool = True) -> ScanReport:
-    """Find the dataset in ``path`` and scan it, as training would (``petclf check``).
+                 trainable: bool = True, trusted_pattern: bool = True, table: TableSpec | None = None) -> ScanReport:
+    """Find the dataset in ``path`` (a folder or a table) and scan it, as training would (``petclf check``).
 
     ``trainable=False`` accepts folders fit only for evaluation (a single class, say);
     ``trusted_pattern=False`` matches ``label_pat`` under a time limit (a pattern from a model file).
@@ -268,5 +295,5 @@ def check_folder(path: str | Path, *, layout: str = "auto", label_pat: str | Non
     Example: ``print(check_folder("pets/images").summary())``.
     """
     dataset = find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed,
-                           trainable=trainable, trusted_pattern=trusted_pattern)
+                           trainable=trainable, trusted_pattern=trusted_pattern, table=table)
     return scan_dataset(dataset, strict=strict, trainable=trainable)

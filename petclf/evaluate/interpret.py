@@ -14,14 +14,17 @@ from fastai.learner import Learner
 from matplotlib.figure import Figure
 
 from petclf.core import log
-from petclf.core.defaults import DEFAULT_SEED, DEFAULT_VALID_PCT
+from petclf.core.defaults import DEFAULT_SEED, DEFAULT_VALID_PCT, SINGLE_LABEL
 from petclf.core.errors import DataError, UsageError
-from petclf.data.images import read_rgb
+from petclf.evaluate.multilabel import MultiLabelInterpretation
+from petclf.evaluate.plots import thumbnail
 from petclf.data.scan import check_folder
+from petclf.data.table import TableSpec
 from petclf.runtime.modeldir import read_meta
 from petclf.runtime.predict import Predictor
 
-__all__ = ["Interpretation", "interpret", "interpret_files", "interpret_saved"]
+__all__ = ["AnyInterpretation", "Interpretation", "MultiLabelInterpretation", "interpret", "interpret_files",
+           "interpret_saved"]
 
 _EPS = 1e-12
 
@@ -42,6 +45,7 @@ class Interpretation:
     items: tuple[str, ...] = field(default=(), repr=False)  # file paths, in the same order
     split: str = "valid"
     skipped: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (path, reason): files that could not be read
+    task = SINGLE_LABEL
 
     @classmethod
     def from_arrays(cls, probs, targets, *, classes: Sequence[str], items: Sequence[str] = (),
@@ -121,13 +125,26 @@ class Interpretation:
         return frame.astype({"support": int})
 
     def metrics(self) -> dict:
-        """Accuracy, error rate, top-k accuracy (k=5 with more than 5 classes), log loss and counts."""
+        """Accuracy, error rate, balanced accuracy, macro-F1, top-k accuracy (k=5 with more than 5 classes),
+        log loss and counts.
+
+        Balanced accuracy is the mean recall of the classes present in this split, and macro-F1
+        the mean F1 of the classes present or predicted: both weigh a class of 8 images as much
+        as one of 800, which plain accuracy does not.
+        """
         n = len(self.targets)
         correct = int((self.preds == self.targets).sum())
-        result = {"split": self.split, "n": n, "n_classes": len(self.classes), "correct": correct,
-                  "accuracy": correct / n if n else float("nan"),
-                  "error_rate": 1 - correct / n if n else float("nan"),
-                  "log_loss": float(self.losses.mean()) if n else float("nan")}
+        table = self.per_class().iloc[:-2]
+        present = table.support > 0
+        predicted = self.confusion_matrix().sum(axis=0).to_numpy() > 0
+        nan = float("nan")
+        result = {"split": self.split, "task": SINGLE_LABEL, "n": n, "n_classes": len(self.classes),
+                  "correct": correct,
+                  "accuracy": correct / n if n else nan,
+                  "error_rate": 1 - correct / n if n else nan,
+                  "balanced_accuracy": float(table.recall[present].mean()) if present.any() else nan,
+                  "f1_macro": float(table.f1[present | predicted].mean()) if (present | predicted).any() else nan,
+                  "log_loss": float(self.losses.mean()) if n else nan}
         if len(self.classes) > 5:
             top5 = np.argsort(-self.probs, axis=1)[:, :5]
             result["top5_accuracy"] = float((top5 == self.targets[:, None]).any(axis=1).mean()) if n else float("nan")
@@ -163,7 +180,7 @@ class Interpretation:
         fig = Figure(figsize=(3.2 * cols, 3.4 * rows))
         for i, row in enumerate(worst.itertuples()):
             ax = fig.add_subplot(rows, cols, i + 1)
-            ax.imshow(_thumbnail(row.path))
+            ax.imshow(thumbnail(row.path))
             ax.set_title(f"{row.predicted}/{row.actual}\nloss {row.loss:.2f}, p {row.prob_predicted:.2f}", fontsize=9,
                          parse_math=False)
             ax.axis("off")
@@ -171,18 +188,12 @@ class Interpretation:
         return fig
 
 
-def _thumbnail(path: str) -> np.ndarray:
-    # Shown from the original file, so no de-normalisation can go wrong.
-    try:
-        img = read_rgb(path, min_side=256)
-        img.thumbnail((256, 256))
-        return np.asarray(img)
-    except (OSError, ValueError):
-        return np.full((32, 32, 3), 200, dtype=np.uint8)
+AnyInterpretation = Interpretation | MultiLabelInterpretation
 
 
-def interpret(learn: Learner, *, split: str = "valid") -> Interpretation:
-    """Predict ``split`` ('valid' or 'test') once with ``learn`` and return an ``Interpretation``.
+def interpret(learn: Learner, *, split: str = "valid") -> AnyInterpretation:
+    """Predict ``split`` ('valid' or 'test') once with ``learn`` and return an ``Interpretation``
+    (a ``MultiLabelInterpretation``, at threshold 0.5, for a multi-label learner).
 
     Example: ``interpret(learn).most_confused().head()``.
     """
@@ -195,19 +206,26 @@ def interpret(learn: Learner, *, split: str = "valid") -> Interpretation:
     with learn.no_bar(), learn.no_logging():
         probs, targets = learn.get_preds(dl=dl)
     items = list(dl.items["path"]) if hasattr(dl.items, "columns") else [str(i) for i in dl.items]
+    if targets.ndim == 2:  # fastai's MultiCategoryBlock: one-hot targets, sigmoid probabilities
+        return MultiLabelInterpretation.from_arrays(probs.as_subclass(torch.Tensor).float().numpy(),
+                                                    targets.as_subclass(torch.Tensor).numpy(),
+                                                    classes=list(learn.dls.vocab), items=items, split=split)
     return Interpretation.from_arrays(probs.as_subclass(torch.Tensor).float().numpy(),
                                       targets.as_subclass(torch.Tensor).numpy(),
                                       classes=list(learn.dls.vocab), items=items, split=split)
 
 
 def interpret_saved(model_dir: str | Path, data: str | Path, *, split: str = "valid", bs: int = 64,
-                    layout: str | None = None, label_pat: str | None = None) -> Interpretation:
+                    layout: str | None = None, label_pat: str | None = None,
+                    images: str | Path | None = None) -> AnyInterpretation:
     """Predict a split of ``data`` with a saved model directory and return an ``Interpretation``.
 
     The split is rebuilt as in training (same layout, label pattern, ``valid_pct`` and seed);
     ``split="all"`` takes every labelled image, for a folder the model has never seen.
-    ``layout`` and ``label_pat`` override what the model directory says. A label pattern read
-    from the model directory runs under a time limit, since the file may come from anyone.
+    ``layout`` and ``label_pat`` override what the model directory says; a table (csv layout) is
+    read with the columns and label delimiter the model was trained with, its file names relative
+    to ``images`` (default: the table's folder). A label pattern read from the model directory
+    runs under a time limit, since the file may come from anyone.
 
     Example: ``interpret_saved("runs/caltech/model", "data/caltech10", split="test").metrics()``.
     """
@@ -215,23 +233,32 @@ def interpret_saved(model_dir: str | Path, data: str | Path, *, split: str = "va
         raise UsageError(f"split must be 'valid', 'test' or 'all'. Received: split={split!r}.")
     info = read_meta(model_dir).get("data") or {}
     pattern = label_pat if label_pat is not None else info.get("label_pat")
+    table = TableSpec(images=None if images is None else str(images), fn_col=info.get("fn_col"),
+                      label_col=info.get("label_col"), valid_col=info.get("valid_col"),
+                      label_delim=info.get("label_delim"))
     options = dict(label_pat=pattern, trusted_pattern=label_pat is not None or pattern is None,
                    valid_pct=info.get("valid_pct", DEFAULT_VALID_PCT), seed=info.get("seed", DEFAULT_SEED),
-                   trainable=False)
-    # Unreadable files are left out, as in training.
-    dataset = check_folder(data, layout=layout or info.get("layout") or "auto", **options).dataset
+                   trainable=False, table=table)
+    # Unreadable files are left out, as in training. A table is recognised by its file, whatever the model says.
+    stored = info.get("layout") if info.get("layout") != "csv" else None
+    dataset = check_folder(data, layout=layout or stored or "auto", **options).dataset
     frame = dataset.frame if split == "all" else dataset.frame[dataset.frame.split == split]
     if frame.empty:
         raise UsageError(f"{data} has no {split} images" + (" (a test split needs a test/ folder)." if split == "test" else "."))
     return interpret_files(Predictor(model_dir), list(frame.path), list(frame.label), split=split, bs=bs)
 
 
-def interpret_files(predictor, paths: Sequence[str], labels: Sequence[str], *, split: str = "valid",
-                    bs: int = 64) -> Interpretation:
+def interpret_files(predictor, paths: Sequence[str], labels: Sequence, *, split: str = "valid",
+                    bs: int = 64) -> AnyInterpretation:
     """Predict labelled files with a ``Predictor`` and return an ``Interpretation`` in the files' order.
+
+    For a multi-label predictor each label is a sequence of labels, and the result is a
+    ``MultiLabelInterpretation`` at the predictor's thresholds.
 
     Example: ``interpret_files(Predictor(d), ["a/cat_1.jpg"], ["cat"], split="test").metrics()``.
     """
+    if predictor.multi_label:
+        return _interpret_label_sets(predictor, paths, labels, split=split, bs=bs)
     index = {c: i for i, c in enumerate(predictor.classes)}
     known = [(p, c) for p, c in zip(paths, labels) if c in index]
     if len(known) < len(paths):
@@ -240,17 +267,45 @@ def interpret_files(predictor, paths: Sequence[str], labels: Sequence[str], *, s
         raise DataError(f"none of the {len(paths)} {split} images has a class the model knows "
                         f"({', '.join(predictor.classes[:10])}): check that the folder and the model belong together.")
     label_of = dict(known)
+    probs, items, skipped = _predict_readable(predictor, [p for p, _ in known], split=split, bs=bs)
+    return Interpretation.from_arrays(probs, [index[label_of[p]] for p in items],
+                                      classes=predictor.classes, items=items, split=split, skipped=skipped)
+
+
+def _predict_readable(predictor, paths: list[str], *, split: str, bs: int) -> tuple[np.ndarray, list, list]:
+    """Probabilities of the files that can be read, those files, and (path, reason) for the others."""
     probs, items, skipped = [], [], []
     # A file can vanish or be damaged after the scan (or mid-run): it is left out with its reason, not fatal.
-    for batch in predictor.iter_readable([p for p, _ in known], bs=bs):
-        probs.append(batch.logits.softmax(dim=1))
+    for batch in predictor.iter_readable(paths, bs=bs):
+        probs.append(predictor.probabilities(batch.logits))
         items += batch.items
         skipped += [(str(item), reason) for item, reason in batch.failed]
     if skipped:
         log.warn(f"{len(skipped)} {split} images could not be read and are left out of the evaluation, e.g. "
                  f"{skipped[0][0]}: {skipped[0][1]}")
     if not items:
-        raise DataError(f"none of the {len(known)} {split} images could be read (e.g. {skipped[0][0]}: "
+        raise DataError(f"none of the {len(paths)} {split} images could be read (e.g. {skipped[0][0]}: "
                         f"{skipped[0][1]}): check that the folder is still there.")
-    return Interpretation.from_arrays(torch.cat(probs).numpy(), [index[label_of[p]] for p in items],
-                                      classes=predictor.classes, items=items, split=split, skipped=skipped)
+    return torch.cat(probs).numpy(), items, skipped
+
+
+def _interpret_label_sets(predictor, paths: Sequence[str], labels: Sequence, *, split: str,
+                          bs: int) -> MultiLabelInterpretation:
+    index = {c: i for i, c in enumerate(predictor.classes)}
+    unknown = sorted({label for row in labels for label in _as_set(row)} - set(index))
+    if unknown:
+        log.warn(f"labels {', '.join(unknown[:10])} of the {split} images are not among the model's labels; "
+                 "they are left out of the figures.")
+    target_of = {}
+    for path, row in zip(paths, labels):
+        target = np.zeros(len(index), dtype=np.int8)
+        target[[index[label] for label in _as_set(row) if label in index]] = 1
+        target_of[path] = target
+    probs, items, skipped = _predict_readable(predictor, list(paths), split=split, bs=bs)
+    return MultiLabelInterpretation.from_arrays(probs, np.stack([target_of[p] for p in items]),
+                                                classes=predictor.classes, thresholds=predictor.thresholds,
+                                                items=items, split=split, skipped=skipped)
+
+
+def _as_set(labels) -> tuple[str, ...]:
+    return (labels,) if isinstance(labels, str) else tuple(labels)

@@ -9,10 +9,12 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from petclf.data.images import read_rgb
+
 if TYPE_CHECKING:
     from petclf.learn.recipe import TrainResult
 
-__all__ = ["figure_png", "save_figure", "save_lr_find_plot", "save_loss_plot"]
+__all__ = ["figure_png", "save_figure", "save_lr_find_plot", "save_loss_plot", "thumbnail"]
 
 
 def figure_png(fig: Figure) -> bytes:
@@ -57,3 +59,14 @@ def save_loss_plot(result: "TrainResult", path: Path) -> Path:
     ax.set(xlabel="batch", ylabel="loss", title="training and validation loss")
     ax.legend()
     return save_figure(fig, path)
+
+
+def thumbnail(path: str) -> np.ndarray:
+    """An image file as a ≤256 px RGB array for a figure; a grey square when it cannot be read."""
+    # Shown from the original file, so no de-normalisation can go wrong.
+    try:
+        img = read_rgb(path, min_side=256)
+        img.thumbnail((256, 256))
+        return np.asarray(img)
+    except (OSError, ValueError):
+        return np.full((32, 32, 3), 200, dtype=np.uint8)

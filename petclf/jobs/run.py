@@ -20,7 +20,9 @@ from petclf.core.options import TrainOptions
 from petclf.core.processes import is_main
 from petclf.core.safe_text import csv_safe
 from petclf.data.layouts import split_record
-from petclf.evaluate.interpret import Interpretation, interpret_files
+from petclf.core.defaults import MULTI_LABEL, SINGLE_LABEL
+from petclf.evaluate.interpret import AnyInterpretation, interpret_files
+from petclf.evaluate.multilabel import MultiLabelInterpretation, choose_thresholds
 from petclf.evaluate.plots import save_loss_plot, save_lr_find_plot
 from petclf.evaluate.report import write_report
 from petclf.learn.checkpoint import CHECKPOINT_FILE, ResumeState, load_checkpoint
@@ -86,7 +88,7 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
         raise
     if not is_main():  # under a launcher the other processes are done: process 0 evaluates and writes
         return RunResult(out=out, model_dir=out / "model", summary={}, learn=learn)
-    interps = _evaluate(learn)
+    interps = _evaluate(learn, threshold=options.threshold)
     summary = _summary(learn, result, interps, seconds=time.perf_counter() - start)
     try:
         model_dir = _write_results(learn, out, result, interps, summary)
@@ -95,21 +97,20 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the run is complete; the model dir has it all
     if result.diverged:
         raise TrainingDiverged(f"{result.diverged} (lr {result.lr:.2e}), so training stopped; the model of epoch "
-                               f"{result.best_epoch}, the best with a finite loss (validation error "
-                               f"{summary['error_rate']:.4f}), is saved in {model_dir}. Train again with a smaller "
-                               "learning rate (--lr) for a better one.")
-    log.info(f"validation error rate {summary['error_rate']:.4f} (accuracy {summary['accuracy']:.4f}); "
-             f"results in {out}")
+                               f"{result.best_epoch}, the best with a finite loss ({headline(summary)}), is saved in "
+                               f"{model_dir}. Train again with a smaller learning rate (--lr) for a better one.")
+    log.info(f"{headline(summary)}; results in {out}")
     return RunResult(out=out, model_dir=model_dir, summary=summary, learn=learn)
 
 
-def _write_results(learn: Learner, out: Path, result: TrainResult, interps: list[Interpretation],
+def _write_results(learn: Learner, out: Path, result: TrainResult, interps: list[AnyInterpretation],
                    summary: dict) -> Path:
     if any(i.skipped for i in interps):
         _write_skipped(_all_skipped(learn, interps), out)
     result.history.to_csv(out / "history.csv", index=False)
     save_loss_plot(result, out / "loss.png")
-    model_dir = save_model(learn, out / "model", summary=summary)
+    thresholds = getattr(interps[0], "thresholds", None)  # the validation split's, for a multi-label model
+    model_dir = save_model(learn, out / "model", summary=summary, thresholds=thresholds)
     write_json_atomic(out / "summary.json", summary)
     write_report(out, interps, summary=summary, history=result.history, loss_png=out / "loss.png")
     return model_dir
@@ -168,39 +169,69 @@ def _write_skipped(skipped: pd.DataFrame, out: Path) -> None:
         log.info(f"{len(skipped)} files skipped; the list with reasons is in {out / 'skipped.csv'}")
 
 
-def _all_skipped(learn: Learner, interps: list[Interpretation]) -> pd.DataFrame:
+def _all_skipped(learn: Learner, interps: list[AnyInterpretation]) -> pd.DataFrame:
     """The scan's skipped files, then those that could not be read when the trained model was evaluated."""
     late = [(path, f"could not be read for the {i.split} evaluation: {reason}") for i in interps for path, reason in i.skipped]
     return pd.concat([learn.petclf_spec.scan.skipped, pd.DataFrame(late, columns=["path", "reason"])], ignore_index=True)
 
 
-def _evaluate(learn: Learner) -> list[Interpretation]:
-    """Valid (and test) predictions of the trained network, in plain torch: no fastai gathering across processes."""
+def _evaluate(learn: Learner, *, threshold: str | float) -> list[AnyInterpretation]:
+    """Valid (and test) predictions of the trained network, in plain torch: no fastai gathering across processes.
+
+    A multi-label model's thresholds are chosen on the validation split and applied to both.
+    """
     predictor = learner_predictor(learn)
     frame = learn.petclf_spec.dataset.frame
-    return [interpret_files(predictor, list(part.path), list(part.label), split=split)
-            for split in ("valid", "test") if len(part := frame[frame.split == split])]
+    interps = [interpret_files(predictor, list(part.path), list(part.label), split=split)
+               for split in ("valid", "test") if len(part := frame[frame.split == split])]
+    if isinstance(interps[0], MultiLabelInterpretation):
+        thresholds = choose_thresholds(interps[0].probs, interps[0].targets, mode=threshold)
+        interps = [interp.with_thresholds(thresholds) for interp in interps]
+        log.info(f"decision threshold {interps[0].threshold_label()} (chosen on the validation set: "
+                 f"micro-F1 {interps[0].metrics()['f1_micro']:.4f})" if isinstance(threshold, str) else
+                 f"decision threshold {threshold:g} (given)")
+    return interps
 
 
-def _summary(learn: Learner, result: TrainResult, interps: list[Interpretation], *, seconds: float) -> dict:
+def headline(summary: dict) -> str:
+    """The run's main validation figures in words, by task."""
+    if summary.get("task") == MULTI_LABEL:
+        return (f"validation micro-F1 {summary['f1_micro']:.4f} (macro-F1 {summary['f1_macro']:.4f}, "
+                f"mAP {summary['map']:.4f}) at threshold {summary['threshold']}")
+    return (f"validation error rate {summary['error_rate']:.4f} (accuracy {summary['accuracy']:.4f}, "
+            f"balanced accuracy {summary['balanced_accuracy']:.4f}, macro-F1 {summary['f1_macro']:.4f})")
+
+
+#: Validation figures summary.json takes from the evaluation, by task (error rate and accuracy of a single-label
+#: model come from its best epoch, as training chose it).
+_SUMMARY_METRICS = {SINGLE_LABEL: ("balanced_accuracy", "f1_macro"),
+                    MULTI_LABEL: ("f1_micro", "f1_macro", "map", "threshold", "accuracy_multi", "exact_match")}
+_TEST_METRICS = {SINGLE_LABEL: ("error_rate", "accuracy", "balanced_accuracy", "f1_macro"),
+                 MULTI_LABEL: ("f1_micro", "f1_macro", "map", "accuracy_multi")}
+
+
+def _summary(learn: Learner, result: TrainResult, interps: list[AnyInterpretation], *, seconds: float) -> dict:
     spec = run_spec(learn)
     dataset = learn.petclf_spec.dataset
     best = result.best
     summary = {
-        "classes": list(spec.classes), "arch": spec.arch.name, "pretrained": spec.pretrained,
-        "device": spec.device, "precision": spec.precision, "layout": spec.layout,
+        "task": spec.task, "classes": list(spec.classes), "arch": spec.arch.name, "pretrained": spec.pretrained,
+        "device": spec.device, "precision": spec.precision, "layout": spec.layout, "balance": spec.balance,
         "size": spec.pipeline.size, "n_train": dataset.count("train"), "n_valid": dataset.count("valid"),
         "n_test": dataset.count("test"), "n_skipped": len(learn.petclf_spec.scan.skipped),
-        "lr": result.lr, "epochs": int(len(result.history)),
-        "best_epoch": result.best_epoch, "error_rate": best["error_rate"], "accuracy": best["accuracy"],
-        "valid_loss": best["valid_loss"], "train_seconds": round(result.seconds, 2),
+        "lr": result.lr, "epochs": int(len(result.history)), "best_epoch": result.best_epoch,
     }
+    if spec.task == SINGLE_LABEL:
+        summary.update(error_rate=best["error_rate"], accuracy=best["accuracy"])
+    valid = interps[0].metrics()
+    summary.update({key: valid[key] for key in _SUMMARY_METRICS[spec.task]})
+    summary.update(valid_loss=best["valid_loss"], train_seconds=round(result.seconds, 2))
     if result.diverged:
         summary["diverged"] = result.diverged
     for interp in interps:
         if interp.split == "test":
             m = interp.metrics()
-            summary.update(test_loss=m["log_loss"], test_error_rate=m["error_rate"], test_accuracy=m["accuracy"])
+            summary.update(test_loss=m["log_loss"], **{f"test_{key}": m[key] for key in _TEST_METRICS[spec.task]})
     summary["seconds"] = round(seconds, 2)
     return summary
 

@@ -20,6 +20,7 @@ from petclf.core.errors import PetclfError
 from petclf.learn.distributed import bare
 from petclf.learn.epochs import CompletedEpochCallback
 from petclf.learn.optim import opt_state
+from petclf.learn.task import selection_key
 
 __all__ = ["Checkpoint", "ResumeState", "load_checkpoint", "save_atomic", "CHECKPOINT_FILE", "BEST_FILE"]
 
@@ -122,7 +123,7 @@ def _with_best(state: ResumeState, best: dict | None) -> ResumeState:
              f"epoch {state.epochs_done} stands in as the best.")
     last = state.rows[-1]  # History's row of epoch epochs_done
     return replace(state, best_model=state.model, best_epoch=state.epochs_done,
-                   best_key=(float(last["error_rate"]), float(last["valid_loss"])))
+                   best_key=selection_key(last))
 
 
 class Checkpoint(CompletedEpochCallback):

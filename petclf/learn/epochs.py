@@ -1,8 +1,6 @@
 """A fastai callback base for work done once per epoch that really ran."""
 from __future__ import annotations
 
-import math
-
 from fastai.callback.core import Callback
 
 __all__ = ["CompletedEpochCallback"]
@@ -30,8 +28,7 @@ class CompletedEpochCallback(Callback):
     def after_completed_epoch(self) -> None:
         raise NotImplementedError
 
-    def epoch_value(self, name: str) -> float:
-        """This epoch's figure from fastai's Recorder ('train_loss', 'valid_loss', 'error_rate', …), NaN if absent."""
+    def epoch_values(self) -> dict[str, float]:
+        """This epoch's figures from fastai's Recorder: losses, then the metrics, by name."""
         names = list(self.learn.recorder.metric_names[1:-1])  # without 'epoch' and 'time'
-        values = dict(zip(names, self.learn.recorder.values[-1]))
-        return float(values[name]) if name in values else math.nan
+        return {name: float(value) for name, value in zip(names, self.learn.recorder.values[-1])}

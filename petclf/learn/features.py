@@ -17,7 +17,6 @@ from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.layers import AdaptiveConcatPool2d
 from fastai.learner import Learner
-from fastai.metrics import accuracy, error_rate
 from torch import nn
 
 from petclf.learn.precision import autocast_for, channels_last_for
@@ -69,7 +68,7 @@ def train_head(learn: Learner, epochs: int, lr: float, *, cbs: list | None = Non
         device=device,
     )
     head = learn.model[1][2:]
-    head_learn = Learner(dls, head, loss_func=learn.loss_func, opt_func=learn.opt_func, metrics=[error_rate, accuracy],
+    head_learn = Learner(dls, head, loss_func=learn.loss_func, opt_func=learn.opt_func, metrics=learn.metrics,
                          wd=learn.wd, moms=learn.moms, path=learn.path)
     with ExitStack() as stack:
         if not show_bar:

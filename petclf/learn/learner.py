@@ -12,16 +12,17 @@ import fastai.callback.progress  # noqa: F401 - registers Learner.no_bar, the pr
 import fastai.callback.schedule  # noqa: F401 - registers lr_find, fit_one_cycle, fine_tune
 from fastai.callback.core import Callback
 from fastai.learner import Learner
-from fastai.losses import CrossEntropyLossFlat
-from fastai.metrics import accuracy, error_rate
 from fastai.torch_core import set_seed
 from torch import nn
 
 from petclf.core import log
-from petclf.core.defaults import MAX_SEED, MAX_SIZE, MIN_SIZE
+from petclf.core.defaults import BALANCES, MAX_SEED, MAX_SIZE, MIN_SIZE
 from petclf.core.errors import UsageError, require_between, require_positive
 from petclf.core.options import TrainOptions
+import pandas as pd
+
 from petclf.data.layouts import Dataset, find_dataset, keep_split
+from petclf.data.table import TableSpec
 from petclf.data.pipeline import Pipeline, make_pipeline
 from petclf.data.scan import ScanReport, scan_dataset
 from petclf.learn.distributed import bare, main_process_first
@@ -29,6 +30,7 @@ from petclf.learn.loaders import make_dataloaders
 from petclf.learn.models import ArchSpec, build_model, check_arch
 from petclf.learn.optim import fused_adam
 from petclf.learn.precision import precision_callbacks
+from petclf.learn.task import epoch_metrics, loss_for, task_name
 from petclf.runtime.device import pick_device, pick_precision
 from petclf.runtime.predict import Predictor
 
@@ -53,6 +55,9 @@ class RunSpec:
     precision: str
     pretrained: bool
     seed: int
+    task: str = "single_label"  # or 'multi_label': several labels per image, a sigmoid each
+    balance: str = "none"  # how skewed classes were countered: 'none', 'sampler', 'weights'
+    table: dict | None = None  # csv layout: the columns and label delimiter used (TableSpec.as_meta)
 
 
 class PetclfSpec(Callback):
@@ -79,7 +84,7 @@ def run_spec(learn: Learner) -> RunSpec:
 
 
 def quick_learner(
-    path: str | Path,
+    path: str | Path | pd.DataFrame,
     *,
     arch: str | Callable | nn.Module = _DEFAULTS.arch,
     size: int = _DEFAULTS.size,
@@ -97,30 +102,48 @@ def quick_learner(
     strict: bool = _DEFAULTS.strict,
     cache: bool | None = _DEFAULTS.image_cache,
     split: dict | None = None,
+    images: str | Path | None = _DEFAULTS.images,
+    fn_col: str | None = _DEFAULTS.fn_col,
+    label_col: str | None = _DEFAULTS.label_col,
+    valid_col: str | None = _DEFAULTS.valid_col,
+    label_delim: str | None = _DEFAULTS.label_delim,
+    balance: str = _DEFAULTS.balance,
 ) -> Learner:
     """Build a fastai ``Learner`` for the images in ``path``, ready for ``lr_find`` and ``fine_tune``.
 
-    The layout (Pets file names, train/valid/test folders, or class folders) is detected,
-    every image is checked first (unreadable files are skipped, or refused with ``strict``),
+    ``path`` is a folder (Pets file names, train/valid/test folders, or class folders; the
+    layout is detected), or a table of file names and labels: a CSV/TSV file or a DataFrame
+    (``images`` is the folder its names are relative to; ``fn_col``, ``label_col`` and
+    ``valid_col`` name its columns when their names are unusual). ``label_delim``, or a column of
+    lists, makes the task multi-label: a sigmoid per label, binary cross-entropy, metrics
+    ``accuracy_multi`` and micro-F1 at 0.5. ``balance`` counters skewed classes: 'sampler'
+    draws training images class-balanced, 'weights' weights the loss per class.
+
+    Every image is checked first (unreadable files are skipped, or refused with ``strict``),
     the device is CUDA, then MPS, then CPU, and ``precision='auto'`` uses bf16 where the
-    hardware computes it natively. Metrics are error rate and accuracy. ``split`` (a record
-    from ``data.split_record``) fixes which files train and validate, as a resumed run needs.
+    hardware computes it natively. Single-label metrics are error rate and accuracy. ``split``
+    (a record from ``data.split_record``) fixes which files train and validate, as a resumed run needs.
 
     Example::
 
         learn = quick_learner("pets/images", arch="resnet34")
         learn.fine_tune(4, base_lr=learn.lr_find().valley)
+        learn = quick_learner("planet/train.csv", images="planet/train-jpg", label_delim=" ")
     """
     require_positive(size=size, bs=bs)
     require_between(MIN_SIZE, MAX_SIZE, size=size)
     require_between(0, MAX_SEED, seed=seed)
     check_arch(arch)
+    if balance not in BALANCES:
+        raise UsageError(f"unknown balance {balance!r}: expected one of {', '.join(BALANCES)}.")
     dev = pick_device(device)
     prec = pick_precision(precision, dev)
     set_seed(seed, reproducible=False)
     with main_process_first():  # process 0 fills the scan and image caches; the others then read them
+        table = TableSpec(images=None if images is None else str(images), fn_col=fn_col, label_col=label_col,
+                          valid_col=valid_col, label_delim=label_delim)
         dataset = find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed,
-                               trainable=split is None)
+                               trainable=split is None, table=table)
         scan = scan_dataset(dataset if split is None else keep_split(dataset, split), strict=strict)
     dataset = scan.dataset
     if bs > dataset.count("train"):
@@ -130,13 +153,17 @@ def quick_learner(
     pipeline = make_pipeline(size=size, augment=augment, stats=built.stats)
     workers = default_num_workers(dev) if num_workers is None else num_workers
     with main_process_first():
-        dls = make_dataloaders(dataset, pipeline, bs=bs, device=dev, num_workers=workers, cache=cache)
+        dls = make_dataloaders(dataset, pipeline, bs=bs, device=dev, num_workers=workers, cache=cache,
+                               balanced=balance == "sampler")
+    task = task_name(dataset)
     spec = RunSpec(arch=built.spec, pipeline=pipeline, classes=tuple(dataset.classes), layout=dataset.layout,
                    label_pat=label_pat, valid_pct=valid_pct,
                    data_path=str(dataset.root), device=str(dev), precision=prec,
-                   pretrained=bool(pretrained or weights is not None), seed=seed)
-    learn = Learner(dls, built.model, loss_func=CrossEntropyLossFlat(), splitter=built.splitter, opt_func=fused_adam,
-                    metrics=[error_rate, accuracy], cbs=[PetclfSpec(spec, scan), *precision_callbacks(prec, dev)])
+                   pretrained=bool(pretrained or weights is not None), seed=seed, task=task, balance=balance,
+                   table=dataset.table.as_meta() if dataset.table is not None else None)
+    learn = Learner(dls, built.model, loss_func=loss_for(dataset, balance=balance, device=dev),
+                    splitter=built.splitter, opt_func=fused_adam, metrics=epoch_metrics(task),
+                    cbs=[PetclfSpec(spec, scan), *precision_callbacks(prec, dev)])
     if spec.pretrained:
         learn.freeze()
     log.info(f"data: {dataset.describe()}")
@@ -159,4 +186,5 @@ def learner_predictor(learn: Learner, *, precision: str = "auto") -> Predictor:
     """
     spec = run_spec(learn)
     model = copy.deepcopy(bare(learn.model)).float().cpu()
-    return Predictor.from_network(model, spec.classes, spec.pipeline, device=learn.dls.device, precision=precision)
+    return Predictor.from_network(model, spec.classes, spec.pipeline, device=learn.dls.device, precision=precision,
+                                  multi_label=spec.task == "multi_label")

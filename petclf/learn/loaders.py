@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from fastai.data.block import CategoryBlock, DataBlock, TransformBlock
+from fastai.data.block import CategoryBlock, DataBlock, MultiCategoryBlock, TransformBlock
 from fastai.data.core import DataLoaders
 from fastai.data.transforms import ColReader, ColSplitter, IntToFloatTensor, Normalize
 from fastai.torch_core import TensorImage
@@ -22,6 +22,7 @@ from petclf.data.imagecache import CacheUnavailable, PresizedImages, cache_bytes
 from petclf.data.images import read_rgb, to_rgb
 from petclf.data.layouts import Dataset
 from petclf.data.pipeline import Pipeline
+from petclf.learn.task import sample_weights
 
 __all__ = ["CACHE_LIMIT_BYTES", "LoadPresized", "RGBImage", "ReadRGB", "batch_tfms", "item_tfms", "make_dataloaders"]
 
@@ -108,11 +109,13 @@ def _presized_or_none(frame: pd.DataFrame, presize: int) -> PresizedImages | Non
 
 
 def make_dataloaders(dataset: Dataset, pipeline: Pipeline, *, bs: int, device: torch.device,
-                     num_workers: int = 0, cache: bool | None = None) -> DataLoaders:
+                     num_workers: int = 0, cache: bool | None = None, balanced: bool = False) -> DataLoaders:
     """fastai DataLoaders for train and valid, plus a third for ``test`` when the dataset has one.
 
     ``cache`` (default: when it fits in 4 GiB) decodes each image once into a disk cache of
-    images pre-resized to the presize (see ``petclf.data.imagecache``).
+    images pre-resized to the presize (see ``petclf.data.imagecache``). A multi-label dataset
+    gets fastai's ``MultiCategoryBlock`` (one-hot targets). ``balanced`` draws each training
+    epoch with replacement so that every class is drawn about equally often (fastai's ``WeightedDL``).
 
     Example: ``make_dataloaders(ds, make_pipeline(size=224), bs=64, device=torch.device("cpu"))``.
     """
@@ -127,17 +130,26 @@ def make_dataloaders(dataset: Dataset, pipeline: Pipeline, *, bs: int, device: t
     else:
         x_block = TransformBlock(type_tfms=ReadRGB(pipeline.presize, stand_in=True), batch_tfms=IntToFloatTensor)
         get_x, items = "path", item_tfms(pipeline)
+    if dataset.multi_label:
+        # Lists, not tuples: fastai maps a transform over the parts of a tuple, as if each were an item.
+        frame = frame.assign(label=frame.label.map(list))
     trainval = frame[frame.split != "test"].assign(is_valid=lambda f: f.split == "valid").reset_index(drop=True)
+    y_block = MultiCategoryBlock(vocab=dataset.classes) if dataset.multi_label else CategoryBlock(vocab=dataset.classes)
     block = DataBlock(
-        blocks=(x_block, CategoryBlock(vocab=dataset.classes)),
+        blocks=(x_block, y_block),
         get_x=ColReader(get_x),
         get_y=ColReader("label"),
         splitter=ColSplitter("is_valid"),
         item_tfms=items,
         batch_tfms=batch_tfms(pipeline),
     )
-    dls = block.dataloaders(trainval, bs=bs, val_bs=bs, device=device, num_workers=num_workers,
-                            pin_memory=device.type == "cuda")
+    options = dict(bs=bs, val_bs=bs, device=device, num_workers=num_workers, pin_memory=device.type == "cuda")
+    if balanced:
+        import fastai.callback.data  # noqa: F401, PLC0415 - DataBlock.weighted_dataloaders, used here
+
+        dls = block.weighted_dataloaders(trainval, wgts=sample_weights(dataset, trainval), **options)
+    else:
+        dls = block.dataloaders(trainval, **options)
     dls.path = dataset.root
     test = frame[frame.split == "test"].reset_index(drop=True)
     if len(test):

@@ -26,11 +26,14 @@ from petclf.learn.distributed import bare, broadcast, distributed
 from petclf.learn.epochs import CompletedEpochCallback
 from petclf.learn.features import supports_feature_cache, train_head
 from petclf.learn.optim import load_opt_state
+from petclf.learn.task import selection_key
 
 _DEFAULTS = TrainOptions()
 
 __all__ = ["History", "KeepBest", "StopOnNonFinite", "TrainResult", "find_lr", "train"]
 
+#: history.csv's columns; the task's epoch metrics (error_rate and accuracy, or accuracy_multi and f1_micro)
+#: come between the losses and the seconds.
 HISTORY_COLUMNS = ["epoch", "phase", "train_loss", "valid_loss", "error_rate", "accuracy", "seconds"]
 
 
@@ -59,17 +62,21 @@ class History(CompletedEpochCallback):
             self.batch_losses.append(float(self.learn.smooth_loss))
 
     def after_completed_epoch(self) -> None:
-        row = {"epoch": len(self.rows) + 1, "phase": self.phase,
-               **{k: self.epoch_value(k) for k in HISTORY_COLUMNS[2:6]},
+        values = self.epoch_values()
+        row = {"epoch": len(self.rows) + 1, "phase": self.phase, **values,
                "seconds": round(time.perf_counter() - self.start, 2)}
         self.rows.append(row)
         if self.print_lines:
-            print(f"epoch {row['epoch']}/{self.total_epochs} {row['phase']:<8} train_loss {row['train_loss']:.4f}  "
-                  f"valid_loss {row['valid_loss']:.4f}  error_rate {row['error_rate']:.4f}  "
-                  f"accuracy {row['accuracy']:.4f}  {row['seconds']:.1f}s", flush=True)
+            figures = "  ".join(f"{name} {value:.4f}" for name, value in values.items())
+            print(f"epoch {row['epoch']}/{self.total_epochs} {row['phase']:<8} {figures}  {row['seconds']:.1f}s",
+                  flush=True)
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=HISTORY_COLUMNS)
+        columns = list(dict.fromkeys(["epoch", "phase", "train_loss", "valid_loss",
+                                      *(k for row in self.rows for k in row), "seconds"]))
+        if not self.rows:
+            columns = HISTORY_COLUMNS
+        return pd.DataFrame(self.rows, columns=[c for c in columns if c != "seconds"] + ["seconds"])
 
 
 class StopOnNonFinite(Callback):
@@ -92,8 +99,8 @@ class StopOnNonFinite(Callback):
 
 
 class KeepBest(CompletedEpochCallback):
-    """Remember the weights of the epoch with the lowest validation error (ties: lower valid loss)
-    and put them back when training ends."""
+    """Remember the weights of the epoch with the lowest validation error (multi-label: highest micro-F1;
+    ties: lower valid loss) and put them back when training ends."""
 
     order = 65
 
@@ -106,7 +113,7 @@ class KeepBest(CompletedEpochCallback):
 
     def after_completed_epoch(self) -> None:
         self.epochs_seen += 1
-        key = (self.epoch_value("error_rate"), self.epoch_value("valid_loss"))
+        key = selection_key(self.epoch_values())
         # An epoch whose validation loss is NaN or infinite holds broken weights: never the one to keep.
         self.current_is_best = math.isfinite(key[1]) and (self.best_key is None or key < self.best_key)
         if self.current_is_best:

@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import fastai
 import torch
 import torchvision
 from fastai.learner import Learner
 
+from petclf.core.defaults import MULTI_LABEL
+from petclf.core.errors import UsageError
 from petclf.learn.distributed import bare
 from petclf.learn.learner import run_spec
 from petclf.runtime.modeldir import write_model_dir
+from petclf.runtime.predict import DEFAULT_THRESHOLD
 
 __all__ = ["save_model"]
 
@@ -22,12 +26,18 @@ def _versions() -> dict[str, str]:
             "fastai": fastai.__version__}
 
 
-def save_model(learn: Learner, directory: str | Path, *, summary: dict | None = None) -> Path:
+def save_model(learn: Learner, directory: str | Path, *, summary: dict | None = None,
+               thresholds: Sequence[float] | None = None) -> Path:
     """Write ``learn``'s network as a petclf model directory and return its path.
+
+    A multi-label model keeps its decision ``thresholds`` (one per class; default 0.5 each, or
+    those ``choose_thresholds`` picked on the validation set).
 
     Example: ``save_model(learn, "runs/pets/model")`` → ``Path('runs/pets/model')``.
     """
     spec = run_spec(learn)
+    if thresholds is not None and len(thresholds) != len(spec.classes):
+        raise UsageError(f"expected one threshold per class ({len(spec.classes)}). Received {len(thresholds)}.")
     meta = {
         "arch": {"name": spec.arch.name, "source": spec.arch.source, "n_out": spec.arch.n_out,
                  "head": "fastai-default"},
@@ -38,7 +48,10 @@ def save_model(learn: Learner, directory: str | Path, *, summary: dict | None = 
                           "std": list(spec.pipeline.std), "input": "RGB, 0..1 floats before normalisation"},
         # No data path: a shared model file should not carry the trainer's directory layout.
         "data": {"layout": spec.layout, "label_pat": spec.label_pat, "valid_pct": spec.valid_pct,
-                 "seed": spec.seed},
+                 "seed": spec.seed, **(spec.table or {})},
+        "task": spec.task,
+        **({"thresholds": [float(t) for t in thresholds or [DEFAULT_THRESHOLD] * len(spec.classes)]}
+           if spec.task == MULTI_LABEL else {}),
         "precision": spec.precision,
         "versions": _versions(),
         "summary": summary or {},

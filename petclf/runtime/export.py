@@ -2,7 +2,8 @@
 
 The ONNX graph carries its own preprocessing: a client feeds RGB pixels (uint8, or floats in
 0..255) of shape ``(N, presize, presize, 3)`` — the image resized so its shorter side is
-``presize`` and centre-cropped — and gets class scores. Dtype conversion, the resize to
+``presize`` and centre-cropped — and gets class scores (``logits``; a multi-label model gives
+each label's sigmoid probability instead, as ``probabilities``). Dtype conversion, the resize to
 ``size`` and the normalisation happen inside the graph, exactly as in validation.
 """
 from __future__ import annotations
@@ -13,11 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
+from petclf.core.defaults import MULTI_LABEL, SINGLE_LABEL
 from petclf.core.errors import PetclfError, UsageError
 from petclf.data.images import Presizer
 from petclf.data.pipeline import Pipeline
 from petclf.runtime.modeldir import load_model
+from petclf.runtime.predict import DEFAULT_THRESHOLD
 from petclf.runtime.preprocess import PixelClassifier
 
 __all__ = ["export_onnx", "onnx_input"]
@@ -44,20 +48,28 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8",
     except ImportError:
         raise UsageError("ONNX export needs the onnx extras: pip install 'petclf[onnx]'.") from None
     loaded = load_model(model_dir)
+    multi_label = loaded.meta.get("task") == MULTI_LABEL
     wrapper = PixelClassifier(loaded.model, loaded.pipeline).eval()
+    if multi_label:
+        wrapper = nn.Sequential(wrapper, nn.Sigmoid()).eval()
     p = loaded.pipeline.presize
     example = torch.zeros(2, p, p, 3, dtype=torch.uint8 if dtype == "uint8" else torch.float32)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=4096)
     try:
-        program = torch.onnx.export(wrapper, (example,), dynamo=True, input_names=["pixels"], output_names=["logits"],
+        program = torch.onnx.export(wrapper, (example,), dynamo=True, input_names=["pixels"],
+                                    output_names=["probabilities" if multi_label else "logits"],
                                     dynamic_shapes=({0: batch},), opset_version=opset, verbose=False)
     except Exception as err:  # the exporter raises many kinds; the user needs the reason, not the stack
         raise PetclfError(f"ONNX export of {loaded.meta['arch']['name']} failed: {str(err).splitlines()[0]}") from None
     info = {"classes": json.dumps(list(loaded.classes)), "size": str(loaded.pipeline.size),
             "presize": str(p), "input": f"RGB pixels (N, {p}, {p}, 3) {dtype}, 0..255, shorter side resized "
-                                       f"to {p} then centre-cropped"}
+                                       f"to {p} then centre-cropped",
+            "task": loaded.meta.get("task", SINGLE_LABEL)}
+    if multi_label:
+        thresholds = loaded.meta.get("thresholds") or [DEFAULT_THRESHOLD] * len(loaded.classes)
+        info["thresholds"] = json.dumps([float(t) for t in thresholds])
     program.model.metadata_props.update({f"petclf.{key}": value for key, value in info.items()})
     program.save(str(out))  # one write, metadata included
     return out

@@ -22,7 +22,7 @@ from typing import Mapping
 import torch
 from safetensors import SafetensorError, safe_open
 
-from petclf.core.defaults import ARCH_SOURCES, AUGMENTS, LAYOUTS, MAX_SIZE, MIN_SIZE
+from petclf.core.defaults import ARCH_SOURCES, AUGMENTS, LAYOUTS, MAX_SIZE, MIN_SIZE, MULTI_LABEL, SINGLE_LABEL, TASKS
 from petclf.core.errors import ModelFileError, UsageError
 from petclf.core.safe_text import one_line
 
@@ -236,6 +236,28 @@ def _check_data(meta: dict, path: Path) -> None:
             raise _field_error(path, "data.valid_pct", "a number in [0, 1)", value)
     if "seed" in data and not _int_in(data["seed"], 0, 2**64 - 1):
         raise _field_error(path, "data.seed", "an integer from 0 to 2**64 - 1", data["seed"])
+    for key in ("fn_col", "label_col", "valid_col"):
+        if data.get(key) is not None and not _text(data[key]):
+            raise _field_error(path, f"data.{key}", f"null or a column name of at most {MAX_TEXT_CHARS} characters",
+                               data[key])
+    if data.get("label_delim") is not None and not (_text(data["label_delim"], limit=8) and data["label_delim"]):
+        raise _field_error(path, "data.label_delim", "null or a delimiter of 1 to 8 characters", data["label_delim"])
+
+
+def _check_task(meta: dict, path: Path) -> None:
+    """``task`` (absent: single-label, as every model before multi-label) and a multi-label model's thresholds."""
+    task = meta.get("task", SINGLE_LABEL)
+    if task not in TASKS:
+        raise _field_error(path, "task", "one of " + ", ".join(map(repr, TASKS)), task)
+    if task != MULTI_LABEL:
+        return
+    thresholds = meta.get("thresholds", _MISSING)
+    n = len(meta["classes"])
+    if thresholds is _MISSING:
+        return  # the default threshold applies
+    if not (isinstance(thresholds, list) and len(thresholds) == n
+            and all(_is_number(t) and 0.0 <= t <= 1.0 for t in thresholds)):
+        raise _field_error(path, "thresholds", f"a list of {n} numbers from 0 to 1, one per class", thresholds)
 
 
 def _check_optional(meta: dict, path: Path) -> None:
@@ -260,6 +282,7 @@ def validate_meta(meta: object, *, path: Path) -> dict:
     _check_classes(meta, path)
     _check_preprocessing(meta, path)
     _check_data(meta, path)
+    _check_task(meta, path)
     _check_optional(meta, path)
     return meta
 

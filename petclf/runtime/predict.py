@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from petclf.core.atomic import atomic_path
+from petclf.core.defaults import MULTI_LABEL
 from petclf.core.destinations import output_file
 from petclf.core.errors import UsageError, require_positive
 from petclf.core.safe_text import csv_cell, printable
@@ -25,9 +26,14 @@ from petclf.runtime.modeldir import load_model
 from petclf.runtime.pickled import load_pickled_learner
 from petclf.runtime.preprocess import PixelClassifier
 
-__all__ = ["Predictor", "ReadBatch", "predict_files", "expand_images"]
+__all__ = ["DEFAULT_THRESHOLD", "DEFAULT_TOPK", "Predictor", "ReadBatch", "expand_images", "labels_over", "predict_files",
+           "top_classes"]
 
 ImageLike = str | Path | Image.Image
+#: Classes ``predict`` returns when not told (single-label models).
+DEFAULT_TOPK = 3
+#: A multi-label model's decision threshold when it carries none.
+DEFAULT_THRESHOLD = 0.5
 
 
 class ReadBatch(NamedTuple):
@@ -50,38 +56,51 @@ def _fuse_conv_bn(model: nn.Module) -> nn.Module:
 
 
 class Predictor:
-    """Top-k predictions from a petclf model directory.
+    """Predictions from a petclf model directory: the top-k classes, or for a multi-label model every label
+    over its threshold.
 
     Example::
 
         pred = Predictor("runs/pets/model")
         pred.predict("my_cat.jpg", topk=3)   # [('Bengal', 0.91), ('Egyptian_Mau', 0.05), …]
+        Predictor("runs/planet/model").predict("tile.jpg")   # [('clear', 0.97), ('primary', 0.93)]
     """
 
     def __init__(self, model_dir: str | Path, *, device: str | torch.device | None = None,
                  precision: str = "auto", arch: Callable | nn.Module | None = None) -> None:
         loaded = load_model(model_dir, arch=arch)
-        self._setup(loaded.model, loaded.classes, loaded.pipeline, device=device, precision=precision)
+        self._setup(loaded.model, loaded.classes, loaded.pipeline, device=device, precision=precision,
+                    multi_label=loaded.meta.get("task") == MULTI_LABEL, thresholds=loaded.meta.get("thresholds"))
         self.meta = loaded.meta
 
     @classmethod
     def from_network(cls, model: nn.Module, classes: Sequence[str], pipeline: Pipeline, *,
-                     device: str | torch.device | None = None, precision: str = "auto") -> "Predictor":
+                     device: str | torch.device | None = None, precision: str = "auto", multi_label: bool = False,
+                     thresholds: Sequence[float] | None = None) -> "Predictor":
         """A predictor for a network in memory (its classes and preprocessing given), without a model directory.
 
         The network is used as it is (fused and cast in place): pass a copy to keep the original.
+        ``multi_label`` models give each label a sigmoid probability, compared with ``thresholds``
+        (one per class; default 0.5).
 
         Example: ``Predictor.from_network(copy.deepcopy(net), ["cat", "dog"], make_pipeline(size=224))``.
         """
         predictor = cls.__new__(cls)
-        predictor._setup(model, classes, pipeline, device=device, precision=precision)
+        predictor._setup(model, classes, pipeline, device=device, precision=precision, multi_label=multi_label,
+                         thresholds=thresholds)
         predictor.meta = {}
         return predictor
 
-    def _setup(self, model: nn.Module, classes, pipeline, *, device, precision: str) -> None:
+    def _setup(self, model: nn.Module, classes, pipeline, *, device, precision: str, multi_label: bool,
+               thresholds: Sequence[float] | None) -> None:
         self.device = pick_device(device)
         self.precision = pick_precision(precision, self.device)
         self.classes, self.pipeline = tuple(classes), pipeline
+        self.multi_label = bool(multi_label)
+        if thresholds is not None and len(thresholds) != len(self.classes):
+            raise UsageError(f"expected one threshold per class ({len(self.classes)}). Received {len(thresholds)}.")
+        self.thresholds = (tuple(float(t) for t in thresholds) if thresholds is not None
+                           else (DEFAULT_THRESHOLD,) * len(self.classes)) if self.multi_label else None
         # Weights stored in the compute dtype: autocast would re-cast every weight on every call,
         # which dominates the cost of small batches.
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
@@ -112,20 +131,31 @@ class Predictor:
         with torch.inference_mode():
             return self.net(pixels).cpu()
 
-    def predict(self, image: ImageLike, *, topk: int = 3) -> list[tuple[str, float]]:
-        """The ``topk`` most likely classes of one image with their probabilities.
+    def predict(self, image: ImageLike, *, topk: int | None = None) -> list[tuple[str, float]]:
+        """The ``topk`` (default 3) most likely classes of one image with their probabilities; for a multi-label
+        model, every label at or over its threshold, most likely first (``topk``: the top-k of all labels).
 
         Example: ``Predictor(d).predict("seven_3.jpg", topk=1)`` → ``[('seven', 0.998)]``.
         """
-        return self._top(self.logits([image]), topk)[0]
+        return self.decide(self.logits([image]), topk=topk)[0]
 
     def predict_batch(self, images: Iterable[ImageLike], *, bs: int = 64,
-                      topk: int = 3) -> list[list[tuple[str, float]]]:
-        """Predict many images, ``bs`` at a time; results come in the order given.
+                      topk: int | None = None) -> list[list[tuple[str, float]]]:
+        """Predict many images, ``bs`` at a time, as ``predict`` does; results come in the order given.
 
         Example: ``Predictor(d).predict_batch(["a.jpg", "b.jpg"], topk=1)`` → ``[[('cat', 0.97)], [('dog', 0.88)]]``.
         """
-        return [top for logits in self.iter_logits(list(images), bs=bs) for top in self._top(logits, topk)]
+        return [top for logits in self.iter_logits(list(images), bs=bs) for top in self.decide(logits, topk=topk)]
+
+    def decide(self, logits: torch.Tensor, *, topk: int | None = None) -> list[list[tuple[str, float]]]:
+        """Each row of scores as ``predict`` answers: the top-k classes, or the labels over their thresholds.
+
+        Example: ``pred.decide(pred.logits(["a.jpg"]))`` → ``[[('cat', 0.97), ('dog', 0.02), ('fox', 0.01)]]``.
+        """
+        probs = self.probabilities(logits)
+        if self.multi_label and topk is None:
+            return labels_over(probs, self.classes, self.thresholds)
+        return top_classes(probs, self.classes, DEFAULT_TOPK if topk is None else topk)
 
     def iter_logits(self, images: Sequence[ImageLike], *, bs: int = 64) -> Iterator[torch.Tensor]:
         """fp32 scores ``bs`` images at a time, in order; the next batch is read while the network runs.
@@ -170,9 +200,6 @@ class Predictor:
         pixels = torch.from_numpy(np.stack([a for _, a in kept])) if kept else None
         return pixels, [image for image, _ in kept], failed
 
-    #: True for a model that gives each label its own probability (several labels per image).
-    multi_label: bool = False
-
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities from the scores of ``logits``/``iter_logits``: softmax, or each label's sigmoid for a
         multi-label model.
@@ -181,8 +208,6 @@ class Predictor:
         """
         return logits.float().sigmoid() if self.multi_label else logits.float().softmax(dim=1)
 
-    def _top(self, logits: torch.Tensor, topk: int) -> list[list[tuple[str, float]]]:
-        return top_classes(self.probabilities(logits), self.classes, topk)
 
 
 def top_classes(probs: torch.Tensor, classes: Sequence[str], topk: int) -> list[list[tuple[str, float]]]:
@@ -191,6 +216,17 @@ def top_classes(probs: torch.Tensor, classes: Sequence[str], topk: int) -> list[
         raise UsageError(f"topk must be a positive integer. Received: topk={topk}.")
     values, indices = probs.topk(min(topk, len(classes)), dim=1)
     return [[(classes[i], float(p)) for p, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]
+
+
+def labels_over(probs: torch.Tensor, classes: Sequence[str],
+                thresholds: Sequence[float]) -> list[list[tuple[str, float]]]:
+    """For each row of ``probs`` (n, labels): the (label, probability) pairs at or over their thresholds, most likely
+    first."""
+    rows = []
+    for row in probs.tolist():
+        picked = [(classes[i], p) for i, p in enumerate(row) if p >= thresholds[i]]
+        rows.append(sorted(picked, key=lambda pair: -pair[1]))
+    return rows
 
 
 def expand_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -212,6 +248,11 @@ class _PickledPredictor:
 
         self.learn = load_pickled_learner(path, trust=True)
         self.classes = tuple(self.learn.dls.vocab)
+        self.multi_label = False
+
+    def decide(self, logits: torch.Tensor, *, topk: int | None = None) -> list[list[tuple[str, float]]]:
+        """As ``Predictor.decide`` for a single-label fastai learner."""
+        return top_classes(logits.softmax(dim=1), self.classes, DEFAULT_TOPK if topk is None else topk)
 
     def iter_readable(self, images: Sequence[ImageLike], *, bs: int = 64) -> Iterator[ReadBatch]:
         """As ``Predictor.iter_readable``; the scores are log-probabilities, so their softmax is fastai's output."""
@@ -229,15 +270,18 @@ class _PickledPredictor:
             yield ReadBatch(items, torch.stack(rows) if rows else torch.zeros(0, len(self.classes)), failed)
 
 
-def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: int = 3,
+def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: int | None = None,
                   csv: str | Path | None = None, bs: int = 64, trust_pickle: bool = False) -> int:
-    """Print top-k predictions for image files and folders; unreadable files are reported, not fatal.
+    """Print predictions for image files and folders, as ``Predictor.predict`` makes them (top-k classes, or the
+    labels over their thresholds for a multi-label model); unreadable files are reported, not fatal.
 
     Returns 0 when every file was predicted, 1 when some could not be read.
 
     Example: ``predict_files("runs/pets/model", ["photos/"], csv="preds.csv")``.
     """
-    require_positive(topk=topk, bs=bs)
+    require_positive(bs=bs)
+    if topk is not None:
+        require_positive(topk=topk)
     csv_path = output_file(csv) if csv is not None else None
     if Path(model_dir).is_file() and trust_pickle:
         predictor = _PickledPredictor(model_dir)
@@ -254,13 +298,19 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: 
         batches = progress_bar(batches, total=-(-len(files) // bs))
     for batch in batches:
         failed += batch.failed
-        for file, top in zip(batch.items, top_classes(batch.logits.softmax(dim=1), predictor.classes, topk)):
-            rows.append((file, top))
-            print(f"{printable(file)}: " + ", ".join(f"{printable(label)} {p:.1%}" for label, p in top))
+        probs = predictor.probabilities(batch.logits) if predictor.multi_label else None
+        for k, (file, top) in enumerate(zip(batch.items, predictor.decide(batch.logits, topk=topk))):
+            rows.append((file, top, None if probs is None else probs[k].tolist()))
+            shown = ", ".join(f"{printable(label)} {p:.1%}" for label, p in top) or "no label over its threshold"
+            print(f"{printable(file)}: {shown}")
     for file, reason in failed:
         print(f"petclf: skipped {printable(file)}: {printable(reason)}", file=sys.stderr)
     if csv_path is not None:
-        _write_predictions(csv_path, rows, failed, topk=topk)
+        if predictor.multi_label:
+            delim = (predictor.meta.get("data") or {}).get("label_delim") or ";"
+            _write_label_sets(csv_path, rows, failed, classes=predictor.classes, delim=delim)
+        else:
+            _write_predictions(csv_path, rows, failed, topk=topk or DEFAULT_TOPK)
     return 1 if failed else 0
 
 
@@ -269,8 +319,21 @@ def _write_predictions(path: Path, rows: list, failed: list, *, topk: int) -> No
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv_module.writer(f)
         writer.writerow(["path"] + [c for k in range(1, topk + 1) for c in (f"label_{k}", f"prob_{k}")] + ["error"])
-        for file, top in rows:
+        for file, top, _ in rows:
             writer.writerow([csv_cell(str(file))] + [v for label, p in top for v in (csv_cell(label), f"{p:.6f}")]
-                            + [""])
+                            + [""] * (2 * (topk - len(top))) + [""])
         for file, reason in failed:
             writer.writerow([csv_cell(str(file))] + [""] * (2 * topk) + [csv_cell(reason)])
+
+
+def _write_label_sets(path: Path, rows: list, failed: list, *, classes: Sequence[str], delim: str) -> None:
+    """Multi-label predictions: the labels over their thresholds (joined by the training table's delimiter, as
+    a table petclf reads), then every label's probability."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv_module.writer(f)
+        writer.writerow(["path", "labels"] + [csv_cell(f"prob_{c}") for c in classes] + ["error"])
+        for file, top, probs in rows:
+            writer.writerow([csv_cell(str(file)), csv_cell(delim.join(label for label, _ in top))]
+                            + [f"{p:.6f}" for p in probs] + [""])
+        for file, reason in failed:
+            writer.writerow([csv_cell(str(file)), ""] + [""] * len(classes) + [csv_cell(reason)])

@@ -1,0 +1,158 @@
+"""The csv layout: labels from a table of file names (CSV, TSV or DataFrame), single- and multi-label."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from petclf.core.errors import DataError, UsageError
+from petclf.data.layouts import detect_layout, find_dataset
+from petclf.data.scan import check_folder, class_table
+from petclf.data.table import TableSpec
+
+from ..conftest import COLOURS, make_image
+
+
+@pytest.fixture()
+def kaggle(tmp_path) -> Path:
+    """Kaggle style: train.csv (image_id without extension, label, is_valid) beside train_images/."""
+    rows = []
+    for k, (label, colour) in enumerate(COLOURS.items()):
+        for i in range(6):
+            name = f"{k}{i:03d}ab"
+            make_image(tmp_path / "train_images" / f"{name}.jpg", colour, seed=10 * k + i)
+            rows.append((name, label, int(i >= 4)))
+    pd.DataFrame(rows, columns=["image_id", "label", "is_valid"]).to_csv(tmp_path / "train.csv", index=False)
+    return tmp_path
+
+
+def test_kaggle_ids_without_extension_resolve_and_the_split_column_is_kept(kaggle):
+    ds = find_dataset(kaggle / "train.csv", table=TableSpec(images=str(kaggle / "train_images")))
+    assert ds.layout == "csv" and not ds.multi_label
+    assert ds.classes == sorted(COLOURS)
+    assert ds.count("train") == 12 and ds.count("valid") == 6
+    assert all(Path(p).suffix == ".jpg" and Path(p).is_file() for p in ds.frame.path)
+    assert ds.table.fn_col == "image_id" and ds.table.valid_col == "is_valid"
+    assert detect_layout(kaggle / "train.csv") == "csv"
+
+
+def test_names_with_extensions_relative_to_the_table_and_random_stratified_split(tmp_path):
+    rows = []
+    for k, (label, colour) in enumerate(COLOURS.items()):
+        for i in range(10):
+            make_image(tmp_path / "pics" / f"{label}{i}.png", colour, seed=k * 10 + i)
+            rows.append((f"pics/{label}{i}.png", label))
+    pd.DataFrame(rows, columns=["fname", "class"]).to_csv(tmp_path / "labels.csv", index=False)
+    ds = find_dataset(tmp_path / "labels.csv", valid_pct=0.2, seed=3)
+    assert ds.count("valid") == 6 and ds.count("train") == 24
+    # stratified: every class reaches validation
+    assert set(ds.frame[ds.frame.split == "valid"].label) == set(COLOURS)
+
+
+def test_split_column_with_train_valid_test_words_and_a_tsv(tmp_path):
+    rows = []
+    for k, (label, colour) in enumerate(COLOURS.items()):
+        for i, split in enumerate(["train", "train", "train", "val", "test"]):
+            make_image(tmp_path / f"{label}_{i}.jpg", colour, seed=k * 10 + i)
+            rows.append((f"{label}_{i}.jpg", label, split))
+    pd.DataFrame(rows, columns=["file_name", "label", "split"]).to_csv(tmp_path / "meta.tsv", sep="\t", index=False)
+    ds = find_dataset(tmp_path / "meta.tsv")
+    assert (ds.count("train"), ds.count("valid"), ds.count("test")) == (9, 3, 3)
+
+
+def test_every_bad_row_is_skipped_with_its_reason(kaggle):
+    table = pd.read_csv(kaggle / "train.csv")
+    make_image(kaggle / "train_images" / "twin.jpg", COLOURS["red"], seed=99)
+    make_image(kaggle / "train_images" / "twin.png", COLOURS["red"], seed=98)
+    make_image(kaggle / "outside.jpg", COLOURS["red"], seed=97)
+    bad = pd.DataFrame([
+        ("missing", "red", 0),                     # no such file
+        ("twin", "red", 0),                        # two files of that name
+        ("../outside.jpg", "red", 0),              # outside the image folder
+        ("/etc/hostname", "red", 0),               # absolute path elsewhere
+        ("0000ab", "", 0),                         # empty label
+        ("0001ab", "red", 0),                      # exact duplicate of an earlier row: left out
+        ("0002ab", "blue", 0),                     # conflicting labels: both rows left out
+        ("0003ab", "red", "maybe"),                # split value neither true nor false
+        ("", "red", 0),                            # empty file name
+    ], columns=table.columns)
+    pd.concat([table, bad]).to_csv(kaggle / "train.csv", index=False)
+    ds = find_dataset(kaggle / "train.csv", table=TableSpec(images=str(kaggle / "train_images")))
+    reasons = " | ".join(ds.skipped.reason)
+    for expected in ("missing file", "ambiguous name", "outside the image folder", "empty label",
+                     "duplicate row", "conflicting rows", "'maybe' is not true/false", "empty file name"):
+        assert expected in reasons, expected
+    assert reasons.count("outside the image folder") == 2
+    assert reasons.count("conflicting rows") == 2  # the first 0002ab row and the new one
+    assert all(r.startswith("line ") for r in ds.skipped.reason)  # the CSV's line number
+    assert ds.count("train") + ds.count("valid") == 17  # 18 good rows, minus 0002ab
+    # check (as `petclf check` does) lists them; --strict refuses
+    report = check_folder(kaggle / "train.csv", table=TableSpec(images=str(kaggle / "train_images")))
+    assert len(report.skipped) == len(ds.skipped)
+    with pytest.raises(DataError, match="cannot be used"):
+        check_folder(kaggle / "train.csv", table=TableSpec(images=str(kaggle / "train_images")), strict=True)
+
+
+def test_a_table_without_known_columns_names_the_columns_and_the_flags(tmp_path):
+    pd.DataFrame({"picture": ["a.jpg"], "kind": ["cat"]}).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(DataError, match=r"'picture', 'kind'.*--fn-col"):
+        find_dataset(tmp_path / "t.csv")
+    with pytest.raises(DataError, match=r"no label column.*--label-col"):
+        find_dataset(tmp_path / "t.csv", table=TableSpec(fn_col="picture"))
+    with pytest.raises(DataError, match=r"no column 'nope'.*--label-col"):
+        find_dataset(tmp_path / "t.csv", table=TableSpec(fn_col="picture", label_col="nope"))
+
+
+def test_one_label_value_and_a_delimiter_that_never_splits_are_clear_errors(kaggle):
+    table = pd.read_csv(kaggle / "train.csv").assign(label="red")
+    table.to_csv(kaggle / "one.csv", index=False)
+    spec = TableSpec(images=str(kaggle / "train_images"))
+    with pytest.raises(DataError, match="single class.*label column"):
+        find_dataset(kaggle / "one.csv", table=spec)
+    with pytest.raises(DataError, match="splits none of the 18 labels"):
+        find_dataset(kaggle / "train.csv", table=TableSpec(images=spec.images, label_delim=";"))
+
+
+def test_multi_label_from_a_delimiter_and_from_a_list_column(tmp_path):
+    names, sets = [], []
+    for i in range(12):
+        make_image(tmp_path / f"{i}.jpg", (20 * i, 90, 90), seed=i)
+        names.append(f"{i}.jpg")
+        sets.append(["cat", "dog"] if i % 3 == 0 else ["cat"] if i % 3 == 1 else ["bird"])
+    pd.DataFrame({"fname": names, "labels": [" ".join(s) for s in sets]}).to_csv(tmp_path / "ml.csv", index=False)
+    ds = find_dataset(tmp_path / "ml.csv", table=TableSpec(label_delim=" "), valid_pct=0.25)
+    assert ds.multi_label and ds.classes == ["bird", "cat", "dog"]
+    assert ds.frame.label.iloc[0] == ("cat", "dog")
+    assert ds.class_counts("train").sum() + ds.class_counts("valid").sum() == 16
+    assert set(ds.class_counts("train").index) == {"bird", "cat", "dog"}  # the split never empties a label
+    assert "labels (multi-label)" in ds.describe()
+    frame = pd.DataFrame({"path": [str(tmp_path / n) for n in names], "tags": sets})
+    from_frame = find_dataset(frame, table=TableSpec(images=str(tmp_path)), valid_pct=0.25)
+    assert from_frame.multi_label and from_frame.classes == ds.classes
+    counts = class_table(from_frame)
+    assert list(counts.columns) == ["train", "valid"] and counts.loc["cat", ["train", "valid"]].sum() == 8
+
+
+def test_a_label_only_outside_training_is_refused_for_multi_label(tmp_path):
+    rows = []
+    for i in range(8):
+        make_image(tmp_path / f"{i}.jpg", (30 * i, 60, 60), seed=i)
+        rows.append((f"{i}.jpg", "a b" if i < 6 else "a c", i >= 6))
+    pd.DataFrame(rows, columns=["fname", "labels", "is_valid"]).to_csv(tmp_path / "ml.csv", index=False)
+    with pytest.raises(DataError, match="'c' appear in valid/test rows but in no training row"):
+        find_dataset(tmp_path / "ml.csv", table=TableSpec(label_delim=" "))
+
+
+def test_a_dataframe_needs_its_image_folder(tmp_path):
+    with pytest.raises(UsageError, match="images=DIR"):
+        find_dataset(pd.DataFrame({"fname": ["a.jpg"], "label": ["x"]}))
+
+
+def test_a_damaged_or_foreign_file_is_one_clear_error(tmp_path):
+    (tmp_path / "latin1.csv").write_bytes("fname,label\ncaf\xe9.jpg,x\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8"):
+        find_dataset(tmp_path / "latin1.csv")
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(DataError, match="is a folder"):
+        find_dataset(tmp_path / "folder.csv", layout="csv")
