@@ -28,6 +28,9 @@ _EXPORTS = {
     "ScanReport": "petclf.data.scan",
     "check_file": "petclf.data.scan",
     "check_folder": "petclf.data.scan",
+    "class_table": "petclf.data.scan",
+    "TableSpec": "petclf.data.table",
+    "read_table": "petclf.data.table",
     "scan_dataset": "petclf.data.scan",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -240,6 +240,16 @@ def _class_problems(dataset: Dataset) -> list[str]:
     return problems
 
 
+def _counts_line(dataset: Dataset) -> str:
+    """Training images per class in one line: each class when there are few, else the range."""
+    counts = dataset.class_counts("train")
+    what = "label" if dataset.multi_label else "class"
+    if len(counts) <= 12:
+        return f"training images per {what}: " + ", ".join(f"{printable(c)} {n}" for c, n in counts.items())
+    return (f"training images per {what}: {counts.iloc[-1]} ({printable(counts.index[-1])}) to {counts.iloc[0]} "
+            f"({printable(counts.index[0])}), median {int(counts.median())}; `petclf check` lists them all")
+
+
 def class_table(dataset: Dataset) -> pd.DataFrame:
     """Images per class (rows) and split (columns), classes by training count, largest first.
 
@@ -276,6 +286,7 @@ def scan_dataset(dataset: Dataset, *, strict: bool = False, workers: int | None 
         check_dataset(cleaned)
     report = ScanReport(cleaned, skipped, notes, problems, n_files=len(frame), n_cached=n_cached)
     log.info(report.summary())
+    log.info(_counts_line(cleaned))
     if len(skipped):
         log.warn(f"{len(skipped)} files skipped, e.g. " +
                  "; ".join(f"{Path(r.path).name}: {r.reason}" for r in skipped.head(3).itertuples()))

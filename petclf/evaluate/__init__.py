@@ -7,6 +7,8 @@ _EXPORTS = {
     "Interpretation": "petclf.evaluate.interpret",
     "interpret_files": "petclf.evaluate.interpret",
     "interpret_saved": "petclf.evaluate.interpret",
+    "MultiLabelInterpretation": "petclf.evaluate.multilabel",
+    "choose_thresholds": "petclf.evaluate.multilabel",
     "figure_png": "petclf.evaluate.plots",
     "save_figure": "petclf.evaluate.plots",
     "report_saved_model": "petclf.evaluate.report",

@@ -48,10 +48,11 @@ class RunResult:
     learn: Learner
 
 
-def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: TrainOptions = TrainOptions(),
-                 progress: bool | None = None, resume: bool | None = None,
+def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-out",
+                 options: TrainOptions = TrainOptions(), progress: bool | None = None, resume: bool | None = None,
                  cbs: Sequence[Callback] = ()) -> RunResult:
-    """Train a classifier on the images in ``path`` and write model, history, plots and summary to ``out``.
+    """Train a classifier on the images in ``path`` (a folder or a label table) and write model, history, plots
+    and summary to ``out``.
 
     ``cbs`` are fastai callbacks for every training epoch, as ``train`` takes them.
     A checkpoint is written to ``out/checkpoints`` after every epoch. An interrupted run in
@@ -62,7 +63,8 @@ def train_folder(path: str | Path, *, out: str | Path = "petclf-out", options: T
     """
     options.validate()
     out = output_dir(out)
-    config = {**asdict(options), "data": str(Path(path).resolve())}
+    data = "a DataFrame" if isinstance(path, pd.DataFrame) else str(Path(path).resolve())
+    config = {**asdict(options), "data": data}
     state = _resume_state(out, config, resume)
     # A resumed run trains and validates on the files it started with, whatever the folder holds now.
     split = _stored_split(out) if state is not None else None
@@ -202,9 +204,9 @@ def headline(summary: dict) -> str:
             f"balanced accuracy {summary['balanced_accuracy']:.4f}, macro-F1 {summary['f1_macro']:.4f})")
 
 
-#: Validation figures summary.json takes from the evaluation, by task (error rate and accuracy of a single-label
-#: model come from its best epoch, as training chose it).
-_SUMMARY_METRICS = {SINGLE_LABEL: ("balanced_accuracy", "f1_macro"),
+#: Validation figures summary.json takes from the evaluation of the saved network (the Predictor's, as users
+#: will run it), by task; metrics.json and the report hold the same figures.
+_SUMMARY_METRICS = {SINGLE_LABEL: ("error_rate", "accuracy", "balanced_accuracy", "f1_macro"),
                     MULTI_LABEL: ("f1_micro", "f1_macro", "map", "threshold", "accuracy_multi", "exact_match")}
 _TEST_METRICS = {SINGLE_LABEL: ("error_rate", "accuracy", "balanced_accuracy", "f1_macro"),
                  MULTI_LABEL: ("f1_micro", "f1_macro", "map", "accuracy_multi")}
@@ -221,8 +223,6 @@ def _summary(learn: Learner, result: TrainResult, interps: list[AnyInterpretatio
         "n_test": dataset.count("test"), "n_skipped": len(learn.petclf_spec.scan.skipped),
         "lr": result.lr, "epochs": int(len(result.history)), "best_epoch": result.best_epoch,
     }
-    if spec.task == SINGLE_LABEL:
-        summary.update(error_rate=best["error_rate"], accuracy=best["accuracy"])
     valid = interps[0].metrics()
     summary.update({key: valid[key] for key in _SUMMARY_METRICS[spec.task]})
     summary.update(valid_loss=best["valid_loss"], train_seconds=round(result.seconds, 2))

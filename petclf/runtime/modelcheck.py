@@ -22,7 +22,8 @@ from typing import Mapping
 import torch
 from safetensors import SafetensorError, safe_open
 
-from petclf.core.defaults import ARCH_SOURCES, AUGMENTS, LAYOUTS, MAX_SIZE, MIN_SIZE, MULTI_LABEL, SINGLE_LABEL, TASKS
+from petclf.core.defaults import (ARCH_SOURCES, AUGMENTS, LAYOUTS, MAX_SIZE, MIN_SIZE, MULTI_LABEL, SINGLE_LABEL,
+                                  TASKS)
 from petclf.core.errors import ModelFileError, UsageError
 from petclf.core.safe_text import one_line
 

@@ -26,8 +26,8 @@ from petclf.runtime.modeldir import load_model
 from petclf.runtime.pickled import load_pickled_learner
 from petclf.runtime.preprocess import PixelClassifier
 
-__all__ = ["DEFAULT_THRESHOLD", "DEFAULT_TOPK", "Predictor", "ReadBatch", "expand_images", "labels_over", "predict_files",
-           "top_classes"]
+__all__ = ["DEFAULT_THRESHOLD", "DEFAULT_TOPK", "Predictor", "ReadBatch", "expand_images", "labels_over",
+           "predict_files", "top_classes"]
 
 ImageLike = str | Path | Image.Image
 #: Classes ``predict`` returns when not told (single-label models).

@@ -223,6 +223,34 @@ def test_class_names_are_unique_non_empty_text(model_copy, classes, field):
         load_model(directory)
 
 
+@pytest.mark.parametrize("fields, message", [
+    ({"task": "regression"}, "field 'task' must be one of 'single_label', 'multi_label'"),
+    ({"task": "multi_label", "thresholds": [0.5]}, "field 'thresholds' must be a list of 3 numbers"),
+    ({"task": "multi_label", "thresholds": [0.5, "0.5", 0.5]}, "field 'thresholds' must be a list of 3 numbers"),
+    ({"task": "multi_label", "thresholds": [0.5, 2.0, 0.5]}, "field 'thresholds' must be a list of 3 numbers"),
+    ({"data": {"label_delim": "x" * 50}}, "field 'data.label_delim' must be null or a delimiter"),
+    ({"data": {"fn_col": 3}}, "field 'data.fn_col' must be null or a column name"),
+], ids=["task", "short-thresholds", "text-threshold", "threshold-above-1", "long-delimiter", "numeric-column"])
+def test_task_thresholds_and_table_columns_are_checked(model_copy, fields, message):
+    directory, meta = model_copy
+    meta.update(fields)
+    _write_meta(directory, meta)
+    with pytest.raises(ModelFileError, match=message):
+        load_model(directory)
+
+
+def test_a_multi_label_model_without_thresholds_predicts_at_one_half(model_copy, pets_dir):
+    directory, meta = model_copy
+    meta["task"] = "multi_label"
+    _write_meta(directory, meta)
+    predictor = Predictor(directory, device="cpu", precision="fp32")
+    assert predictor.multi_label and predictor.thresholds == (0.5, 0.5, 0.5)
+    files = sorted(pets_dir.glob("*.jpg"))[:3]
+    probs = predictor.probabilities(predictor.logits(files))
+    assert [{c for c, _ in top} for top in predictor.predict_batch(files)] == \
+        [{c for c, p in zip(predictor.classes, row.tolist()) if p >= 0.5} for row in probs]
+
+
 @pytest.mark.parametrize("size", [10**9, 1e9, 4, "32", True], ids=["int-1e9", "float-1e9", "4", "text", "bool"])
 def test_image_size_is_bounded(model_copy, size):
     directory, meta = model_copy
