@@ -32,8 +32,8 @@ _DEFAULTS = TrainOptions()
 
 __all__ = ["History", "KeepBest", "StopOnNonFinite", "TrainResult", "find_lr", "train"]
 
-#: history.csv's columns; the task's epoch metrics (error_rate and accuracy, or accuracy_multi and f1_micro)
-#: come between the losses and the seconds.
+#: history.csv's columns for a single-label task (multi-label: accuracy_multi and f1_micro instead of the
+#: error rate and accuracy).
 HISTORY_COLUMNS = ["epoch", "phase", "train_loss", "valid_loss", "error_rate", "accuracy", "seconds"]
 
 
@@ -72,11 +72,8 @@ class History(CompletedEpochCallback):
                   flush=True)
 
     def frame(self) -> pd.DataFrame:
-        columns = list(dict.fromkeys(["epoch", "phase", "train_loss", "valid_loss",
-                                      *(k for row in self.rows for k in row), "seconds"]))
-        if not self.rows:
-            columns = HISTORY_COLUMNS
-        return pd.DataFrame(self.rows, columns=[c for c in columns if c != "seconds"] + ["seconds"])
+        # Each row holds its columns in order: epoch, phase, the losses, the task's metrics, seconds.
+        return pd.DataFrame(self.rows) if self.rows else pd.DataFrame(columns=HISTORY_COLUMNS)
 
 
 class StopOnNonFinite(Callback):
