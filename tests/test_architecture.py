@@ -8,9 +8,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "petclf"
 #: Each part may import only from the parts before it (and from itself).
-LAYERS = ("core", "data", "runtime", "learn", "evaluate", "jobs", "cli")
+LAYERS = ("core", "data", "runtime", "serve", "learn", "evaluate", "jobs", "cli")
 #: Parts that must work without fastai (at import time: the pickle path imports it on demand).
-NO_FASTAI = ("core", "data", "runtime")
+NO_FASTAI = ("core", "data", "runtime", "serve")
 
 
 def _modules() -> dict[str, Path]:

@@ -1,0 +1,49 @@
+"""``ServeOptions``: batching, limits and the network face of ``petclf serve``, one frozen value."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from petclf.core.defaults import PRECISIONS
+from petclf.core.errors import UsageError, require_between, require_positive
+
+__all__ = ["ServeOptions"]
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How a server batches and what it refuses; the defaults suit one CPU machine answering a few clients.
+
+    Example: ``app(["runs/pets/model"], options=ServeOptions(max_batch=64, timeout_s=10))``.
+    """
+
+    max_batch: int = 32  # images per forward pass: larger amortises more, but each batch waits longer for a core
+    max_wait_ms: float = 5.0  # how long the first request of a batch waits for others; 0 runs what is queued at once
+    max_body_mb: float = 32.0  # request bodies above this get 413 before they are read whole
+    max_images: int = 64  # images in one request: one client cannot take every batch slot for itself
+    timeout_s: float = 30.0  # a request not answered by then gets 504 (its queued images are dropped)
+    precision: str = "auto"  # 'fp32' gives the same scores as Predictor.predict at fp32 for any batch size
+    device: str | None = None  # None: the fastest available (CUDA, MPS, CPU)
+    cors_origins: tuple[str, ...] = ()  # origins allowed to call the API from a browser page; () keeps CORS off
+    access_log: bool = True  # one line per request on stderr
+
+    def validate(self) -> "ServeOptions":
+        """The options themselves, once every value is in range (else a UsageError naming the value and the fix).
+
+        Example: ``ServeOptions(max_batch=0).validate()`` raises ``max_batch must be a positive integer``.
+        """
+        require_positive(max_batch=self.max_batch, max_images=self.max_images)
+        require_between(0, 60_000, max_wait_ms=self.max_wait_ms)
+        require_between(0.001, 16_384, max_body_mb=self.max_body_mb)
+        require_between(0.001, 86_400, timeout_s=self.timeout_s)
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}. "
+                             f"Received: precision={self.precision!r}.")
+        if isinstance(self.cors_origins, str):
+            raise UsageError("cors_origins must be a tuple of origins such as ('https://example.org',), "
+                             f"not one string. Received: cors_origins={self.cors_origins!r}.")
+        return self
+
+    @property
+    def max_body_bytes(self) -> int:
+        """``max_body_mb`` in bytes (MiB)."""
+        return int(self.max_body_mb * 1024 * 1024)

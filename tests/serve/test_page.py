@@ -1,0 +1,56 @@
+"""The page in a real browser: headless Chromium opens /, uploads an image and shows its label and bar."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from petclf import Predictor
+
+from .conftest import CLASSES, image_bytes
+
+CHROMIUM = os.environ.get("PETCLF_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+# As root Chromium needs --no-sandbox; the rest keeps a headless run from reaching for the network or a GPU.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is a test extra: pip install -e '.[test]'")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does), or set PETCLF_CHROMIUM")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def test_upload_an_image_and_see_its_label(browser, server, model_dir, tmp_path):
+    files = []
+    for seed in (31, 32):
+        path = tmp_path / f"photo{seed}.png"
+        path.write_bytes(image_bytes(seed))
+        files.append(path)
+    expected = [top[0][0] for top in Predictor(model_dir, device="cpu", precision="fp32").predict_batch(files, topk=1)]
+    page = browser.new_page()
+    problems, requests = [], []
+    page.on("console", lambda message: message.type in ("error", "warning") and problems.append(message.text))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(server.url + "/")
+    card = page.locator(".card")
+    assert "resnet18" in card.inner_text() and "<b>owl</b>" in card.locator(".classes").inner_text()
+    assert card.locator("b").count() == 0  # the HTML class name is text, not markup
+    page.set_input_files("#files", [str(p) for p in files])
+    page.wait_for_selector(".result:nth-child(2) .label")
+    results = page.locator(".result")
+    assert [results.nth(i).locator("figcaption").inner_text() for i in range(2)] == [p.name for p in files]
+    assert [results.nth(i).locator(".label").first.inner_text() for i in range(2)] == expected
+    assert results.nth(0).locator("li").count() == min(5, len(CLASSES))
+    width = results.nth(0).locator(".fill").first.evaluate("node => node.style.width")
+    assert width.endswith("%") and float(width[:-1]) > 0
+    assert not problems, problems  # no script errors, no Content-Security-Policy violations
+    assert all(url.startswith((server.url, "blob:", "data:")) for url in requests), requests  # works offline
+    page.close()
