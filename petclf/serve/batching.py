@@ -7,6 +7,10 @@ requests are on their way (being decoded): a lone request runs at once instead o
 a batch runs on the worker thread the next one gathers, so under load batches fill without waiting.
 The forward runs on one worker thread shared by every model of the server: two forwards at
 once would only fight over the same cores, and the event loop stays free to read requests.
+On a CPU, images are decoded between forward passes rather than during them (``ForwardGate``): a
+forward pass already uses every core, and OpenMP's threads, which wait for each other at every
+layer, slow down badly when anything else takes a core from them. Requests that arrive during a
+forward pass are decoded together once it ends, and form the next batch.
 """
 from __future__ import annotations
 
@@ -16,11 +20,44 @@ import time
 from collections import deque
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
 import numpy as np
 
-__all__ = ["Batcher"]
+__all__ = ["Batcher", "ForwardGate"]
+
+
+class ForwardGate:
+    """Closed while a forward pass runs on the CPU; decoding waits for it to open (see the module's docstring).
+
+    Example: ``gate = ForwardGate()``; ``Batcher(..., gate=gate)``; ``async with batcher.incoming(): decode()``.
+    """
+
+    def __init__(self) -> None:
+        self._running = 0
+        self._open: asyncio.Event | None = None
+
+    def _event(self) -> asyncio.Event:
+        if self._open is None:  # made on first use, on the running event loop
+            self._open = asyncio.Event()
+            self._open.set()
+        return self._open
+
+    async def wait_open(self) -> None:
+        """Return once no forward pass runs."""
+        await self._event().wait()
+
+    @contextlib.contextmanager
+    def closed(self) -> Iterator[None]:
+        """Keep the gate closed for the block (a forward pass)."""
+        self._running += 1
+        self._event().clear()
+        try:
+            yield
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._event().set()
 
 
 @dataclass
@@ -34,21 +71,23 @@ class Batcher:
     """Queues (k, H, W, 3) pixel arrays from many requests and answers each with its rows of ``run``'s output.
 
     ``run`` takes one stacked (n, H, W, 3) array and returns an (n, classes) array; it runs on
-    ``executor``. ``on_batch(n)`` is told each batch's size (for metrics).
+    ``executor``. ``on_batch(n)`` is told each batch's size (for metrics). With a ``gate``, requests
+    entering ``incoming`` wait while a forward pass of any batcher sharing the gate runs.
 
     Example::
 
         batcher = Batcher(lambda px: probs_of(px), executor=worker, max_batch=32, max_wait_ms=5)
         batcher.start()                         # on the running event loop
-        with batcher.incoming():                # a batch gathering now waits for this request
+        async with batcher.incoming():          # a batch gathering now waits for this request
             pixels = await decode(upload)
         probs = await batcher.submit(pixels)   # (k, classes), in the order of ``pixels``
         await batcher.stop()                    # answers what is queued, then ends
     """
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], *, executor: Executor, max_batch: int,
-                 max_wait_ms: float, on_batch: Callable[[int], None] | None = None) -> None:
-        self._run, self._executor, self._on_batch = run, executor, on_batch
+                 max_wait_ms: float, on_batch: Callable[[int], None] | None = None,
+                 gate: ForwardGate | None = None) -> None:
+        self._run, self._executor, self._on_batch, self._gate = run, executor, on_batch, gate
         self.max_batch, self.max_wait_s = max_batch, max_wait_ms / 1000
         self._queue: deque[_Waiting] = deque()
         self._queued_images = 0
@@ -71,10 +110,12 @@ class Batcher:
         await self._task
         self._task = None
 
-    @contextlib.contextmanager
-    def incoming(self) -> Iterator[None]:
-        """Mark a request as on its way (its images being decoded): a gathering batch waits for it, up to
-        ``max_wait_ms``. Submit right after the block, without awaiting anything else in between."""
+    @contextlib.asynccontextmanager
+    async def incoming(self) -> AsyncIterator[None]:
+        """Mark a request as on its way (its images being decoded, once the gate is open): a gathering batch waits
+        for it, up to ``max_wait_ms``. Submit right after the block, without awaiting anything else in between."""
+        if self._gate is not None:
+            await self._gate.wait_open()
         self._incoming += 1
         try:
             yield
@@ -112,6 +153,7 @@ class Batcher:
     async def _gather(self) -> None:
         """Wait until a full batch is queued, no other request is on its way, the oldest request has waited
         ``max_wait_ms``, or the server stops."""
+        await asyncio.sleep(0)  # requests let through the gate as the last forward pass ended count as on their way
         deadline = self._queue[0].since + self.max_wait_s
         while self._queued_images < self.max_batch and self._incoming > 0 and not self._stopping:
             left = deadline - time.monotonic()
@@ -146,7 +188,8 @@ class Batcher:
         if self._on_batch is not None:
             self._on_batch(len(pixels))
         try:
-            out = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, pixels)
+            with self._gate.closed() if self._gate is not None else contextlib.nullcontext():
+                out = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, pixels)
         except Exception as err:  # noqa: BLE001 - handed to every waiting request, which answers with it
             for waiting in batch:
                 if not waiting.future.done():

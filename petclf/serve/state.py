@@ -12,7 +12,7 @@ import numpy as np
 from starlette.requests import Request
 
 from petclf.core.safe_text import printable
-from petclf.serve.batching import Batcher
+from petclf.serve.batching import Batcher, ForwardGate
 from petclf.serve.decode import read_image_bytes
 from petclf.serve.errors import RequestError
 from petclf.serve.metrics import Metrics
@@ -32,8 +32,8 @@ def _not_ready() -> RequestError:
 class ServerState:
     """The models by name, the options, the metrics, and (while running) the threads and batchers.
 
-    Decoding runs on a pool of threads (PIL releases the GIL), forward passes on one worker
-    thread: the event loop only reads requests and writes answers.
+    Decoding runs on a pool of threads (PIL releases the GIL), between forward passes when these run on
+    the CPU; forward passes run on one worker thread: the event loop only reads requests and writes answers.
     """
 
     models: dict[str, ServedModel]
@@ -57,10 +57,12 @@ class ServerState:
             return
         self.decoder = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="petclf-decode")
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="petclf-forward")
+        cpu_gate = ForwardGate()  # on an accelerator the CPU is free to decode during a forward pass
         for name, model in self.models.items():
             batcher = Batcher(model.logits, executor=self.worker, max_batch=self.options.max_batch,
                               max_wait_ms=self.options.max_wait_ms,
-                              on_batch=functools.partial(self.metrics.observe_batch, name))
+                              on_batch=functools.partial(self.metrics.observe_batch, name),
+                              gate=cpu_gate if model.predictor.device.type == "cpu" else None)
             batcher.start()
             self.batchers[name] = batcher
         self.phase = "running"
@@ -91,7 +93,7 @@ class ServerState:
         """(n, classes) scores of encoded ``images`` (name, bytes): decoded off the loop, then batched."""
         if not self.ready:
             raise _not_ready()
-        with self.batchers[model.name].incoming():
+        async with self.batchers[model.name].incoming():
             pixels = await self._decode(model, images)
         return await self.batchers[model.name].submit(pixels)
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from petclf.serve.batching import Batcher
+from petclf.serve.batching import Batcher, ForwardGate
 
 
 def _run_batches(sizes: list[int], *, max_batch: int, max_wait_ms: float) -> list[int]:
@@ -28,7 +28,7 @@ def _run_batches(sizes: list[int], *, max_batch: int, max_wait_ms: float) -> lis
                 start += n
 
             async def request(pixels: np.ndarray) -> np.ndarray:
-                with batcher.incoming():  # as the server does while it decodes a request's images
+                async with batcher.incoming():  # as the server does while it decodes a request's images
                     await asyncio.sleep(0)
                 return await batcher.submit(pixels)
 
@@ -62,7 +62,7 @@ def test_a_cancelled_request_is_dropped_from_its_batch():
             batcher = Batcher(lambda px: px[:, 0, 0, :1].astype(np.float32), executor=worker, max_batch=8,
                               max_wait_ms=200, on_batch=seen.append)
             batcher.start()
-            with batcher.incoming():  # another request on its way keeps the batch waiting
+            async with batcher.incoming():  # another request on its way keeps the batch waiting
                 gone = asyncio.ensure_future(batcher.submit(np.zeros((3, 1, 1, 3), np.uint8)))
                 await asyncio.sleep(0.01)
                 gone.cancel()
@@ -80,7 +80,7 @@ def test_a_lone_request_does_not_wait_for_company():
                               max_wait_ms=5000)
             batcher.start()
             start = time.perf_counter()
-            with batcher.incoming():
+            async with batcher.incoming():
                 pixels = np.ones((1, 1, 1, 3), np.uint8)
             await batcher.submit(pixels)
             seconds = time.perf_counter() - start
@@ -88,3 +88,27 @@ def test_a_lone_request_does_not_wait_for_company():
             return seconds
 
     assert asyncio.run(main()) < 1.0
+
+
+def test_decoding_waits_for_the_forward_pass_on_the_gate():
+    events: list[str] = []
+
+    def run(pixels: np.ndarray) -> np.ndarray:
+        events.append("forward starts")
+        time.sleep(0.2)
+        events.append("forward ends")
+        return pixels[:, 0, 0, :1].astype(np.float32)
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as worker:
+            batcher = Batcher(run, executor=worker, max_batch=8, max_wait_ms=0, gate=ForwardGate())
+            batcher.start()
+            first = asyncio.ensure_future(batcher.submit(np.ones((1, 1, 1, 3), np.uint8)))
+            await asyncio.sleep(0.05)  # the first forward pass runs now
+            async with batcher.incoming():
+                events.append("decoding")
+            await asyncio.gather(first, batcher.submit(np.ones((1, 1, 1, 3), np.uint8)))
+            await batcher.stop()
+
+    asyncio.run(main())
+    assert events[:3] == ["forward starts", "forward ends", "decoding"]
