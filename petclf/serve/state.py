@@ -93,9 +93,12 @@ class ServerState:
         """(n, classes) scores of encoded ``images`` (name, bytes): decoded off the loop, then batched."""
         if not self.ready:
             raise _not_ready()
-        async with self.batchers[model.name].incoming():
+        batcher = self.batchers[model.name]
+        async with batcher.incoming():
             pixels = await self._decode(model, images)
-        return await self.batchers[model.name].submit(pixels)
+        if not self.ready:  # stopped while this request waited to be decoded
+            raise _not_ready()
+        return await batcher.submit(pixels)
 
     async def predict_pixels(self, model: ServedModel, pixels: np.ndarray) -> np.ndarray:
         """(n, classes) scores of ready (n, presize, presize, 3) uint8 ``pixels``, batched with other requests."""

@@ -23,8 +23,9 @@ SIZE = 32  # presize 48: a forward of a batch costs milliseconds on two cores
 
 
 def make_model_dir(directory: Path, *, classes=CLASSES, size: int = SIZE, seed: int = 0,
-                   summary: dict | None = None) -> Path:
-    """An untrained resnet18 saved as `save_model` saves one (petclf.json as it writes it), without fastai."""
+                   summary: dict | None = None, extra: dict | None = None) -> Path:
+    """An untrained resnet18 saved as `save_model` saves one (petclf.json as it writes it), without fastai;
+    ``extra`` adds fields to petclf.json (a multi-label task and its thresholds)."""
     torch.manual_seed(seed)
     net = build_network("resnet18", "torchvision", len(classes)).eval()
     pipeline = make_pipeline(size=size)
@@ -37,6 +38,7 @@ def make_model_dir(directory: Path, *, classes=CLASSES, size: int = SIZE, seed: 
         "precision": "fp32",
         "versions": {"petclf": "0.1.0", "torch": torch.__version__},
         "summary": summary if summary is not None else {"error_rate": 0.125, "accuracy": 0.875, "n_valid": 40},
+        **(extra or {}),
     }
     return write_model_dir(directory, net.state_dict(), meta)
 

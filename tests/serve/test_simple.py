@@ -143,3 +143,32 @@ def test_the_app_mounted_in_another_app_starts_with_its_first_request(model_dir)
             assert 'models/pets/predict' in client.get("/classify/").text  # relative: the page works under /classify/
     finally:
         running.stop()
+
+
+def test_a_multi_label_model_answers_every_label_over_its_threshold(tmp_path):
+    from petclf.serve import ServeOptions, app
+
+    from .conftest import ThreadServer, make_model_dir
+
+    image = tmp_path / "scene.png"
+    image.write_bytes(image_bytes(41))
+    first = make_model_dir(tmp_path / "probe", extra={"task": "multi_label", "thresholds": [0.5] * 4})
+    probs = Predictor(first, device="cpu", precision="fp32").logits([image]).sigmoid()[0].tolist()
+    # Thresholds just under labels 0 and 2 and just over 1 and 3: exactly labels 0 and 2 are given.
+    thresholds = [max(0.0, probs[0] - 0.01), min(1.0, probs[1] + 0.01), max(0.0, probs[2] - 0.01),
+                  min(1.0, probs[3] + 0.01)]
+    model = make_model_dir(tmp_path / "tags", extra={"task": "multi_label", "thresholds": thresholds})
+    running = ThreadServer(app([model], options=ServeOptions(precision="fp32", access_log=False))).start()
+    try:
+        with httpx.Client(base_url=running.url, timeout=30) as client:
+            card = client.get("/metadata").json()["models"][0]
+            assert card["multi_label"] and card["thresholds"] == pytest.approx(thresholds)
+            answer = client.post("/predict", content=image.read_bytes(), headers={"content-type": "image/png"})
+            got = answer.json()["predictions"][0]
+            assert sorted(p["label"] for p in got) == sorted([CLASSES[0], CLASSES[2]])
+            assert all(abs(p["probability"] - probs[CLASSES.index(p["label"])]) < 1e-5 for p in got)
+            everything = client.post("/predict?topk=4", content=image.read_bytes(),
+                                     headers={"content-type": "image/png"}).json()["predictions"][0]
+            assert len(everything) == 4
+    finally:
+        running.stop()
