@@ -15,7 +15,7 @@ SINGLE_LABEL, MULTI_LABEL = "single_label", "multi_label"
 TASKS = (SINGLE_LABEL, MULTI_LABEL)
 #: Countering skewed classes: a class-balanced sampler of training images, or class weights in the loss.
 BALANCES = ("none", "sampler", "weights")
-DEFAULT_BALANCE = "none"
+DEFAULT_BALANCE = "weights"
 #: Multi-label decision thresholds: one chosen on the validation set ('auto'), one per label ('per-label'),
 #: or a number given by the user.
 THRESHOLD_MODES = ("auto", "per-label")

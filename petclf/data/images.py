@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_FILE_BYTES", "Presizer", "UnreadableImage", "centre_crop", "file_problem", "pixel_problem", "read_rgb",
-           "to_rgb"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_FILE_BYTES", "Presizer", "UnreadableImage", "centre_crop", "draft_for", "file_problem",
+           "pixel_problem", "read_rgb", "to_rgb"]
 
 #: File endings read as images (by content: a PNG named .jpg is read as PNG).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -87,12 +87,13 @@ def read_rgb(path: str | Path, *, min_side: int | None = None) -> Image.Image:
         if problem:
             raise UnreadableImage(problem)
         if min_side:
-            _draft(img, min_side)
+            draft_for(img, min_side)
         img.load()
         return to_rgb(img)
 
 
-def _draft(img: Image.Image, min_side: int) -> None:
+def draft_for(img: Image.Image, min_side: int) -> None:
+    """Ask an opened JPEG to decode at 1/2, 1/4 or 1/8 scale, keeping its shorter side at ``min_side`` or more."""
     factor = min(img.size) / min_side
     if factor >= 2:  # JPEG only; other formats ignore draft()
         img.draft(img.mode, (math.ceil(img.width / factor), math.ceil(img.height / factor)))

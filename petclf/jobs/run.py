@@ -34,6 +34,8 @@ from petclf.learn.save import save_model
 __all__ = ["TrainOptions", "RunResult", "train_folder"]
 
 CHECKPOINT_DIR = "checkpoints"
+#: Settings added after runs were first resumable, with the value runs had before them.
+_UNRECORDED = {"balance": "none"}
 #: Which file trains, validates or tests in this run (paths relative to the data folder).
 SPLIT_FILE = "split.json"
 
@@ -146,7 +148,8 @@ def _resume_state(out: Path, config: dict, resume: bool | None) -> ResumeState |
             raise UsageError(f"--resume: no checkpoint in {checkpoints}; run without --resume to start training.")
         return None
     previous = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else {}
-    changed = sorted(k for k in config if previous.get(k) != config[k] and k != "lr")
+    # A setting a run from an older petclf did not record had the value it then always had.
+    changed = sorted(k for k in config if previous.get(k, _UNRECORDED.get(k, config[k])) != config[k] and k != "lr")
     if changed:
         raise UsageError(
             f"{out} holds an interrupted run with other settings ({', '.join(changed)}); resume it with the same "

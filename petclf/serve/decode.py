@@ -8,13 +8,12 @@ bytes is a 422 for that request, never an error of the server.
 from __future__ import annotations
 
 import io
-import math
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from petclf.core.safe_text import one_line
-from petclf.data.images import Presizer, pixel_problem
+from petclf.data.images import Presizer, draft_for, pixel_problem
 from petclf.serve.errors import RequestError
 
 __all__ = ["DECODED_FORMATS", "read_image_bytes"]
@@ -38,7 +37,7 @@ def read_image_bytes(data: bytes, presize: int, *, name: str = "the upload") -> 
             problem = pixel_problem(img)
             if problem:
                 raise RequestError(422, f"{name} is {problem}: send a smaller image.")
-            _draft(img, presize)
+            draft_for(img, presize)  # as read_rgb does for files: the same pixels
             img.load()
             return Presizer(presize)(img)
     except RequestError:
@@ -53,10 +52,3 @@ def read_image_bytes(data: bytes, presize: int, *, name: str = "the upload") -> 
         raise RequestError(422, f"cannot read {name} as an image ({type(err).__name__}: {one_line(err, limit=160)}); "
                                 f"expected a JPEG, PNG, GIF, BMP, WebP or TIFF file.") from None
 
-
-def _draft(img: Image.Image, min_side: int) -> None:
-    # As petclf.data.images.read_rgb does for files: a large JPEG is decoded at 1/2, 1/4 or 1/8 scale, keeping
-    # the shorter side at min_side or more, so an upload gives the same pixels as the file on disk.
-    factor = min(img.size) / min_side
-    if factor >= 2:
-        img.draft(img.mode, (math.ceil(img.width / factor), math.ceil(img.height / factor)))

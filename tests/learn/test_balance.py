@@ -62,7 +62,9 @@ def test_balance_weights_puts_class_weights_into_the_loss(skewed):
     assert weight is not None and weight.shape == (3,)
     blue = learn.dls.vocab.o2i["blue"]
     assert float(weight[blue]) == pytest.approx(40 / (3 * 4))
-    assert quick_learner(skewed, **TINY).loss_func.func.weight is None  # default: none
+    assert quick_learner(skewed, balance="none", **TINY).loss_func.func.weight is None
+    default = quick_learner(skewed, **TINY).loss_func.func.weight  # the default is 'weights'
+    assert default is not None and float(default[blue]) == pytest.approx(40 / (3 * 4))
 
 
 def test_balance_sampler_draws_classes_about_equally(skewed):
