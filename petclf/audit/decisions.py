@@ -1,0 +1,84 @@
+"""``decisions.csv``: what the reviewer chose for each flagged image (keep, relabel, remove), one row per image.
+
+Rows are keyed by the item number of audit.json; the path and labels are written for people (made
+safe for spreadsheets) and checked against audit.json when read back, so a hand-edited row that
+names another file is refused rather than trusted.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from petclf.core.atomic import atomic_path
+from petclf.core.errors import DataError
+from petclf.core.safe_text import csv_cell
+
+__all__ = ["ACTIONS", "COLUMNS", "Decision", "read_decisions", "write_decisions"]
+
+ACTIONS = ("keep", "relabel", "remove")
+COLUMNS = ("item", "path", "given", "action", "label", "decided_at")
+
+
+@dataclass(frozen=True)
+class Decision:
+    item: int  # index into audit.json's items
+    action: str  # keep, relabel or remove
+    label: str = ""  # the new class, for relabel
+    decided_at: str = ""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_decisions(path: Path, decisions: dict[int, Decision], items: list[dict]) -> None:
+    """Rewrite ``path`` whole (atomic rename): a crash leaves the previous version, never half a file."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for item in sorted(decisions):
+        d = decisions[item]
+        writer.writerow([item, csv_cell(items[item]["path"]), csv_cell(items[item]["given"]), d.action,
+                         csv_cell(d.label), d.decided_at])
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
+
+
+def read_decisions(path: Path, items: list[dict], classes: list[str]) -> tuple[dict[int, Decision], list[str]]:
+    """The decisions in ``path`` (none when it does not exist) and the problems of rows that were left out."""
+    if not path.exists():
+        return {}, []
+    by_cell = {csv_cell(c): c for c in classes}
+    decisions, problems = {}, []
+    try:
+        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path} cannot be read ({err}): fix or delete it.") from None
+    for n, row in enumerate(rows, start=2):
+        try:
+            item = int(row.get("item") or "")
+        except ValueError:
+            problems.append(f"line {n}: item {row.get('item')!r} is not a number")
+            continue
+        if not 0 <= item < len(items):
+            problems.append(f"line {n}: item {item} is not in audit.json ({len(items)} items)")
+            continue
+        if row.get("path") != csv_cell(items[item]["path"]):
+            problems.append(f"line {n}: path {row.get('path')!r} is not item {item}'s file ({items[item]['path']!r})")
+            continue
+        action = row.get("action", "")
+        if action not in ACTIONS:
+            problems.append(f"line {n}: action {action!r} is not one of {', '.join(ACTIONS)}")
+            continue
+        label = ""
+        if action == "relabel":
+            label = by_cell.get(row.get("label", ""))
+            if label is None:
+                problems.append(f"line {n}: {row.get('label')!r} is not a class of the audit "
+                                f"({', '.join(classes[:10])})")
+                continue
+        decisions[item] = Decision(item, action, label, row.get("decided_at", ""))
+    return decisions, problems

@@ -1,0 +1,179 @@
+"""Out-of-sample class probabilities for every labelled image, by k-fold cross-validation.
+
+Two ways, by cost:
+
+* ``features``: a body computes each image's embedding once (a saved model's, or a pretrained
+  one); each fold's head is a logistic regression fitted on the embeddings of the other folds.
+  Seconds after the embeddings.
+* ``trainings``: k networks trained from scratch with the train options, each on k-1 folds,
+  predicting the fold it never saw: k times the cost of one training (lr_find runs once).
+
+Either way every image also gets its cosine distance to the nearest class centroid in an
+embedding space where it was not trained on as a labelled example (for the outlier check).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import nn
+
+from petclf.core import log
+from petclf.core.errors import DataError, UsageError, WeightsUnavailableError
+from petclf.core.options import TrainOptions
+from petclf.data.layouts import Dataset
+from petclf.data.pipeline import Pipeline, make_pipeline
+from petclf.runtime.network import ConcatPool2d
+from petclf.runtime.predict import Predictor
+
+__all__ = ["OutOfSample", "assign_folds", "embed", "centroid_distances", "pretrained_body", "probabilities_from_features",
+           "probabilities_from_trainings"]
+
+
+@dataclass(frozen=True)
+class OutOfSample:
+    """Out-of-sample probabilities (n, classes) and what they cost."""
+
+    probs: np.ndarray
+    classes: tuple[str, ...]
+    distances: np.ndarray  # cosine distance to the nearest class centroid (n,)
+    features: np.ndarray | None  # (n, d) embeddings in one space (features method), else None
+    method: str  # 'model', 'pretrained' or 'trainings'
+    folds: int
+    seconds: dict = field(default_factory=dict)  # embeddings / heads / trainings, measured
+
+
+def assign_folds(labels: np.ndarray, folds: int, *, seed: int) -> np.ndarray:
+    """Each image's fold (0..folds-1), stratified by label, so every fold holds every class it can."""
+    from sklearn.model_selection import StratifiedKFold  # noqa: PLC0415 - scikit-learn comes with fastai
+
+    if folds < 2:
+        raise UsageError(f"folds must be 2 or more (5 is usual). Received: folds={folds}.")
+    if len(labels) < folds:
+        raise DataError(f"{len(labels)} images cannot be split into {folds} folds: pass fewer --folds.")
+    fold = np.zeros(len(labels), dtype=int)
+    with warnings.catch_warnings():  # classes smaller than the fold count: sklearn warns, and still splits
+        warnings.simplefilter("ignore", UserWarning)
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        for k, (_, held) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+            fold[held] = k
+    return fold
+
+
+def _extractor(model: nn.Module) -> nn.Module:
+    """The body and the pooling of a petclf network (``Sequential(body, head)``): image → embedding."""
+    if (isinstance(model, nn.Sequential) and len(model) == 2 and isinstance(model[1], nn.Sequential)
+            and isinstance(model[1][0], (ConcatPool2d, nn.AdaptiveAvgPool2d))):
+        return nn.Sequential(model[0], model[1][:2])
+    raise UsageError("the audit needs a petclf network (a body, then a head starting with pooling) to compute "
+                     "embeddings; this model is an nn.Module used whole. Audit with --no-pretrained instead "
+                     "(k trainings from scratch).")
+
+
+def embed(model: nn.Module, pipeline: Pipeline, paths: list[str], *, device=None, precision: str = "auto",
+          bs: int = 64) -> np.ndarray:
+    """Embeddings (n, d) of ``paths``: ``model``'s body and pooling on validation-style pixels (``model`` is not changed)."""
+    extractor = _extractor(copy.deepcopy(model).float().cpu()).eval()
+    predictor = Predictor.from_network(extractor, ("embedding",), pipeline, device=device, precision=precision)
+    out = []
+    for batch in predictor.iter_readable(paths, bs=bs):
+        if batch.failed:
+            path, reason = batch.failed[0]
+            raise DataError(f"{path} changed during the audit ({reason}): run the audit again.")
+        out.append(batch.logits.numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def centroid_distances(features: np.ndarray, codes: np.ndarray, n_classes: int, *,
+                       reference: np.ndarray | None = None) -> np.ndarray:
+    """Cosine distance of each embedding to the nearest class centroid (centroids of the ``reference`` rows, default all)."""
+    unit = _unit(features)
+    ref = np.ones(len(codes), bool) if reference is None else reference
+    centroids = np.stack([unit[ref & (codes == c)].mean(0) if (ref & (codes == c)).any() else np.zeros(unit.shape[1])
+                          for c in range(n_classes)])
+    return 1.0 - (unit @ _unit(centroids).T).max(1)
+
+
+def probabilities_from_features(features: np.ndarray, codes: np.ndarray, n_classes: int, fold: np.ndarray, *,
+                                seed: int) -> np.ndarray:
+    """Out-of-sample probabilities from a logistic-regression head per fold, fitted on the other folds' embeddings."""
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+    from sklearn.pipeline import make_pipeline as sk_pipeline  # noqa: PLC0415
+    from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
+
+    probs = np.zeros((len(codes), n_classes))
+    for k in np.unique(fold):
+        train, held = fold != k, fold == k
+        head = sk_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1, random_state=seed))
+        head.fit(features[train], codes[train])
+        probs[np.ix_(held, head.classes_)] = head.predict_proba(features[held])
+    return probs
+
+
+def pretrained_body(options: TrainOptions, n_classes: int) -> tuple[nn.Module, Pipeline]:
+    """A pretrained network (its head untrained) and its preprocessing, for embeddings."""
+    from petclf.learn.models import build_model  # noqa: PLC0415 - fastai: only when this path runs
+
+    try:
+        built = build_model(options.arch, n_classes, pretrained=True, weights=options.weights)
+    except WeightsUnavailableError as err:
+        raise WeightsUnavailableError(f"{err} Or audit with --no-pretrained: k trainings from scratch, "
+                                      "slower, no weights needed.") from None
+    return built.model, make_pipeline(size=options.size, stats=built.stats)
+
+
+def probabilities_from_trainings(data, dataset: Dataset, codes: np.ndarray, classes: tuple[str, ...],
+                                 fold: np.ndarray, options: TrainOptions, *, per_class_reference: int = 64
+                                 ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Train one network per fold (from the train options) and predict the fold it did not see.
+
+    Returns (probs, distances, seconds). Distances use the fold's own network: centroids of up to
+    ``per_class_reference`` of its training images per class, distances of its held-out images over
+    their median (so that folds compare).
+    """
+    from petclf.learn.learner import learner_predictor, quick_learner, run_spec  # noqa: PLC0415
+    from petclf.learn.recipe import train  # noqa: PLC0415
+    from petclf.learn.distributed import bare  # noqa: PLC0415
+
+    paths = list(dataset.frame.path)
+    rel = [os.path.relpath(p, dataset.root) for p in paths]
+    probs = np.zeros((len(paths), len(classes)))
+    distances = np.zeros(len(paths))
+    rng = np.random.default_rng(options.seed)
+    lr, timings = options.lr, []
+    for k in range(int(fold.max()) + 1):
+        start = time.perf_counter()
+        record = {"root": str(dataset.root), "files": {r: ("valid" if f == k else "train") for r, f in zip(rel, fold)}}
+        learn = quick_learner(data, split=record, **options.learner_settings())
+        # keep_best off: choosing the epoch by the held-out fold's error would use the very labels under audit.
+        result = train(learn, epochs=options.epochs, freeze_epochs=options.freeze_epochs, lr=lr, progress=False,
+                       feature_cache=options.feature_cache, keep_best=False)
+        lr = result.lr  # lr_find runs for the first fold only
+        held = np.nonzero(fold == k)[0]
+        predictor = learner_predictor(learn, precision=options.precision)
+        fold_probs = np.concatenate([predictor.probabilities(z).numpy()
+                                     for z in predictor.iter_logits([paths[i] for i in held])])
+        column = {c: classes.index(c) for c in predictor.classes}
+        probs[np.ix_(held, [column[c] for c in predictor.classes])] = fold_probs
+        reference = np.concatenate([rng.permutation(np.nonzero((fold != k) & (codes == c))[0])[:per_class_reference]
+                                    for c in range(len(classes))])
+        rows = np.concatenate([held, reference])
+        feats = embed(bare(learn.model), run_spec(learn).pipeline, [paths[i] for i in rows],
+                      device=learn.dls.device, precision=options.precision)
+        is_ref = np.zeros(len(rows), bool)
+        is_ref[len(held):] = True
+        held_distances = centroid_distances(feats, codes[rows], len(classes), reference=is_ref)[:len(held)]
+        # Each fold's network has its own embedding space: distances are compared in units of the fold's median.
+        distances[held] = held_distances / max(float(np.median(held_distances)), 1e-9)
+        timings.append(time.perf_counter() - start)
+        log.info(f"audit fold {k + 1}/{int(fold.max()) + 1}: trained and predicted {len(held)} held-out images "
+                 f"in {timings[-1]:.0f} s")
+    return probs, distances, {"trainings": sum(timings), "per_fold": timings, "lr": lr}
