@@ -59,7 +59,22 @@ _EXPORTS = {
 }
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+_lazy_getattr, _lazy_dir = lazy_exports(__name__, _EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    # `petclf.audit` is a package that is also callable (petclf.audit(...) runs petclf.audit.audit): importing it
+    # binds it here, so it is the same object however it is reached.
+    if name == "audit":
+        import importlib  # noqa: PLC0415
+
+        return importlib.import_module("petclf.audit")
+    return _lazy_getattr(name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*_lazy_dir(), "audit"})
+
 
 __all__ = [
     "CacheUsage",
@@ -76,6 +91,7 @@ __all__ = [
     "UsageError",
     "WeightsUnavailableError",
     "__version__",
+    "audit",
     "cache_usage",
     "choose_thresholds",
     "clear_cache",

@@ -206,6 +206,41 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from petclf.audit.api import audit  # noqa: PLC0415
+
+    found = audit(args.path, out=args.out, model=args.model, folds=args.folds, options=_options(args))
+    print(printable(found.summary()))
+    for name in ("audit.html", "audit.csv", "audit.json"):
+        print(f"  {printable(found.out / name)}")
+    print(f"review and decide: petclf review {printable(found.out)}")
+    return 0
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    from petclf.audit.review import serve_review  # noqa: PLC0415
+
+    serve_review(args.dir, port=args.port, open_browser=args.open, host=args.host)
+    return 0
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    from petclf.audit.apply import apply_decisions, undo  # noqa: PLC0415
+
+    if (args.decisions is None) == (args.undo is None):
+        raise UsageError("pass DIR/decisions.csv to apply, or --undo JOURNAL to put a change back (not both).")
+    result = undo(args.undo) if args.undo else apply_decisions(args.decisions, dry_run=args.dry_run)
+    for line in result.applied:
+        print(f"{'would ' if result.dry_run else ''}{printable(line)}")
+    for line in result.skipped:
+        print(f"skipped  {printable(line)}")
+    for line in result.refused:
+        print(f"refused  {printable(line)}")
+    print(result.summary() + (f"; journal {printable(result.journal)} (petclf apply --undo it)"
+                              if result.journal and not args.undo else ""))
+    return 1 if result.refused else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="petclf", description="Train, judge and ship image classifiers.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -291,6 +326,30 @@ def build_parser() -> argparse.ArgumentParser:
                                        "$PETCLF_CACHE_MAX_GB (default 10), least recently used files first.")
     cache.add_argument("action", nargs="?", default="info", choices=["info", "clear"])
     cache.set_defaults(func=_cmd_cache)
+
+    audit = sub.add_parser("audit", help="find likely wrong labels, copies and outliers in a labelled folder",
+                           description="Out-of-sample probabilities by k-fold cross-validation: with --model (or a "
+                                       "pretrained body) embeddings once and a head per fold (seconds); with "
+                                       "--no-pretrained, k trainings from scratch (k times one training).")
+    audit.add_argument("path", help="image folder or label table, in any layout `petclf train` reads")
+    audit.add_argument("--model", default=None, help="model directory (OUT/model) whose body gives the embeddings")
+    audit.add_argument("--folds", type=int, default=5, help="cross-validation folds (default %(default)s)")
+    audit.add_argument("--out", default="petclf-audit", help="folder for audit.csv/json/html (default %(default)s)")
+    _add_train_options(audit)
+    audit.set_defaults(func=_cmd_audit)
+
+    review = sub.add_parser("review", help="decide in the browser: keep, relabel or remove each flagged image")
+    review.add_argument("dir", help="the audit folder (audit.json); decisions go to DIR/decisions.csv")
+    review.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
+    review.add_argument("--host", default="127.0.0.1", help="address (default %(default)s: this machine only)")
+    review.add_argument("--open", action="store_true", help="open the page in the default browser")
+    review.set_defaults(func=_cmd_review)
+
+    apply = sub.add_parser("apply", help="carry out the review's decisions on the folder (journal, --undo)")
+    apply.add_argument("decisions", nargs="?", default=None, help="DIR/decisions.csv written by petclf review")
+    apply.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    apply.add_argument("--undo", default=None, metavar="JOURNAL", help="put back what one apply changed (its journal)")
+    apply.set_defaults(func=_cmd_apply)
 
     from petclf.serve.options import ServeOptions  # noqa: PLC0415 - light: core only, no torch
 

@@ -8,7 +8,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "petclf"
 #: Each part may import only from the parts before it (and from itself).
-LAYERS = ("core", "data", "runtime", "serve", "learn", "evaluate", "jobs", "cli")
+LAYERS = ("core", "data", "runtime", "serve", "learn", "evaluate", "audit", "jobs", "cli")
 #: Parts that must work without fastai (at import time: the pickle path imports it on demand).
 NO_FASTAI = ("core", "data", "runtime", "serve")
 
@@ -88,3 +88,11 @@ def test_every_package_lists_its_public_names():
             tree = ast.parse(path.read_text())
             assert any(isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in n.targets)
                        for n in tree.body), f"{module} has no __all__"
+
+
+def test_only_the_command_line_imports_the_audit():
+    """The audit sits on top of the library: nothing else depends on it (petclf.audit(...) is reached lazily)."""
+    offenders = [f"{module} imports {name}" for module, path in _modules().items()
+                 if module not in ("petclf", "petclf.cli") and _part(module) != "audit"
+                 for name in _imports(path) if _part(name) == "audit"]
+    assert not offenders, "\n".join(offenders)
