@@ -17,7 +17,7 @@ from petclf.core import log
 from petclf.core.defaults import DEFAULT_SEED, DEFAULT_VALID_PCT, SINGLE_LABEL
 from petclf.core.errors import DataError, UsageError
 from petclf.evaluate.multilabel import MultiLabelInterpretation
-from petclf.evaluate.plots import thumbnail
+from petclf.evaluate.plots import image_grid
 from petclf.data.scan import check_folder
 from petclf.data.table import TableSpec
 from petclf.runtime.modeldir import read_meta
@@ -175,17 +175,9 @@ class Interpretation:
     def plot_top_losses(self, k: int = 9) -> Figure:
         """Image grid of the worst items, each titled predicted/actual/loss/probability of the prediction."""
         worst = self.top_losses(k)
-        cols = int(np.ceil(np.sqrt(max(len(worst), 1))))
-        rows = int(np.ceil(len(worst) / cols)) if len(worst) else 1
-        fig = Figure(figsize=(3.2 * cols, 3.4 * rows))
-        for i, row in enumerate(worst.itertuples()):
-            ax = fig.add_subplot(rows, cols, i + 1)
-            ax.imshow(thumbnail(row.path))
-            ax.set_title(f"{row.predicted}/{row.actual}\nloss {row.loss:.2f}, p {row.prob_predicted:.2f}", fontsize=9,
-                         parse_math=False)
-            ax.axis("off")
-        fig.suptitle("top losses: predicted/actual, loss, probability of the prediction")
-        return fig
+        titles = [f"{r.predicted}/{r.actual}\nloss {r.loss:.2f}, p {r.prob_predicted:.2f}" for r in worst.itertuples()]
+        return image_grid(list(worst.path), titles,
+                          suptitle="top losses: predicted/actual, loss, probability of the prediction")
 
 
 AnyInterpretation = Interpretation | MultiLabelInterpretation

@@ -17,7 +17,7 @@ from sklearn.metrics import average_precision_score
 from petclf.core.defaults import MULTI_LABEL, THRESHOLD_MODES
 from petclf.core.errors import UsageError
 from petclf.core.options import require_threshold
-from petclf.evaluate.plots import thumbnail
+from petclf.evaluate.plots import image_grid
 
 __all__ = ["MIN_POSITIVES_PER_LABEL", "THRESHOLD_GRID", "MultiLabelInterpretation", "choose_thresholds"]
 
@@ -212,14 +212,5 @@ class MultiLabelInterpretation:
     def plot_top_losses(self, k: int = 9) -> Figure:
         """Image grid of the worst items, each titled with its given and predicted labels."""
         worst = self.top_losses(k)
-        cols = int(np.ceil(np.sqrt(max(len(worst), 1))))
-        rows = int(np.ceil(len(worst) / cols)) if len(worst) else 1
-        fig = Figure(figsize=(3.4 * cols, 3.6 * rows))
-        for i, row in enumerate(worst.itertuples()):
-            ax = fig.add_subplot(rows, cols, i + 1)
-            ax.imshow(thumbnail(row.path))
-            ax.set_title(f"given: {row.given}\npredicted: {row.predicted}\nloss {row.loss:.2f}", fontsize=8,
-                         parse_math=False)
-            ax.axis("off")
-        fig.suptitle("top losses: given and predicted labels", parse_math=False)
-        return fig
+        titles = [f"given: {r.given}\npredicted: {r.predicted}\nloss {r.loss:.2f}" for r in worst.itertuples()]
+        return image_grid(list(worst.path), titles, suptitle="top losses: given and predicted labels", fontsize=8)

@@ -13,6 +13,7 @@ from petclf.data.pipeline import make_pipeline
 from petclf.runtime.modeldir import write_model_dir
 from petclf.runtime.network import build_network
 
+
 # Each class is a colour with a smooth random pattern on it: a random network's embeddings tell the
 # classes apart, and no two images are alike unless made so.
 COLOURS = {"red": (200, 50, 40), "green": (40, 180, 60), "blue": (50, 60, 210)}
@@ -111,36 +112,3 @@ def model_dir(tmp_path_factory) -> Path:
 def tree(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` (relative path → bytes): two trees are equal when nothing moved or changed."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-class ThreadServer:
-    """uvicorn serving an ASGI app in a thread of this process, on a free port, until ``stop``."""
-
-    def __init__(self, application) -> None:
-        import socket
-        import threading
-
-        import uvicorn
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=self.port, log_config=None,
-                                                    access_log=False))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "ThreadServer":
-        import time
-
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)

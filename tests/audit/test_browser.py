@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import time
 
 import pytest
@@ -14,22 +12,12 @@ import petclf
 from petclf.audit.apply import apply_decisions, undo
 from petclf.audit.review import review_app
 
-from .conftest import ThreadServer, make_pictures, tree
-
-CHROMIUM = os.environ.get("PETCLF_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
-
+from ..web import ThreadServer, chromium
+from .conftest import make_pictures, tree
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is a test extra: pip install -e '.[test]'")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does), or set PETCLF_CHROMIUM")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
+    yield from chromium()
 
 
 def _rows(path):

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import io
-import socket
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +13,8 @@ from PIL import Image
 from petclf.data.pipeline import make_pipeline
 from petclf.runtime.modeldir import write_model_dir
 from petclf.runtime.network import build_network
+
+from ..web import ThreadServer
 
 # One class name is HTML: the page must show it as text, never run it.
 CLASSES = ("cat", "dog", "fish", "<b>owl</b>")
@@ -50,39 +49,6 @@ def image_bytes(seed: int, *, size: tuple[int, int] = (60, 44), fmt: str = "PNG"
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format=fmt)
     return buf.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ThreadServer:
-    """uvicorn serving an ASGI app in a thread of this process, on a free port, until ``stop``."""
-
-    def __init__(self, application) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(application, host="127.0.0.1", port=self.port, log_config=None, access_log=False,
-                                lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> "ThreadServer":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ import pytest
 
 from petclf.serve import ServeOptions, app
 
-from .conftest import ThreadServer, image_bytes
+from ..web import ThreadServer
+from .conftest import image_bytes
 from .test_process import _send_slowly
 
 

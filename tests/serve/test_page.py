@@ -1,30 +1,17 @@
 """The page in a real browser: headless Chromium opens /, uploads an image and shows its label and bar."""
 from __future__ import annotations
 
-import os
-import shutil
 
 import pytest
 
 from petclf import Predictor
 
+from ..web import chromium
 from .conftest import CLASSES, image_bytes
-
-CHROMIUM = os.environ.get("PETCLF_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-# As root Chromium needs --no-sandbox; the rest keeps a headless run from reaching for the network or a GPU.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
-
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is a test extra: pip install -e '.[test]'")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does), or set PETCLF_CHROMIUM")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
+    yield from chromium()
 
 
 def test_upload_an_image_and_see_its_label(browser, server, model_dir, tmp_path):

@@ -131,7 +131,7 @@ def test_the_app_mounted_in_another_app_starts_with_its_first_request(model_dir)
 
     from petclf.serve import ServeOptions, app
 
-    from .conftest import ThreadServer
+    from ..web import ThreadServer
 
     host = Starlette(routes=[Mount("/classify", app=app([model_dir], options=ServeOptions(access_log=False)))])
     running = ThreadServer(host).start()  # Starlette runs no lifespan of mounted apps
@@ -148,7 +148,8 @@ def test_the_app_mounted_in_another_app_starts_with_its_first_request(model_dir)
 def test_a_multi_label_model_answers_every_label_over_its_threshold(tmp_path):
     from petclf.serve import ServeOptions, app
 
-    from .conftest import ThreadServer, make_model_dir
+    from ..web import ThreadServer
+    from .conftest import make_model_dir
 
     image = tmp_path / "scene.png"
     image.write_bytes(image_bytes(41))
