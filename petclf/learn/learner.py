@@ -7,6 +7,7 @@ from typing import Callable
 
 import copy
 
+import pandas as pd
 import torch
 import fastai.callback.progress  # noqa: F401 - registers Learner.no_bar, the progress bar
 import fastai.callback.schedule  # noqa: F401 - registers lr_find, fit_one_cycle, fine_tune
@@ -16,15 +17,13 @@ from fastai.torch_core import set_seed
 from torch import nn
 
 from petclf.core import log
-from petclf.core.defaults import BALANCES, MAX_SEED, MAX_SIZE, MIN_SIZE
+from petclf.core.defaults import BALANCES, MAX_SEED, MAX_SIZE, MIN_SIZE, MULTI_LABEL, SINGLE_LABEL
 from petclf.core.errors import UsageError, require_between, require_positive
 from petclf.core.options import TrainOptions
-import pandas as pd
-
 from petclf.data.layouts import Dataset, find_dataset, keep_split
-from petclf.data.table import TableSpec
 from petclf.data.pipeline import Pipeline, make_pipeline
 from petclf.data.scan import ScanReport, scan_dataset
+from petclf.data.table import TableSpec
 from petclf.learn.distributed import bare, main_process_first
 from petclf.learn.loaders import make_dataloaders
 from petclf.learn.models import ArchSpec, build_model, check_arch
@@ -55,7 +54,7 @@ class RunSpec:
     precision: str
     pretrained: bool
     seed: int
-    task: str = "single_label"  # or 'multi_label': several labels per image, a sigmoid each
+    task: str = SINGLE_LABEL  # or MULTI_LABEL: several labels per image, a sigmoid each
     balance: str = "none"  # how skewed classes were countered: 'none', 'sampler', 'weights'
     table: dict | None = None  # csv layout: the columns and label delimiter used (TableSpec.as_meta)
 
@@ -187,4 +186,4 @@ def learner_predictor(learn: Learner, *, precision: str = "auto") -> Predictor:
     spec = run_spec(learn)
     model = copy.deepcopy(bare(learn.model)).float().cpu()
     return Predictor.from_network(model, spec.classes, spec.pipeline, device=learn.dls.device, precision=precision,
-                                  multi_label=spec.task == "multi_label")
+                                  multi_label=spec.task == MULTI_LABEL)
