@@ -206,13 +206,7 @@ def child_fastai_multilabel(root: Path, size: int, epochs: int, out: Path) -> di
     dls = dblock.dataloaders(df, bs=BS, num_workers=0)
     learn = vision_learner(dls, resnet18, pretrained=False,
                            metrics=[partial(accuracy_multi, thresh=0.5), F1ScoreMulti(average="micro")])
-    start = time.perf_counter()
-    with learn.no_bar(), learn.no_logging():
-        learn.fit_one_cycle(epochs, LR)
-    fit_s = time.perf_counter() - start
-    with learn.no_bar():
-        probs, targs = learn.get_preds(ds_idx=1)
-    np.savez(out, probs=probs.float().numpy(), targs=targs.numpy(), classes=np.array([str(c) for c in dls.vocab]))
+    fit_s = _fit_and_save(learn, epochs, out)
     acc_multi, f1_micro = (float(v) for v in learn.recorder.values[-1][-2:])  # the two metrics come last
     return {"train_seconds": fit_s, "fastai_accuracy_multi": acc_multi, "fastai_f1_micro": f1_micro}
 
@@ -224,15 +218,21 @@ def child_fastai_folders(root: Path, size: int, epochs: int, out: Path) -> dict:
     dls = ImageDataLoaders.from_folder(root, train="train", valid="valid", item_tfms=Resize(size),
                                        batch_tfms=aug_transforms(size=size, do_flip=False), bs=BS, num_workers=0)
     learn = vision_learner(dls, resnet18, pretrained=False, metrics=accuracy)
+    return {"train_seconds": _fit_and_save(learn, epochs, out)}
+
+
+def _fit_and_save(learn, epochs: int, out: Path) -> float:
+    """fit_one_cycle(epochs, LR) quietly, then the validation probabilities, targets and vocab into ``out``;
+    returns the fit's seconds."""
     start = time.perf_counter()
     with learn.no_bar(), learn.no_logging():
         learn.fit_one_cycle(epochs, LR)
     fit_s = time.perf_counter() - start
     with learn.no_bar():
         probs, targs = learn.get_preds(ds_idx=1)
-    vocab = [str(c) for c in dls.vocab]
-    np.savez(out, probs=probs.float().numpy(), targs=targs.numpy(), classes=np.array(vocab))
-    return {"train_seconds": fit_s}
+    classes = np.array([str(c) for c in learn.dls.vocab])
+    np.savez(out, probs=probs.float().numpy(), targs=targs.numpy(), classes=classes)
+    return fit_s
 
 
 def child_petclf_predict(model: Path, files: list[str], out: Path) -> dict:

@@ -29,6 +29,7 @@ from petclf.core.atomic import atomic_path, write_json_atomic
 from petclf.core.errors import DataError, UsageError
 from petclf.data.images import IMAGE_EXTENSIONS
 from petclf.data.layouts import DEFAULT_LABEL_PAT
+from petclf.data.scan import file_digest
 
 __all__ = ["ApplyResult", "apply_decisions", "undo"]
 
@@ -51,20 +52,12 @@ class ApplyResult:
         return f"{verb} {len(self.applied)}, skipped {len(self.skipped)}, refused {len(self.refused)}"
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)  # as the scan hashes files
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _changed(path: Path, item: dict) -> str:
     """Why ``path`` is not the file the audit saw ('' when it is)."""
     st = path.stat()
     if st.st_size != item["size"]:
         return f"changed since the audit ({st.st_size} bytes, was {item['size']})"
-    if st.st_mtime_ns != item["mtime_ns"] and _digest(path) != item["digest"]:
+    if st.st_mtime_ns != item["mtime_ns"] and file_digest(path) != item["digest"]:
         return "changed since the audit (content differs)"
     return ""
 
@@ -286,7 +279,7 @@ def undo(journal: str | Path) -> ApplyResult:
     table = state.get("table")
     if table and table.get("state") in ("planned", "done"):
         path, backup = Path(table["path"]), Path(table["backup"])
-        current = hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest() if path.exists() else ""
+        current = file_digest(path) if path.exists() else ""
         if not backup.exists():
             result.refused.append(f"{path}: its backup {backup} is gone")
         elif table["state"] == "done" and current != table["new_digest"]:

@@ -26,7 +26,7 @@ from petclf.data.images import UnreadableImage, file_problem, pixel_problem, to_
 from petclf.data.layouts import Dataset, check_dataset, find_dataset
 from petclf.data.table import TableSpec
 
-__all__ = ["IMBALANCE_RATIO", "FileCheck", "ScanReport", "check_file", "class_table", "scan_files", "scan_dataset",
+__all__ = ["IMBALANCE_RATIO", "FileCheck", "ScanReport", "check_file", "class_table", "file_digest", "scan_files", "scan_dataset",
            "check_folder"]
 
 CACHE_VERSION = 1
@@ -69,7 +69,7 @@ def _stat_problem(path: Path) -> tuple[os.stat_result | None, str]:
         return None, "symlink loop" if err.errno == errno.ELOOP else f"cannot stat: {err.strerror}"
 
 
-def _digest(path: Path) -> str:
+def file_digest(path: str | Path) -> str:
     """Content hash read in chunks, so a huge file costs no more memory than a small one."""
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
@@ -105,7 +105,7 @@ def check_file(path: str | Path) -> FileCheck:
     if st.st_size == 0:
         return FileCheck(str(path), False, "empty file (0 bytes)")
     try:
-        digest = _digest(path)
+        digest = file_digest(path)
     except PermissionError:
         return FileCheck(str(path), False, "unreadable: permission denied")
     except OSError as err:

@@ -136,7 +136,7 @@ class Interpretation:
         correct = int((self.preds == self.targets).sum())
         table = self.per_class().iloc[:-2]
         present = table.support > 0
-        predicted = self.confusion_matrix().sum(axis=0).to_numpy() > 0
+        predicted = np.bincount(self.preds, minlength=len(self.classes)) > 0
         nan = float("nan")
         result = {"split": self.split, "task": SINGLE_LABEL, "n": n, "n_classes": len(self.classes),
                   "correct": correct,

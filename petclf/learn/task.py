@@ -17,8 +17,7 @@ import torch
 from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
 from fastai.metrics import ActivationType, accuracy, accuracy_multi, error_rate, skm_to_fastai
 
-from petclf.core.defaults import BALANCES, MULTI_LABEL, SINGLE_LABEL
-from petclf.core.errors import UsageError
+from petclf.core.defaults import MULTI_LABEL, SINGLE_LABEL
 from petclf.data.layouts import Dataset
 
 __all__ = ["MAX_POS_WEIGHT", "class_weights", "epoch_metrics", "loss_for", "sample_weights", "selection_key",
@@ -80,9 +79,8 @@ def sample_weights(dataset: Dataset, frame) -> np.ndarray:
 
 
 def loss_for(dataset: Dataset, *, balance: str, device: torch.device):
-    """The training loss: cross-entropy or per-label BCE with logits, class-weighted when ``balance='weights'``."""
-    if balance not in BALANCES:
-        raise UsageError(f"unknown balance {balance!r}: expected one of {', '.join(BALANCES)}.")
+    """The training loss: cross-entropy or per-label BCE with logits, class-weighted when ``balance='weights'``
+    (``quick_learner`` has checked ``balance``)."""
     weights = class_weights(dataset).to(device) if balance == "weights" else None
     if dataset.multi_label:
         return BCEWithLogitsLossFlat(pos_weight=weights) if weights is not None else BCEWithLogitsLossFlat()

@@ -20,6 +20,8 @@ __all__ = ["DECODED_FORMATS", "read_image_bytes"]
 
 #: Pillow formats an upload may be in: those of petclf's image files (IMAGE_EXTENSIONS), read by content.
 DECODED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")  # JPEG includes phones' MPO files
+# Once: registers WebP and TIFF, which Pillow otherwise loads only after the common formats failed.
+Image.init()
 
 
 def read_image_bytes(data: bytes, presize: int, *, name: str = "the upload") -> np.ndarray:
@@ -31,7 +33,6 @@ def read_image_bytes(data: bytes, presize: int, *, name: str = "the upload") -> 
     """
     if not data:
         raise RequestError(422, f"{name} is empty: expected the bytes of a JPEG, PNG, GIF, BMP, WebP or TIFF file.")
-    Image.init()  # registers WebP and TIFF, which Pillow otherwise loads only after the common formats failed
     try:
         with Image.open(io.BytesIO(data), formats=DECODED_FORMATS) as img:
             problem = pixel_problem(img)

@@ -11,17 +11,13 @@ import torch
 
 from petclf.core.errors import UsageError
 from petclf.core.safe_text import printable
-from petclf.runtime.predict import Predictor
+from petclf.runtime.predict import DEFAULT_THRESHOLD, DEFAULT_TOPK, Predictor
 from petclf.serve.options import ServeOptions
 
-__all__ = ["DEFAULT_TOPK", "NAME_PATTERN", "ServedModel", "load_models", "model_names"]
+__all__ = ["NAME_PATTERN", "ServedModel", "load_models", "model_names"]
 
-#: Labels the simple API returns per image when ``?topk=`` is not given (single-label models), as `petclf predict`.
-DEFAULT_TOPK = 3
 #: Model names appear in URLs (/models/NAME/predict, /v2/models/NAME/infer): letters, digits, '_', '.', '-'.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-#: Probability a multi-label model's label needs when the model carries no thresholds of its own.
-DEFAULT_THRESHOLD = 0.5
 _QUALITY = re.compile(r"error|accuracy|loss|f1|precision|recall|auc|map", re.IGNORECASE)
 
 
@@ -57,14 +53,14 @@ class ServedModel:
 
     @property
     def multi_label(self) -> bool:
-        return bool(getattr(self.predictor, "multi_label", False))
+        return self.predictor.multi_label
 
     @property
     def thresholds(self) -> list[float] | None:
         """Per-class thresholds of a multi-label model (its own, else 0.5 each); None for single-label models."""
         if not self.multi_label:
             return None
-        own = getattr(self.predictor, "thresholds", None)
+        own = self.predictor.thresholds
         return [float(t) for t in own] if own is not None else [DEFAULT_THRESHOLD] * len(self.classes)
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
