@@ -11,6 +11,7 @@ process group's own device, so the same path runs on CPU processes with gloo.
 """
 from __future__ import annotations
 
+import atexit
 from contextlib import contextmanager, nullcontext
 from typing import Iterator
 
@@ -34,6 +35,14 @@ def _init_group() -> None:
         from accelerate import PartialState  # noqa: PLC0415 - sets up the process group the launcher described
 
         PartialState(cpu=not torch.cuda.is_available())  # without cpu=True Accelerate sees one CPU process
+        atexit.register(_close_group)
+
+
+def _close_group() -> None:
+    # A gloo group still alive at interpreter shutdown can abort the process (SIGABRT,
+    # "terminate called without an active exception") after its work is done: close it first.
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def main_process_first():
