@@ -24,7 +24,7 @@ from petclf.data.layouts import Dataset, find_dataset, keep_split
 from petclf.data.pipeline import Pipeline, make_pipeline
 from petclf.data.scan import ScanReport, scan_dataset
 from petclf.data.table import TableSpec
-from petclf.learn.distributed import bare, main_process_first
+from petclf.learn.distributed import bare, broadcast, main_process_first
 from petclf.learn.loaders import make_dataloaders
 from petclf.learn.models import ArchSpec, build_model, check_arch
 from petclf.learn.optim import fused_adam
@@ -136,7 +136,7 @@ def quick_learner(
     if balance not in BALANCES:
         raise UsageError(f"unknown balance {balance!r}: expected one of {', '.join(BALANCES)}.")
     dev = pick_device(device)
-    prec = pick_precision(precision, dev)
+    prec = pick_precision(precision, dev)  # refuses an impossible choice before the scan
     set_seed(seed, reproducible=False)
     with main_process_first():  # process 0 fills the scan and image caches; the others then read them
         table = TableSpec(images=None if images is None else str(images), fn_col=fn_col, label_col=label_col,
@@ -149,6 +149,8 @@ def quick_learner(
         raise UsageError(f"bs={bs} is larger than the {dataset.count('train')} training images: "
                          f"use --bs {max(1, dataset.count('train') // 2)} or less.")
     built = build_model(arch, len(dataset.classes), pretrained=pretrained, weights=weights)
+    if precision == "auto":  # every process trains in process 0's choice
+        prec = broadcast(pick_precision(precision, dev, model=built.model, size=size, training=True))
     pipeline = make_pipeline(size=size, augment=augment, stats=built.stats)
     workers = default_num_workers(dev) if num_workers is None else num_workers
     with main_process_first():

@@ -6,13 +6,13 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from petclf.core.defaults import PRECISIONS
 from petclf.core.errors import UsageError
 from petclf.core.processes import local_rank, world_size
 
 __all__ = ["pick_device", "pick_precision", "cpu_has_fast_bf16"]
-
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -63,13 +63,16 @@ def cpu_has_fast_bf16() -> bool:
     return False
 
 
-def pick_precision(precision: str, device: torch.device) -> str:
+def pick_precision(precision: str, device: torch.device, *, model: nn.Module | None = None, size: int = 224,
+                   training: bool = False) -> str:
     """Resolve ``precision`` ('auto', 'fp32', 'bf16', 'fp16') for ``device`` to what will run.
 
-    'auto' is bf16 on CPUs with native bf16 and on CUDA GPUs that support it, fp16 on
-    older CUDA GPUs, and fp32 elsewhere.
+    'auto' is bf16 on CUDA GPUs that support it, fp16 on older CUDA GPUs, and fp32 elsewhere,
+    except on CPUs with native bf16: there it is bf16 when it is faster for ``model`` at ``size``
+    px (timed once and remembered, see ``petclf.runtime.calibrate``), or, without a model, bf16.
 
-    Example: ``pick_precision("auto", torch.device("cpu"))`` → ``'bf16'`` on AVX512-BF16 CPUs.
+    Example: ``pick_precision("auto", torch.device("cpu"), model=net, size=64, training=True)`` → ``'fp32'``
+    on an Intel Xeon without AMX, ``'bf16'`` on an AMD EPYC Zen 4.
     """
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}.")
@@ -79,7 +82,13 @@ def pick_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cpu":
         if precision == "auto":
-            return "bf16" if cpu_has_fast_bf16() else "fp32"
+            if not cpu_has_fast_bf16():
+                return "fp32"
+            if model is None:
+                return "bf16"
+            from petclf.runtime.calibrate import bf16_pays  # noqa: PLC0415 - only CPUs with bf16 need it
+
+            return "bf16" if bf16_pays(model, size=size, training=training) else "fp32"
         if precision == "fp16":
             raise UsageError("precision 'fp16' is for CUDA GPUs; on a CPU use 'bf16' or 'fp32'.")
         return precision
