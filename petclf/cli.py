@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 from dataclasses import fields, replace
 from typing import Sequence
@@ -13,16 +14,24 @@ from petclf.core.safe_text import printable
 
 __all__ = ["main"]
 
+#: When the command began (before fastai and torch load): a time budget counts from here.
+_STARTED = time.perf_counter()
+
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from petclf.core.options import TrainOptions  # noqa: PLC0415 - light: `petclf --help` does not load fastai
+    from petclf.core.options import DEFAULT_EPOCHS, TrainOptions  # noqa: PLC0415 - light: no fastai for --help
 
     d = TrainOptions()
     p.add_argument("--arch", default=d.arch, help="torchvision or timm model name (default %(default)s)")
     p.add_argument("--size", type=int, default=d.size, help="image side in pixels (default %(default)s)")
     p.add_argument("--bs", type=int, default=d.bs,
                    help="batch size per process/device; global batch = bs × processes (default %(default)s)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs with all layers training (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help=f"epochs with all layers training (default {DEFAULT_EPOCHS}; with --time-budget: as many as "
+                        "fit, at most this many when given)")
+    p.add_argument("--time-budget", type=_duration, default=d.time_budget, metavar="DURATION",
+                   help="end the whole job within this time, e.g. 90s, 10m, 1h: epochs and batches per epoch "
+                        "are planned from the measured speed")
     p.add_argument("--freeze-epochs", type=int, default=d.freeze_epochs,
                    help="head-only epochs before unfreezing; pretrained only (default %(default)s)")
     p.add_argument("--lr", type=float, default=None,
@@ -73,6 +82,15 @@ def _threshold(text: str) -> str | float:
                                          f"not {text!r}") from None
 
 
+def _duration(text: str) -> float:
+    from petclf.core.options import parse_duration  # noqa: PLC0415
+
+    try:
+        return parse_duration(text)
+    except UsageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _table_spec(args: argparse.Namespace):
     from petclf.data.table import TableSpec  # noqa: PLC0415
 
@@ -94,7 +112,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from petclf.core.processes import is_main  # noqa: PLC0415
 
-    run = train_folder(args.path, out=args.out, options=_options(args), resume=True if args.resume else None)
+    run = train_folder(args.path, out=args.out, options=_options(args), resume=True if args.resume else None,
+                       started=_STARTED)
     if is_main():
         print(f"model: {run.model_dir}\nsummary: {run.out / 'summary.json'}")
     return 0

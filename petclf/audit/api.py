@@ -11,7 +11,7 @@ import pandas as pd
 
 from petclf.core import log
 from petclf.core.errors import UsageError
-from petclf.core.options import TrainOptions
+from petclf.core.options import DEFAULT_EPOCHS, TrainOptions
 from petclf.data.layouts import Dataset, find_dataset
 from petclf.data.scan import scan_dataset, scan_files
 from petclf.data.table import TableSpec
@@ -75,6 +75,9 @@ def _options(options: TrainOptions | None, layout: str, table: TableSpec | None,
                           valid_col=table.valid_col, label_delim=table.label_delim)
     options = replace(options, layout=layout if layout != "auto" else options.layout)
     options.validate()
+    if options.time_budget is not None:
+        raise UsageError("audit does not take a time budget: it trains one model per fold. Set --epochs instead "
+                         "(or audit with a trained model's embeddings: --model).")
     return options
 
 
@@ -101,7 +104,7 @@ def _oof(data, dataset: Dataset, codes, classes, fold, options: TrainOptions, mo
                  f"{int(fold.max()) + 1} fold heads in {seconds['heads']:.1f} s")
         return OutOfSample(probs, classes, distances, features, method, int(fold.max()) + 1, seconds)
     log.info(f"audit: {int(fold.max()) + 1} trainings from scratch ({options.arch}, {options.size} px, "
-             f"{options.epochs} epochs each): about {int(fold.max()) + 1} times one training")
+             f"{options.epochs or DEFAULT_EPOCHS} epochs each): about {int(fold.max()) + 1} times one training")
     probs, distances, seconds = probabilities_from_trainings(data, dataset, codes, classes, fold, options)
     return OutOfSample(probs, classes, distances, None, "trainings", int(fold.max()) + 1, seconds)
 

@@ -8,7 +8,36 @@ from petclf.core.defaults import (AUGMENTS, BALANCES, DEFAULT_BALANCE, DEFAULT_S
                                   MAX_LR, MAX_SEED, MAX_SIZE, MIN_SIZE, PRECISIONS, THRESHOLD_MODES)
 from petclf.core.errors import UsageError, require_between, require_fraction, require_non_negative, require_positive
 
-__all__ = ["TrainOptions", "require_lr", "require_threshold"]
+__all__ = ["DEFAULT_EPOCHS", "TrainOptions", "parse_duration", "require_lr", "require_threshold"]
+
+#: Epochs with all layers training when neither --epochs nor --time-budget says otherwise.
+DEFAULT_EPOCHS = 5
+#: Seconds per unit of a duration written as 90s, 10m, 1.5h.
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+#: A longer budget than a week is a typing error, not a plan.
+MAX_BUDGET_S = 7 * 24 * 3600.0
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds in a duration: a number of seconds, or text such as ``'90s'``, ``'10m'``, ``'1.5h'``.
+
+    Example: ``parse_duration("10m")`` → ``600.0``.
+    """
+    if isinstance(value, bool):
+        seconds = math.nan
+    elif isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        unit = _UNITS.get(text[-1:], None) if text else None
+        try:
+            seconds = float(text[:-1] if unit else text) * (unit or 1.0)
+        except ValueError:
+            seconds = math.nan
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_BUDGET_S):
+        raise UsageError(f"a time budget must be a positive duration up to a week, such as 90s, 10m or 1.5h "
+                         f"(a bare number is seconds). Received: {value!r}.")
+    return seconds
 
 
 def require_lr(lr: float | None) -> None:
@@ -33,7 +62,8 @@ class TrainOptions:
     arch: str = "resnet34"  # torchvision or timm name; resnet18 is faster, resnet50 more accurate
     size: int = 224  # final image side; smaller trains faster on a CPU
     bs: int = 64  # lower it if memory runs out
-    epochs: int = 5  # epochs with all layers training
+    epochs: int | None = None  # epochs with all layers training; None: DEFAULT_EPOCHS, or what the budget allows
+    time_budget: float | None = None  # seconds for the whole job (lr choice, training, evaluation, files)
     freeze_epochs: int = 1  # head-only epochs first, only for a pretrained body
     lr: float | None = None  # None: use lr_find's suggestion
     valid_pct: float = DEFAULT_VALID_PCT  # share of images held out when the data has no valid/ folder
@@ -58,7 +88,11 @@ class TrainOptions:
 
     def validate(self) -> None:
         """Refuse impossible settings before any work starts."""
-        require_positive(size=self.size, bs=self.bs, epochs=self.epochs)
+        require_positive(size=self.size, bs=self.bs)
+        if self.epochs is not None:
+            require_positive(epochs=self.epochs)
+        if self.time_budget is not None:
+            parse_duration(self.time_budget)
         require_between(MIN_SIZE, MAX_SIZE, size=self.size)
         require_non_negative(freeze_epochs=self.freeze_epochs, seed=self.seed)
         require_between(0, MAX_SEED, seed=self.seed)

@@ -52,14 +52,15 @@ class RunResult:
 
 def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-out",
                  options: TrainOptions = TrainOptions(), progress: bool | None = None, resume: bool | None = None,
-                 cbs: Sequence[Callback] = ()) -> RunResult:
+                 cbs: Sequence[Callback] = (), started: float | None = None) -> RunResult:
     """Train a classifier on the images in ``path`` (a folder or a label table) and write model, history, plots
     and summary to ``out``.
 
     ``cbs`` are fastai callbacks for every training epoch, as ``train`` takes them.
     A checkpoint is written to ``out/checkpoints`` after every epoch. An interrupted run in
     ``out`` is continued (``resume=None``, the default, does so when a checkpoint is there;
-    ``True`` insists on one; ``False`` starts over).
+    ``True`` insists on one; ``False`` starts over). ``options.time_budget`` counts from ``started``
+    (a ``time.perf_counter()`` value, e.g. when the command began; default: this call).
 
     Example: ``train_folder("pets/images", out="runs/pets", options=TrainOptions(arch="resnet50"))``.
     """
@@ -70,7 +71,7 @@ def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-o
     state = _resume_state(out, config, resume)
     # A resumed run trains and validates on the files it started with, whatever the folder holds now.
     split = _stored_split(out) if state is not None else None
-    start = time.perf_counter()
+    start = time.perf_counter() if started is None else started
     learn = quick_learner(path, **options.learner_settings(), split=split)
     if is_main():  # under a launcher, one process writes every file
         _write_skipped(learn.petclf_spec.scan.skipped, out)
@@ -84,7 +85,8 @@ def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-o
             save_lr_find_plot(learn.recorder, lr, out / "lr_find.png")
     try:
         result = train(learn, epochs=options.epochs, freeze_epochs=options.freeze_epochs, lr=lr, progress=progress,
-                       checkpoints=out / CHECKPOINT_DIR, resume=state, feature_cache=options.feature_cache, cbs=cbs)
+                       checkpoints=out / CHECKPOINT_DIR, resume=state, feature_cache=options.feature_cache,
+                       time_budget=options.time_budget, started=start, cbs=cbs)
     except KeyboardInterrupt:
         if (out / CHECKPOINT_DIR / CHECKPOINT_FILE).is_file():
             log.info(f"stopped; the checkpoint in {out / CHECKPOINT_DIR} keeps the finished epochs: "
@@ -231,6 +233,8 @@ def _summary(learn: Learner, result: TrainResult, interps: list[AnyInterpretatio
     summary.update(valid_loss=best["valid_loss"], train_seconds=round(result.seconds, 2))
     if result.diverged:
         summary["diverged"] = result.diverged
+    if result.budget is not None:
+        summary["budget"] = result.budget.as_dict()
     for interp in interps:
         if interp.split == "test":
             m = interp.metrics()

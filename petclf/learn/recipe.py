@@ -1,6 +1,7 @@
 """The training recipe: lr_find, one-cycle training (fine-tuning when pretrained), best-epoch restore."""
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import sys
@@ -19,8 +20,10 @@ from fastai.learner import Learner
 
 from petclf.core import log
 from petclf.core.errors import TrainingDiverged, UsageError, require_non_negative, require_positive
-from petclf.core.options import TrainOptions, require_lr
+from petclf.core.atomic import write_json_atomic
+from petclf.core.options import DEFAULT_EPOCHS, TrainOptions, parse_duration, require_lr
 from petclf.core.processes import is_main, world_size
+from petclf.learn.budget import FORWARD_SHARE, BudgetPlan, Deadline, StepCap, measure_step, plan_budget
 from petclf.learn.checkpoint import Checkpoint, ResumeState
 from petclf.learn.distributed import bare, broadcast, distributed
 from petclf.learn.epochs import CompletedEpochCallback
@@ -134,6 +137,7 @@ class TrainResult:
     seconds: float
     batch_losses: list[float] = field(repr=False)
     diverged: str = ""  # where the loss turned NaN or infinite, when it did (training stopped there)
+    budget: BudgetPlan | None = None  # how a time budget was spent, when there was one
 
     @property
     def best(self) -> dict:
@@ -194,10 +198,11 @@ def plan_phases(*, pretrained: bool, epochs: int, freeze_epochs: int, lr: float)
     return phases + [Phase("unfrozen", epochs, slice(lr / 2 / 100, lr / 2), 0.3, 5.0)]
 
 
-def train(learn: Learner, *, epochs: int = _DEFAULTS.epochs, freeze_epochs: int = _DEFAULTS.freeze_epochs,
+def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epochs: int = _DEFAULTS.freeze_epochs,
           lr: float | None = None, keep_best: bool = True, progress: bool | None = None,
           checkpoints: str | Path | None = None, resume: ResumeState | None = None,
-          feature_cache: bool = _DEFAULTS.feature_cache, cbs: Sequence[Callback] = ()) -> TrainResult:
+          feature_cache: bool = _DEFAULTS.feature_cache, time_budget: float | str | None = _DEFAULTS.time_budget,
+          started: float | None = None, cbs: Sequence[Callback] = ()) -> TrainResult:
     """Train ``learn``: fine-tune (frozen head first) when its body is pretrained, else train all layers.
 
     With ``lr=None`` the learning rate comes from ``lr_find``. When ``keep_best`` is on, the
@@ -206,21 +211,35 @@ def train(learn: Learner, *, epochs: int = _DEFAULTS.epochs, freeze_epochs: int 
     from one. With ``feature_cache`` the frozen epochs train the head on body features
     computed once (see ``petclf.learn.features``).
 
+    ``time_budget`` (seconds, or text such as ``'10m'``) plans the epochs, and the batches per
+    epoch, from the measured time of a few steps so that training, evaluation and files end
+    within it, counted from ``started`` (a ``time.perf_counter()`` value; default: now). With
+    ``epochs`` as well, the smaller wins; without either, ``epochs`` is 5.
+
     ``cbs`` (fastai callbacks) take part in every epoch of every phase. In the frozen epochs on
     cached features they run on the small head-only learner (``learn.model`` is the head, the
     batches are features); lr_find does not run them.
 
-    Example: ``result = train(learn, epochs=4)``; ``result.history`` has one row per epoch.
+    Example: ``result = train(learn, epochs=4)``; ``train(learn, time_budget="2m").budget.epochs`` → ``7``.
     """
-    require_positive(epochs=epochs)
+    started = time.perf_counter() if started is None else started
+    if epochs is not None:
+        require_positive(epochs=epochs)
     require_non_negative(freeze_epochs=freeze_epochs)
     require_lr(lr)
+    budget_s = None if time_budget is None else parse_duration(time_budget)
     if resume is not None:
         lr = resume.lr
     elif lr is None:
         lr = broadcast(find_lr(learn, progress=progress))  # every process trains with process 0's choice
     pretrained = (learn.opt is not None and learn.opt.frozen_idx > 0) or _body_frozen(learn)
-    phases = plan_phases(pretrained=pretrained, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr)
+    plan = None
+    if budget_s is not None:
+        plan = _budget_plan(learn, budget_s=budget_s, started=started, max_epochs=epochs, pretrained=pretrained,
+                            freeze_epochs=freeze_epochs, feature_cache=feature_cache, checkpoints=checkpoints,
+                            resume=resume)
+        epochs = plan.epochs
+    phases = plan_phases(pretrained=pretrained, epochs=epochs or DEFAULT_EPOCHS, freeze_epochs=freeze_epochs, lr=lr)
     history = History(total_epochs=sum(p.epochs for p in phases), print_lines=is_main() and not _show_bar(progress),
                       rows=resume.rows if resume else None, batch_losses=resume.batch_losses if resume else None)
     best = KeepBest() if keep_best else None
@@ -229,6 +248,10 @@ def train(learn: Learner, *, epochs: int = _DEFAULTS.epochs, freeze_epochs: int 
     cbs = [stop, history, *user] + ([best] if best else [])
     if checkpoints is not None and is_main():
         cbs.append(Checkpoint(Path(checkpoints), lr=lr, saved_epochs=resume.epochs_done if resume else 0))
+    if plan is not None:
+        if plan.steps_per_epoch < plan.full_epoch_steps:
+            cbs.append(StepCap(plan.steps_per_epoch))
+        cbs.append(Deadline(started + plan.budget_s - plan.reserve_s + plan.budget_s * 0.05))
     # Heads trained apart in each process would diverge; under a launcher the frozen phase runs data-parallel.
     feature_cache = feature_cache and world_size() <= 1
     done = _restore(learn, resume, best)
@@ -273,7 +296,43 @@ def train(learn: Learner, *, epochs: int = _DEFAULTS.epochs, freeze_epochs: int 
     if best is not None and best_epoch != len(history.rows):
         log.info(f"restored the weights of epoch {best_epoch} (best validation error)")
     return TrainResult(history=history.frame(), lr=lr, best_epoch=best_epoch, seconds=seconds,
-                       batch_losses=history.batch_losses, diverged=stop.message)
+                       batch_losses=history.batch_losses, diverged=stop.message, budget=plan)
+
+
+#: The plan of a budgeted run, beside its checkpoints: a resumed run keeps the schedule it started with.
+PLAN_FILE = "budget.json"
+
+
+def _budget_plan(learn: Learner, *, budget_s: float, started: float, max_epochs: int | None, pretrained: bool,
+                 freeze_epochs: int, feature_cache: bool, checkpoints: str | Path | None,
+                 resume: ResumeState | None) -> BudgetPlan:
+    stored = Path(checkpoints) / PLAN_FILE if checkpoints is not None else None
+    if resume is not None and stored is not None and stored.is_file():
+        try:
+            return BudgetPlan(**json.loads(stored.read_text()))
+        except (OSError, ValueError, TypeError):
+            log.warn(f"{stored} cannot be read: the rest of the run is planned again.")
+    step_s = broadcast(measure_step(learn))  # every process follows process 0's plan
+    full = len(learn.dls.train)
+    left = budget_s - (time.perf_counter() - started)
+    if pretrained and freeze_epochs:
+        # The frozen epochs come first and are not shortened: on cached features they cost about one
+        # forward pass over the training images, through the whole body about a full epoch each.
+        frozen = full * step_s * (FORWARD_SHARE if feature_cache else freeze_epochs)
+        left -= frozen
+    spec = getattr(learn, "petclf_spec", None)
+    eval_images = spec.dataset.count("valid") + spec.dataset.count("test") if spec else len(learn.dls.valid_ds)
+    plan = plan_budget(budget_s=budget_s, left_s=left, step_s=step_s, full_epoch_steps=full,
+                       valid_steps=len(learn.dls.valid), eval_images=eval_images, bs=learn.dls.valid.bs,
+                       max_epochs=max_epochs)
+    if plan.planned_train_s > left:
+        log.warn(f"time budget {budget_s:.0f} s: even one shortened epoch does not fit in the {max(left, 0):.0f} s "
+                 f"left after setting up; training {plan.steps_per_epoch} step(s) anyway, so the run ends late.")
+    log.info(f"time budget {budget_s:.0f} s: {left:.0f} s left for training at {step_s:.2f} s per batch → "
+             f"{plan.epochs} epoch(s) of {plan.steps_per_epoch}/{full} batches")
+    if stored is not None and is_main():
+        write_json_atomic(stored, plan.as_dict())
+    return plan
 
 
 def _restore(learn: Learner, resume: ResumeState | None, best: KeepBest | None) -> int:
