@@ -52,6 +52,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: fastest available)")
     p.add_argument("--precision", default=d.precision, choices=PRECISIONS)
     p.add_argument("--augment", default=d.augment, choices=AUGMENTS)
+    p.add_argument("--tta", action="store_true",
+                   help="evaluate each image and its mirror (flip-invariant photos; the saved model predicts so too)")
     p.add_argument("--strict", action="store_true", help="stop on unreadable files instead of skipping them")
     p.add_argument("--no-image-cache", action="store_true",
                    help="decode images every epoch instead of caching them pre-resized on disk")
@@ -140,7 +142,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from petclf.runtime.predict import predict_files  # noqa: PLC0415
 
-    return predict_files(args.model_dir, args.images, topk=args.topk, csv=args.csv, trust_pickle=args.trust_pickle)
+    return predict_files(args.model_dir, args.images, topk=args.topk, csv=args.csv, trust_pickle=args.trust_pickle,
+                         tta=args.tta)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -300,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--csv", default=None, help="also write the predictions to this CSV file")
     predict.add_argument("--trust-pickle", action="store_true",
                          help="allow MODEL to be a fastai export.pkl; unpickling runs code from the file")
+    predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                         help="also score each image's mirror (default: as the model was trained, --tta or not)")
     predict.set_defaults(func=_cmd_predict)
 
     export = sub.add_parser("export", help="export a saved model (ONNX with preprocessing inside)")

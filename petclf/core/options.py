@@ -82,6 +82,7 @@ class TrainOptions:
     device: str | None = None  # 'cpu', 'cuda', 'mps'; None picks the fastest
     precision: str = "auto"  # 'auto', 'fp32', 'bf16', 'fp16'
     augment: str = "standard"  # 'standard', 'no-flip' (text, digits), 'none'
+    tta: bool = False  # evaluate (and predict, by default) on each image and its mirror; needs 'standard'
     strict: bool = False  # refuse unreadable files instead of skipping them
     image_cache: bool | None = None  # decode each image once into a presized cache; None: when under 4 GiB
     feature_cache: bool = True  # frozen epochs train the head on body features computed once
@@ -99,6 +100,9 @@ class TrainOptions:
         require_lr(self.lr)
         require_fraction(valid_pct=self.valid_pct)
         require_threshold(self.threshold)
+        if self.tta and self.augment != "standard":
+            raise UsageError(f"tta mirrors images, but augment={self.augment!r} trains without mirrored images: "
+                             "use tta only with augment='standard' (flip-invariant photos).")
         for name, value, choices in (("layout", self.layout, LAYOUTS), ("augment", self.augment, AUGMENTS),
                                      ("precision", self.precision, PRECISIONS), ("balance", self.balance, BALANCES)):
             if value not in choices:

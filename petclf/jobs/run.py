@@ -94,10 +94,10 @@ def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-o
         raise
     if not is_main():  # under a launcher the other processes are done: process 0 evaluates and writes
         return RunResult(out=out, model_dir=out / "model", summary={}, learn=learn)
-    interps = _evaluate(learn, threshold=options.threshold)
+    interps = _evaluate(learn, threshold=options.threshold, tta=options.tta)
     summary = _summary(learn, result, interps, seconds=time.perf_counter() - start)
     try:
-        model_dir = _write_results(learn, out, result, interps, summary)
+        model_dir = _write_results(learn, out, result, interps, summary, tta=options.tta)
     except OSError as err:
         raise _unwritten(out, err, epochs=len(result.history)) from err
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the run is complete; the model dir has it all
@@ -110,13 +110,13 @@ def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-o
 
 
 def _write_results(learn: Learner, out: Path, result: TrainResult, interps: list[AnyInterpretation],
-                   summary: dict) -> Path:
+                   summary: dict, *, tta: bool) -> Path:
     if any(i.skipped for i in interps):
         _write_skipped(_all_skipped(learn, interps), out)
     result.history.to_csv(out / "history.csv", index=False)
     save_loss_plot(result, out / "loss.png")
     thresholds = getattr(interps[0], "thresholds", None)  # the validation split's, for a multi-label model
-    model_dir = save_model(learn, out / "model", summary=summary, thresholds=thresholds)
+    model_dir = save_model(learn, out / "model", summary=summary, thresholds=thresholds, tta=tta)
     write_json_atomic(out / "summary.json", summary)
     write_report(out, interps, summary=summary, history=result.history, loss_png=out / "loss.png")
     return model_dir
@@ -182,12 +182,13 @@ def _all_skipped(learn: Learner, interps: list[AnyInterpretation]) -> pd.DataFra
     return pd.concat([learn.petclf_spec.scan.skipped, pd.DataFrame(late, columns=["path", "reason"])], ignore_index=True)
 
 
-def _evaluate(learn: Learner, *, threshold: str | float) -> list[AnyInterpretation]:
+def _evaluate(learn: Learner, *, threshold: str | float, tta: bool) -> list[AnyInterpretation]:
     """Valid (and test) predictions of the trained network, in plain torch: no fastai gathering across processes.
 
-    A multi-label model's thresholds are chosen on the validation split and applied to both.
+    A multi-label model's thresholds are chosen on the validation split and applied to both. With ``tta``
+    each image and its mirror are scored, as the saved model's ``Predictor`` will by default.
     """
-    predictor = learner_predictor(learn)
+    predictor = learner_predictor(learn, tta=tta)
     frame = learn.petclf_spec.dataset.frame
     interps = [interpret_files(predictor, list(part.path), list(part.label), split=split)
                for split in ("valid", "test") if len(part := frame[frame.split == split])]

@@ -27,11 +27,12 @@ def _versions() -> dict[str, str]:
 
 
 def save_model(learn: Learner, directory: str | Path, *, summary: dict | None = None,
-               thresholds: Sequence[float] | None = None) -> Path:
+               thresholds: Sequence[float] | None = None, tta: bool = False) -> Path:
     """Write ``learn``'s network as a petclf model directory and return its path.
 
     A multi-label model keeps its decision ``thresholds`` (one per class; default 0.5 each, or
-    those ``choose_thresholds`` picked on the validation set).
+    those ``choose_thresholds`` picked on the validation set). ``tta`` is the model's default for
+    flip test-time augmentation when a ``Predictor`` loads it.
 
     Example: ``save_model(learn, "runs/pets/model")`` → ``Path('runs/pets/model')``.
     """
@@ -53,6 +54,7 @@ def save_model(learn: Learner, directory: str | Path, *, summary: dict | None = 
         **({"thresholds": [float(t) for t in thresholds or [DEFAULT_THRESHOLD] * len(spec.classes)]}
            if spec.task == MULTI_LABEL else {}),
         "precision": spec.precision,
+        "tta": bool(tta),
         "versions": _versions(),
         "summary": summary or {},
     }

@@ -73,13 +73,14 @@ class Predictor:
     """
 
     def __init__(self, model_dir: str | Path, *, device: str | torch.device | None = None,
-                 precision: str = "auto", arch: Callable | nn.Module | None = None, tta: bool = False) -> None:
+                 precision: str = "auto", arch: Callable | nn.Module | None = None, tta: bool | None = None) -> None:
         """``tta``: also score each image's horizontal mirror and average the probabilities (flip-invariant
-        photos only, not text or digits). Example: ``Predictor("runs/pets/model", tta=True)``."""
+        photos only, not text or digits); ``None`` uses the model's own setting (``petclf train --tta``), so that
+        predictions match its report. Example: ``Predictor("runs/pets/model", tta=True)``."""
         loaded = load_model(model_dir, arch=arch)
         self._setup(loaded.model, loaded.classes, loaded.pipeline, device=device, precision=precision,
                     multi_label=loaded.meta.get("task") == MULTI_LABEL, thresholds=loaded.meta.get("thresholds"),
-                    tta=tta)
+                    tta=bool(loaded.meta.get("tta", False)) if tta is None else tta)
         self.meta = loaded.meta
 
     @classmethod
@@ -297,7 +298,8 @@ class _PickledPredictor:
 
 
 def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: int | None = None,
-                  csv: str | Path | None = None, bs: int = 64, trust_pickle: bool = False) -> int:
+                  csv: str | Path | None = None, bs: int = 64, trust_pickle: bool = False,
+                  tta: bool | None = None) -> int:
     """Print predictions for image files and folders, as ``Predictor.predict`` makes them (top-k classes, or the
     labels over their thresholds for a multi-label model); unreadable files are reported, not fatal.
 
@@ -312,7 +314,7 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: 
     if Path(model_dir).is_file() and trust_pickle:
         predictor = _PickledPredictor(model_dir)
     else:
-        predictor = Predictor(model_dir, precision="auto")
+        predictor = Predictor(model_dir, precision="auto", tta=tta)
     files = expand_images(inputs)
     if not files:
         raise UsageError(f"no image files found in {printable(', '.join(map(str, inputs)))}.")
