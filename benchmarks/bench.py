@@ -1,6 +1,6 @@
 """petclf against plain fastai, a plain PyTorch loop and the model-compute floor, side by side in one run.
 
-Usage:  python benchmarks/bench.py [--workloads train,frozen,infer] [--work DIR] [--epochs 3]
+Usage:  python benchmarks/bench.py [--workloads train,frozen,infer,time] [--work DIR] [--epochs 3]
 
 It builds its own data (scikit-learn digits as 400×300 JPEG photos, Pets file names) and runs
 every candidate in a fresh process, so peak memory (max RSS) is each one's own.
@@ -12,6 +12,13 @@ Workloads (resnet34, 128 px, batch 64, lr 2e-3 for everyone):
   infer   single-image latency (median of 20) and batch-64 throughput
 The floor is the same network's forward+backward (or forward, for inference) on random tensors at
 petclf's precision, for as many images as the candidate processed.
+
+Workload `time` (time to accuracy; not in the default set, about 30 minutes on 2 cores): on the
+400×300 photos (resnet34, 128 px) and on the digits as 64 px JPEGs (resnet18, 64 px), all from
+scratch, batch 64, no flips (digits): plain fastai `fit_one_cycle(E, 3e-3)` for E = 3, 5, 8, the plain
+PyTorch loop for 5 epochs, and `petclf train --time-budget B` with its defaults for B = 0.25, 0.5
+and 1.0 × fastai's 5-epoch time. Every time is the whole command (a fresh process: imports, data,
+training, evaluation, and for petclf its files), errors on each one's validation split.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,20 +49,23 @@ def _files(data: Path) -> list[Path]:
 
 # ---------------------------------------------------------------- candidates (run in a child process)
 
-def fastai_train(data: Path, work: Path, epochs: int) -> dict:
-    from fastai.vision.all import ImageDataLoaders, Resize, aug_transforms, error_rate, resnet34, vision_learner
+def fastai_train(data: Path, work: Path, epochs: int, *, arch: str = ARCH, size: int = SIZE, lr: float = LR,
+                 flip: bool = True) -> dict:
+    import torchvision
+    from fastai.vision.all import ImageDataLoaders, Resize, aug_transforms, error_rate, vision_learner
 
     start = time.perf_counter()
-    dls = ImageDataLoaders.from_name_re(data, _files(data), PAT, valid_pct=0.2, seed=42, item_tfms=Resize(PRESIZE),
-                                        batch_tfms=aug_transforms(size=SIZE), bs=BS, num_workers=0)
-    learn = vision_learner(dls, resnet34, pretrained=False, metrics=error_rate)
+    dls = ImageDataLoaders.from_name_re(data, _files(data), PAT, valid_pct=0.2, seed=42,
+                                        item_tfms=Resize(size * PRESIZE // SIZE),
+                                        batch_tfms=aug_transforms(size=size, do_flip=flip), bs=BS, num_workers=0)
+    learn = vision_learner(dls, getattr(torchvision.models, arch), pretrained=False, metrics=error_rate)
     with learn.no_bar(), learn.no_logging():
-        learn.fit_one_cycle(epochs, LR)
+        learn.fit_one_cycle(epochs, lr)
     wall = time.perf_counter() - start
     return {"wall_s": wall, "images": epochs * len(dls.train_ds), "error": float(learn.validate()[1])}
 
 
-def torch_train(data: Path, work: Path, epochs: int) -> dict:
+def torch_train(data: Path, work: Path, epochs: int, *, arch: str = ARCH, size: int = SIZE, lr: float = LR) -> dict:
     import torch
     import torchvision
     from PIL import Image
@@ -69,9 +80,9 @@ def torch_train(data: Path, work: Path, epochs: int) -> dict:
     order = torch.randperm(len(files), generator=g).tolist()
     n_valid = int(0.2 * len(files))
     norm = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    train_tf = T.Compose([T.RandomResizedCrop(SIZE, scale=(0.75, 1.0)), T.RandomRotation(10), T.ColorJitter(0.2, 0.2),
+    train_tf = T.Compose([T.RandomResizedCrop(size, scale=(0.75, 1.0)), T.RandomRotation(10), T.ColorJitter(0.2, 0.2),
                           T.ToTensor(), norm])
-    valid_tf = T.Compose([T.Resize(PRESIZE), T.CenterCrop(SIZE), T.ToTensor(), norm])
+    valid_tf = T.Compose([T.Resize(size * PRESIZE // SIZE), T.CenterCrop(size), T.ToTensor(), norm])
 
     class Folder(torch.utils.data.Dataset):
         def __init__(self, idx, tf):
@@ -86,9 +97,9 @@ def torch_train(data: Path, work: Path, epochs: int) -> dict:
 
     train_dl = torch.utils.data.DataLoader(Folder(order[n_valid:], train_tf), batch_size=BS, shuffle=True, drop_last=True)
     valid_dl = torch.utils.data.DataLoader(Folder(order[:n_valid], valid_tf), batch_size=BS)
-    model = torchvision.models.resnet34(num_classes=len(names))
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=epochs * len(train_dl))
+    model = getattr(torchvision.models, arch)(num_classes=len(names))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(train_dl))
     loss_fn = nn.CrossEntropyLoss()
     for _ in range(epochs):
         model.train()
@@ -267,15 +278,18 @@ CANDIDATES = {"fastai_train": fastai_train, "torch_train": torch_train, "petclf_
 
 # ---------------------------------------------------------------- parent: run children, print the table
 
-def _child(name: str, data: Path, work: Path, epochs: int, **floor_args) -> dict:
+def _child(name: str, data: Path, work: Path, epochs: int, quiet: bool = False, **floor_args) -> dict:
     out = work / f"{name}.json"
     cmd = [sys.executable, __file__, "--child", name, "--work", str(work), "--epochs", str(epochs),
-           "--floor-args", json.dumps(floor_args)]
+           "--data", str(data), "--floor-args", json.dumps(floor_args)]
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="petclf-bench-cache-") as cache:  # cold caches, removed after
         proc = subprocess.run(cmd, env={**os.environ, "PETCLF_CACHE_DIR": cache}, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(out.read_text())
+    result = {**json.loads(out.read_text()), "command_s": time.perf_counter() - start}
+    if quiet:
+        return result
     print(f"  {name:<14} " + "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                         for k, v in result.items()), flush=True)
     return result
@@ -288,16 +302,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--child", default=None)
     parser.add_argument("--floor-args", default="{}")
+    parser.add_argument("--data", default=None)
     args = parser.parse_args()
     work = Path(args.work)
-    data = work / "photos"
+    data = Path(args.data) if args.data else work / "photos"
     warnings.filterwarnings("ignore")
     if args.child:
         sys.path.insert(0, str(HERE.parent))
         if args.child == "floor":
             result = floor(data, work, args.epochs, **json.loads(args.floor_args))
         else:
-            result = CANDIDATES[args.child](data, work, args.epochs)
+            result = CANDIDATES[args.child](data, work, args.epochs, **json.loads(args.floor_args))
         result["peak_rss_mb"] = _peak_mb()
         (work / f"{args.child}.json").write_text(json.dumps(result))
         return
@@ -338,6 +353,56 @@ def main() -> None:
         fl = _child("floor", data, work, args.epochs, kind="infer", images=320, precision=pc["precision"])
         print(f"  latency petclf/fastai {pc['latency_ms'] / fa['latency_ms']:.2f}  throughput petclf/floor "
               f"{pc['throughput'] / fl['throughput']:.2f}  petclf/fastai {pc['throughput'] / fa['throughput']:.2f}")
+    if "time" in workloads:
+        from petclf.data.digits import write_digits
+
+        digits = work / "digits64"
+        if not digits.exists():
+            write_digits(digits, size=64)
+        for name, folder, arch, size in (("photos", data, "resnet34", SIZE), ("digits64", digits, "resnet18", 64)):
+            time_to_accuracy(name, folder, work, arch=arch, size=size)
+
+
+def _petclf_budget(data: Path, work: Path, *, arch: str, size: int, budget: float) -> dict:
+    """The whole ``petclf train --time-budget`` command, timed from outside, with petclf's defaults otherwise."""
+    out = work / f"petclf-budget-{data.name}-{budget:.0f}"
+    cmd = [sys.executable, "-m", "petclf.cli", "train", str(data), "--out", str(out), "--arch", arch, "--size",
+           str(size), "--bs", str(BS), "--no-pretrained", "--augment", "no-flip", "--time-budget", f"{budget:.1f}s"]
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run, never a resumed one
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="petclf-bench-cache-") as cache:
+        proc = subprocess.run(cmd, env={**os.environ, "PETCLF_CACHE_DIR": cache}, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"petclf --time-budget {budget:.0f}s failed:\n{proc.stderr[-3000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    plan = summary["budget"]
+    return {"command_s": wall, "error": summary["error_rate"], "epochs": plan["epochs"],
+            "steps": f"{plan['steps_per_epoch']}/{plan['full_epoch_steps']}", "lr": summary["lr"],
+            "precision": summary["precision"]}
+
+
+def time_to_accuracy(name: str, data: Path, work: Path, *, arch: str, size: int) -> None:
+    """Error against whole-command time: fastai for 3, 5, 8 epochs, the PyTorch loop, petclf at three budgets."""
+    print(f"[time] {name}: {arch} from scratch, {size} px, bs {BS}, no flips; whole-command seconds, valid error")
+    spec = {"arch": arch, "size": size, "lr": 3e-3}
+    rows = []
+    fastai = {}
+    for epochs in (3, 5, 8):
+        fastai[epochs] = _child("fastai_train", data, work, epochs, quiet=True, flip=False, **spec)
+        rows.append((f"fastai fit_one_cycle({epochs}, 3e-3)", fastai[epochs], ""))
+    rows.append(("PyTorch loop, 5 epochs, 3e-3", _child("torch_train", data, work, 5, quiet=True, **spec), ""))
+    t5 = fastai[5]["command_s"]
+    for share in (0.25, 0.5, 1.0):
+        run = _petclf_budget(data, work, arch=arch, size=size, budget=share * t5)
+        rows.append((f"petclf --time-budget {share:g} x T5 = {share * t5:.0f}s", run,
+                     f"{run['epochs']} epochs of {run['steps']} batches, lr {run['lr']:.2g}, {run['precision']}, "
+                     f"wall/budget {run['command_s'] / (share * t5):.2f}"))
+    for label, r, note in rows:
+        print(f"  {label:<44} {r['command_s']:7.1f} s  error {r['error']:.4f}  {note}", flush=True)
+    quarter = rows[-3][1]
+    print(f"  target: petclf at 0.25 x T5 error {quarter['error']:.4f} vs fastai e5 {fastai[5]['error']:.4f} "
+          f"({'met' if quarter['error'] <= fastai[5]['error'] else 'missed'})")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import warnings
 from dataclasses import fields, replace
 from typing import Sequence
 
-from petclf.core.defaults import AUGMENTS, BALANCES, DEFAULT_SEED, DEFAULT_VALID_PCT, LAYOUTS, PRECISIONS
+from petclf.core.defaults import AUGMENTS, BALANCES, DEFAULT_LR, DEFAULT_SEED, DEFAULT_VALID_PCT, LAYOUTS, PRECISIONS
 from petclf.core.errors import PetclfError, UsageError
 from petclf.core.safe_text import printable
 
@@ -35,7 +35,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze-epochs", type=int, default=d.freeze_epochs,
                    help="head-only epochs before unfreezing; pretrained only (default %(default)s)")
     p.add_argument("--lr", type=float, default=None,
-                   help="learning rate, used as given in every process (default: lr_find's suggestion)")
+                   help=f"learning rate, used as given in every process (default {DEFAULT_LR:g}; fine-tuning's "
+                        "base rate for a pretrained body)")
+    p.add_argument("--lr-find", action="store_true",
+                   help="choose the learning rate with lr_find and plot it (lr_find.png); costs a short training")
     p.add_argument("--valid-pct", type=float, default=d.valid_pct, help="held-out share without valid/ (default %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="split and initialisation seed (default %(default)s)")
     p.add_argument("--label-pat", default=None, help="regex whose first group is the label (Pets layout)")

@@ -17,7 +17,7 @@ TINY_ARGS = ["--arch", "resnet18", "--size", "32", "--bs", "8", "--no-pretrained
 @pytest.fixture(scope="module")
 def pets_run(pets_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    assert main(["train", str(pets_dir), "--epochs", "2", "--out", str(out), *TINY_ARGS]) == 0
+    assert main(["train", str(pets_dir), "--epochs", "2", "--out", str(out), "--lr-find", *TINY_ARGS]) == 0
     return out
 
 
@@ -40,7 +40,17 @@ def test_train_prints_plain_epoch_lines_when_not_a_terminal(pets_dir, tmp_path, 
     out = capsys.readouterr().out
     assert "epoch 1/1 unfrozen" in out
     assert "\r" not in out and "\x1b" not in out
-    assert not (tmp_path / "lr_find.png").exists()  # --lr given: no lr_find
+    assert not (tmp_path / "lr_find.png").exists()  # no --lr-find: no lr_find
+
+
+def test_without_lr_the_default_rate_trains_and_lr_find_runs_only_when_asked(pets_dir, tmp_path, capsys):
+    from petclf.core.defaults import DEFAULT_LR
+
+    assert main(["train", str(pets_dir), "--epochs", "1", "--out", str(tmp_path / "a"), *TINY_ARGS]) == 0
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["lr"] == DEFAULT_LR
+    assert not (tmp_path / "a" / "lr_find.png").exists()
+    assert main(["train", str(pets_dir), "--lr", "1e-3", "--lr-find", "--out", str(tmp_path / "b"), *TINY_ARGS]) == 2
+    assert "keep one of them" in capsys.readouterr().err
 
 
 def test_folder_layout_reports_test_accuracy(folders_dir, tmp_path):

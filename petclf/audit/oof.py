@@ -6,7 +6,7 @@ Two ways, by cost:
   one); each fold's head is a logistic regression fitted on the embeddings of the other folds.
   Seconds after the embeddings.
 * ``trainings``: k networks trained from scratch with the train options, each on k-1 folds,
-  predicting the fold it never saw: k times the cost of one training (lr_find runs once).
+  predicting the fold it never saw: k times the cost of one training (lr_find, if asked for, runs once).
 
 Either way every image also gets its cosine distance to the nearest class centroid in an
 embedding space where it was not trained on as a labelled example (for the outlier check).
@@ -154,9 +154,10 @@ def probabilities_from_trainings(data, dataset: Dataset, codes: np.ndarray, clas
         record = {"root": str(dataset.root), "files": {r: ("valid" if f == k else "train") for r, f in zip(rel, fold)}}
         learn = quick_learner(data, split=record, **options.learner_settings())
         # keep_best off: choosing the epoch by the held-out fold's error would use the very labels under audit.
-        result = train(learn, epochs=options.epochs, freeze_epochs=options.freeze_epochs, lr=lr, progress=False,
+        result = train(learn, epochs=options.epochs, freeze_epochs=options.freeze_epochs, lr=lr,
+                       lr_find=options.lr_find, progress=False,
                        feature_cache=options.feature_cache, keep_best=False)
-        lr = result.lr  # lr_find runs for the first fold only
+        lr = result.lr  # with lr_find, it runs for the first fold only
         held = np.nonzero(fold == k)[0]
         predictor = learner_predictor(learn, precision=options.precision)
         fold_probs = np.concatenate([predictor.probabilities(z).numpy()

@@ -2,7 +2,7 @@
 line: each is set here only."""
 from __future__ import annotations
 
-__all__ = ["ARCH_SOURCES", "AUGMENTS", "BALANCES", "DEFAULT_BALANCE", "MULTI_LABEL", "SINGLE_LABEL", "TASKS",
+__all__ = ["DEFAULT_LR", "ARCH_SOURCES", "AUGMENTS", "BALANCES", "DEFAULT_BALANCE", "MULTI_LABEL", "SINGLE_LABEL", "TASKS",
            "THRESHOLD_MODES", "DEFAULT_SEED", "DEFAULT_VALID_PCT", "IMAGENET_STATS", "LAYOUTS", "MAX_LR", "MAX_SEED",
            "MAX_SIZE", "MIN_SIZE", "PRECISIONS"]
 
@@ -37,5 +37,10 @@ DEFAULT_SEED = 42
 MIN_SIZE, MAX_SIZE = 8, 2048
 #: Seeds numpy and torch accept.
 MAX_SEED = 2**32 - 1
+#: The learning rate when none is given (from scratch; for a pretrained body it is fine_tune's base rate, as
+#: fastai's own default): best of 1e-3, 2e-3, 3e-3 and lr_find's suggestion on the digit benchmarks
+#: (BENCHMARKS.md, 2026-12-02 "learning-rate choice"). lr_find runs only when asked for (``--lr-find``):
+#: it costs as much as a short training.
+DEFAULT_LR = 2e-3
 #: No optimizer petclf uses trains at a learning rate above this; larger ones only make the loss NaN.
 MAX_LR = 10.0

@@ -65,7 +65,8 @@ class TrainOptions:
     epochs: int | None = None  # epochs with all layers training; None: DEFAULT_EPOCHS, or what the budget allows
     time_budget: float | None = None  # seconds for the whole job (lr choice, training, evaluation, files)
     freeze_epochs: int = 1  # head-only epochs first, only for a pretrained body
-    lr: float | None = None  # None: use lr_find's suggestion
+    lr: float | None = None  # None: DEFAULT_LR (2e-3), or lr_find's suggestion with lr_find=True
+    lr_find: bool = False  # choose the rate with fastai's lr_find (and plot it) instead of the default
     valid_pct: float = DEFAULT_VALID_PCT  # share of images held out when the data has no valid/ folder
     seed: int = DEFAULT_SEED  # fixes the split and the initial weights
     label_pat: str | None = None  # regex whose first group is the label (Pets layout)
@@ -98,6 +99,8 @@ class TrainOptions:
         require_non_negative(freeze_epochs=self.freeze_epochs, seed=self.seed)
         require_between(0, MAX_SEED, seed=self.seed)
         require_lr(self.lr)
+        if self.lr_find and self.lr is not None:
+            raise UsageError(f"lr_find chooses the learning rate, but lr={self.lr:g} was given too: keep one of them.")
         require_fraction(valid_pct=self.valid_pct)
         require_threshold(self.threshold)
         if self.tta and self.augment != "standard":

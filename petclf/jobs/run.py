@@ -1,4 +1,4 @@
-"""``train_folder``: the whole job behind ``petclf train`` — learner, lr_find, training, files."""
+"""``train_folder``: the whole job behind ``petclf train`` — learner, learning rate, training, files."""
 from __future__ import annotations
 
 import json
@@ -79,7 +79,7 @@ def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-o
         if split is None:
             write_json_atomic(out / SPLIT_FILE, split_record(learn.petclf_spec.dataset))
     lr = options.lr
-    if lr is None and state is None:
+    if options.lr_find and state is None:
         lr = broadcast(find_lr(learn, progress=progress))
         if is_main():
             save_lr_find_plot(learn.recorder, lr, out / "lr_find.png")

@@ -8,19 +8,20 @@ two epoch counts is not left half unused.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from dataclasses import asdict, dataclass
 
 import torch
-from fastai.callback.core import Callback, CancelFitException, CancelTrainException
+from fastai.callback.core import Callback, CancelFitException
 from fastai.learner import Learner
 
 from petclf.core import log
 from petclf.learn.distributed import bare
 from petclf.learn.precision import autocast_for, channels_last_for
 
-__all__ = ["FORWARD_SHARE", "BudgetPlan", "StepCap", "Deadline", "plan_budget", "measure_step"]
+__all__ = ["FORWARD_SHARE", "SLACK", "BudgetPlan", "StepCap", "Deadline", "plan_budget", "measure_step"]
 
 #: A forward pass costs about this share of a training step (forward + backward + update).
 FORWARD_SHARE = 0.35
@@ -51,8 +52,8 @@ class BudgetPlan:
 def measure_step(learn: Learner, *, steps: int = 2) -> float:
     """Seconds per training batch of ``learn`` (data loading included), timed on a copy of its network.
 
-    The first batch pays one-time costs and is not counted; the learner's weights, optimizer and
-    random state are not touched.
+    The first batch pays one-time costs and is not counted; ``steps`` more are timed (one when it takes
+    over 2 s). The learner's weights, optimizer and random state are not touched.
 
     Example: ``measure_step(learn)`` → ``0.41``.
     """
@@ -64,6 +65,8 @@ def measure_step(learn: Learner, *, steps: int = 2) -> float:
     with torch.random.fork_rng(devices=[]):
         batches = iter(learn.dls.train)
         for _ in range(steps + 1):
+            if len(times) >= 2 and sum(times[1:]) > 2.0:
+                break  # slow steps are steady: one timed step is enough, and the budget pays for each
             start = time.perf_counter()
             try:
                 *xb, yb = next(batches)
@@ -80,17 +83,21 @@ def measure_step(learn: Learner, *, steps: int = 2) -> float:
 
 
 def plan_budget(*, budget_s: float, left_s: float, step_s: float, full_epoch_steps: int, valid_steps: int,
-                eval_images: int, bs: int, max_epochs: int | None) -> BudgetPlan:
+                eval_images: int, bs: int, max_epochs: int | None, extra_forward: int = 0,
+                extra_steps: int = 0) -> BudgetPlan:
     """Epochs and steps per epoch that fill ``left_s`` seconds with as many training steps as fit.
 
     Every epoch ends with a validation pass (``valid_steps`` batches); after training, ``eval_images``
-    are predicted once more and the files written — that is held back first.
+    are predicted once more and the files written — that is held back first, with ``extra_forward``
+    forward-only batches and ``extra_steps`` training batches that run outside the planned epochs
+    (BatchNorm refresh, frozen epochs).
 
     Example: ``plan_budget(budget_s=60, left_s=55, step_s=0.5, full_epoch_steps=22, valid_steps=6,
     eval_images=359, bs=64, max_epochs=None).epochs`` → ``3``.
     """
     forward = FORWARD_SHARE * step_s
-    reserve = WRITE_SECONDS + forward * math.ceil(eval_images / bs) + SLACK * budget_s
+    reserve = (WRITE_SECONDS + forward * (math.ceil(eval_images / bs) + extra_forward) + step_s * extra_steps
+               + SLACK * budget_s)
     usable = max(left_s - reserve, 0.0)
     valid_s = forward * valid_steps
     best_epochs, best_steps = 1, 1
@@ -109,44 +116,83 @@ def plan_budget(*, budget_s: float, left_s: float, step_s: float, full_epoch_ste
                       planned_train_s=best_epochs * (best_steps * step_s + valid_s), reserve_s=reserve)
 
 
+class _FirstBatches:
+    """The first ``n`` batches of a fastai DataLoader (its other attributes pass through)."""
+
+    def __init__(self, dl, n: int) -> None:
+        self.dl, self.n = dl, n
+
+    def __len__(self) -> int:
+        return min(self.n, len(self.dl))
+
+    def __iter__(self):
+        return itertools.islice(iter(self.dl), len(self))
+
+    def __getattr__(self, name: str):
+        return getattr(self.dl, name)
+
+
 class StepCap(Callback):
     """Ends every training epoch after ``steps`` batches, with the one-cycle schedule shaped for them."""
 
-    order = -5  # after TrainEvalCallback (-10) has reset the epoch, before the schedulers read it
+    order = -5  # before the callbacks that read the epoch's length
 
     def __init__(self, steps: int) -> None:
         self.steps = steps
 
-    def before_batch(self) -> None:
-        if not self.training:
-            return
-        # fastai sets n_iter to the loader's length when the epoch starts; the schedule's progress per
-        # batch is 1 / (n_iter × n_epoch), so n_iter = steps makes the cycle end with the last planned step.
-        if self.iter == 0:
-            self.learn.n_iter = min(self.steps, self.learn.n_iter)
-        # Here rather than after the last planned batch, so that every callback has recorded that one.
-        if self.iter >= self.steps:
-            raise CancelTrainException()
+    def before_train(self) -> None:
+        # fastai takes the epoch's length from len(learn.dl), and the schedule advances by
+        # 1 / (length × epochs) a batch: a shorter loader makes the cycle end with the last planned step.
+        # (Cancelling the epoch instead would make fastai's Recorder drop the epoch's training loss.)
+        self.learn.dl = _FirstBatches(self.learn.dl, self.steps)
 
 
 class Deadline(Callback):
-    """Stops after an epoch when the next one would end past ``deadline`` (a ``time.perf_counter()`` value)
-    by more than half an epoch: a machine that slowed down must not overrun the budget by much."""
+    """Keeps a fit within ``deadline`` (a ``time.perf_counter()`` value): after each epoch, when the epochs
+    left would not fit at the pace measured so far, the fit is shortened — the one-cycle schedule
+    then ends with the new last epoch — or stopped when not even one more epoch fits.
 
-    order = 70  # after KeepBest has seen the epoch
+    The first plan comes from a few timed steps, which leave out per-epoch costs (validation set-up,
+    checkpoints, callbacks); the first epoch measures them.
+    """
+
+    order = 75  # after KeepBest and Checkpoint have taken in the epoch
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
-        self.stopped_after = 0
+
+    def before_fit(self) -> None:
+        self.fit_start = time.perf_counter()
+        self.epochs_timed = 0
+        self.planned_at_start = self.n_epoch
 
     def before_epoch(self) -> None:
         self.start = time.perf_counter()
 
+    def after_cancel_epoch(self) -> None:
+        self.skipped = True  # on resume, fastai cancels the epochs already done
+
     def after_epoch(self) -> None:
+        if getattr(self, "skipped", False):
+            self.skipped = False
+            return
+        self.epochs_timed += 1
+        done, planned = self.epoch + 1, self.n_epoch
+        if done >= planned:
+            if planned < self.planned_at_start:
+                raise CancelFitException()  # fastai counts to the n_epoch the fit began with
+            return
         now = time.perf_counter()
-        epoch_s = now - self.start
-        if self.epoch + 1 < self.n_epoch and now + 1.5 * epoch_s > self.deadline:
-            self.stopped_after = self.epoch + 1
-            log.warn(f"time budget: epoch {self.epoch + 1} took {epoch_s:.1f} s, longer than planned; "
-                     "training stops here to end in time (the best epoch so far is kept).")
+        pace = (now - self.fit_start) / self.epochs_timed  # seconds per epoch, one-time costs included
+        fits = done + max(0, math.floor((self.deadline - now) / pace))
+        if fits >= planned:
+            return
+        if fits == done:
+            log.warn(f"time budget: epochs take {pace:.1f} s, longer than planned; training stops after epoch "
+                     f"{done} to end in time (the best epoch so far is kept).")
             raise CancelFitException()
+        log.info(f"time budget: epochs take {pace:.1f} s, longer than planned: {fits} epochs instead of {planned}, "
+                 "the learning-rate schedule shortened to match")
+        # fastai advances the schedule by 1 / (batches × n_epoch) a batch from epoch / n_epoch at each epoch's
+        # start, so a smaller n_epoch compresses the rest of the cycle to end with the new last epoch.
+        self.learn.n_epoch = fits

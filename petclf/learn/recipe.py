@@ -21,9 +21,11 @@ from fastai.learner import Learner
 from petclf.core import log
 from petclf.core.errors import TrainingDiverged, UsageError, require_non_negative, require_positive
 from petclf.core.atomic import write_json_atomic
+from petclf.core.defaults import DEFAULT_LR
 from petclf.core.options import DEFAULT_EPOCHS, TrainOptions, parse_duration, require_lr
 from petclf.core.processes import is_main, world_size
-from petclf.learn.budget import FORWARD_SHARE, BudgetPlan, Deadline, StepCap, measure_step, plan_budget
+from petclf.learn.batchnorm import MAX_BATCHES, RefreshBatchNorm
+from petclf.learn.budget import SLACK, BudgetPlan, Deadline, StepCap, measure_step, plan_budget
 from petclf.learn.checkpoint import Checkpoint, ResumeState
 from petclf.learn.distributed import bare, broadcast, distributed
 from petclf.learn.epochs import CompletedEpochCallback
@@ -199,13 +201,14 @@ def plan_phases(*, pretrained: bool, epochs: int, freeze_epochs: int, lr: float)
 
 
 def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epochs: int = _DEFAULTS.freeze_epochs,
-          lr: float | None = None, keep_best: bool = True, progress: bool | None = None,
-          checkpoints: str | Path | None = None, resume: ResumeState | None = None,
+          lr: float | None = None, lr_find: bool = _DEFAULTS.lr_find, keep_best: bool = True,
+          progress: bool | None = None, checkpoints: str | Path | None = None, resume: ResumeState | None = None,
           feature_cache: bool = _DEFAULTS.feature_cache, time_budget: float | str | None = _DEFAULTS.time_budget,
           started: float | None = None, cbs: Sequence[Callback] = ()) -> TrainResult:
     """Train ``learn``: fine-tune (frozen head first) when its body is pretrained, else train all layers.
 
-    With ``lr=None`` the learning rate comes from ``lr_find``. When ``keep_best`` is on, the
+    With ``lr=None`` the learning rate is ``DEFAULT_LR`` (2e-3; fine-tuning's base rate for a pretrained
+    body, as in fastai's ``fine_tune``), or with ``lr_find=True`` fastai's lr_find suggestion. When ``keep_best`` is on, the
     weights of the best validation epoch are restored at the end. With ``checkpoints`` a
     checkpoint is written after every epoch; pass ``resume=load_checkpoint(dir)`` to go on
     from one. With ``feature_cache`` the frozen epochs train the head on body features
@@ -228,11 +231,13 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
     require_non_negative(freeze_epochs=freeze_epochs)
     require_lr(lr)
     budget_s = None if time_budget is None else parse_duration(time_budget)
+    pretrained = (learn.opt is not None and learn.opt.frozen_idx > 0) or _body_frozen(learn)
     if resume is not None:
         lr = resume.lr
-    elif lr is None:
+    elif lr is None and lr_find:
         lr = broadcast(find_lr(learn, progress=progress))  # every process trains with process 0's choice
-    pretrained = (learn.opt is not None and learn.opt.frozen_idx > 0) or _body_frozen(learn)
+    elif lr is None:
+        lr = DEFAULT_LR
     plan = None
     if budget_s is not None:
         plan = _budget_plan(learn, budget_s=budget_s, started=started, max_epochs=epochs, pretrained=pretrained,
@@ -245,13 +250,14 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
     best = KeepBest() if keep_best else None
     stop = StopOnNonFinite()
     user = list(cbs)
-    cbs = [stop, history, *user] + ([best] if best else [])
+    cbs = [stop, history, *user, RefreshBatchNorm()] + ([best] if best else [])
     if checkpoints is not None and is_main():
         cbs.append(Checkpoint(Path(checkpoints), lr=lr, saved_epochs=resume.epochs_done if resume else 0))
     if plan is not None:
         if plan.steps_per_epoch < plan.full_epoch_steps:
             cbs.append(StepCap(plan.steps_per_epoch))
-        cbs.append(Deadline(started + plan.budget_s - plan.reserve_s + plan.budget_s * 0.05))
+        # Training may use the slack the plan held back; evaluation and files need the rest of the reserve.
+        cbs.append(Deadline(started + plan.budget_s - plan.reserve_s + SLACK * plan.budget_s))
     # Heads trained apart in each process would diverge; under a launcher the frozen phase runs data-parallel.
     feature_cache = feature_cache and world_size() <= 1
     done = _restore(learn, resume, best)
@@ -315,17 +321,21 @@ def _budget_plan(learn: Learner, *, budget_s: float, started: float, max_epochs:
     step_s = broadcast(measure_step(learn))  # every process follows process 0's plan
     full = len(learn.dls.train)
     left = budget_s - (time.perf_counter() - started)
+    # Outside the planned epochs: BatchNorm statistics refreshed once per fit, and the frozen epochs, which come
+    # first and are not shortened (on cached features about one forward pass over the training images,
+    # through the whole body a full epoch each).
+    extra_forward, extra_steps = min(MAX_BATCHES, full), 0
     if pretrained and freeze_epochs:
-        # The frozen epochs come first and are not shortened: on cached features they cost about one
-        # forward pass over the training images, through the whole body about a full epoch each.
-        frozen = full * step_s * (FORWARD_SHARE if feature_cache else freeze_epochs)
-        left -= frozen
+        if feature_cache:
+            extra_forward += full
+        else:
+            extra_steps += full * freeze_epochs
     spec = getattr(learn, "petclf_spec", None)
     eval_images = spec.dataset.count("valid") + spec.dataset.count("test") if spec else len(learn.dls.valid_ds)
     plan = plan_budget(budget_s=budget_s, left_s=left, step_s=step_s, full_epoch_steps=full,
                        valid_steps=len(learn.dls.valid), eval_images=eval_images, bs=learn.dls.valid.bs,
-                       max_epochs=max_epochs)
-    if plan.planned_train_s > left:
+                       max_epochs=max_epochs, extra_forward=extra_forward, extra_steps=extra_steps)
+    if plan.planned_train_s + plan.reserve_s > left:
         log.warn(f"time budget {budget_s:.0f} s: even one shortened epoch does not fit in the {max(left, 0):.0f} s "
                  f"left after setting up; training {plan.steps_per_epoch} step(s) anyway, so the run ends late.")
     log.info(f"time budget {budget_s:.0f} s: {left:.0f} s left for training at {step_s:.2f} s per batch → "

@@ -100,7 +100,7 @@ def test_a_tiny_budget_ends_in_time_with_a_model_saved(tmp_path, capsys):
     budget = summary["budget"]
     assert budget["budget_s"] == 20 and budget["epochs"] >= 1
     assert (out / "model" / "model.safetensors").is_file() or any((out / "model").iterdir())
-    assert summary["epochs"] == budget["epochs"]
+    assert 1 <= summary["epochs"] <= budget["epochs"]  # the plan, shortened if epochs ran slower than measured
     # Generous: the planner aims at the budget ±10%; a loaded test machine may be slower than it measured.
     assert wall < 20 * 1.5, wall
     assert "time budget 20 s" in capsys.readouterr().err
