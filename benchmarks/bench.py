@@ -326,7 +326,7 @@ def main() -> None:
           f"threads {torch.get_num_threads()}")
     workloads = args.workloads.split(",")
     rows = {}
-    if "train" in workloads or not (work / "petclf-model").exists():
+    if "train" in workloads or ("frozen" in workloads and not (work / "petclf-model").exists()):
         print(f"[train] resnet34 from scratch, {SIZE}px, bs {BS}, fit_one_cycle({args.epochs})")
         fa = _child("fastai_train", data, work, args.epochs)
         tl = _child("torch_train", data, work, args.epochs)

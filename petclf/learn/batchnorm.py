@@ -20,8 +20,8 @@ from petclf.learn.precision import autocast_for, channels_last_for
 
 __all__ = ["MAX_BATCHES", "RefreshBatchNorm", "refresh_batchnorm"]
 
-#: Training batches the statistics are recomputed from (64 × 16 images are plenty for a mean and a variance).
-MAX_BATCHES = 16
+#: Training batches the statistics are recomputed from (8 × 64 images are plenty for a mean and a variance).
+MAX_BATCHES = 8
 
 
 def refresh_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], *,
@@ -30,7 +30,7 @@ def refresh_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], *,
 
     Weights are not changed; returns the number of batches used (0 when the model has no BatchNorm).
 
-    Example: ``refresh_batchnorm(net, (xb for xb, _ in itertools.islice(train_dl, 16)))``.
+    Example: ``refresh_batchnorm(net, (xb for xb, _ in itertools.islice(train_dl, 8)))``.
     """
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not layers:

@@ -42,8 +42,9 @@ class BudgetPlan:
     epochs: int  # planned epochs (whole or shortened)
     steps_per_epoch: int  # training batches per epoch (≤ the loader's length)
     full_epoch_steps: int  # the loader's length
-    planned_train_s: float  # epochs × (steps × step_s + validation)
+    planned_train_s: float  # epochs × (steps × step_s + valid_s)
     reserve_s: float  # kept for evaluation and files after training
+    valid_s: float = 0.0  # estimated seconds of one validation pass
 
     def as_dict(self) -> dict:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -93,7 +94,7 @@ def plan_budget(*, budget_s: float, left_s: float, step_s: float, full_epoch_ste
     (BatchNorm refresh, frozen epochs).
 
     Example: ``plan_budget(budget_s=60, left_s=55, step_s=0.5, full_epoch_steps=22, valid_steps=6,
-    eval_images=359, bs=64, max_epochs=None).epochs`` → ``3``.
+    eval_images=359, bs=64, max_epochs=None).epochs`` → ``4``.
     """
     forward = FORWARD_SHARE * step_s
     reserve = (WRITE_SECONDS + forward * (math.ceil(eval_images / bs) + extra_forward) + step_s * extra_steps
@@ -113,7 +114,7 @@ def plan_budget(*, budget_s: float, left_s: float, step_s: float, full_epoch_ste
             break  # more, shorter epochs only add validation passes from here on
     return BudgetPlan(budget_s=budget_s, left_s=left_s, step_s=step_s, epochs=best_epochs,
                       steps_per_epoch=best_steps, full_epoch_steps=full_epoch_steps,
-                      planned_train_s=best_epochs * (best_steps * step_s + valid_s), reserve_s=reserve)
+                      planned_train_s=best_epochs * (best_steps * step_s + valid_s), reserve_s=reserve, valid_s=valid_s)
 
 
 class _FirstBatches:
@@ -133,33 +134,39 @@ class _FirstBatches:
 
 
 class StepCap(Callback):
-    """Ends every training epoch after ``steps`` batches, with the one-cycle schedule shaped for them."""
+    """Ends every training epoch after ``steps`` batches, with the one-cycle schedule shaped for them
+    (``steps`` may change between epochs: ``Deadline`` adjusts it to the measured pace)."""
 
     order = -5  # before the callbacks that read the epoch's length
 
     def __init__(self, steps: int) -> None:
         self.steps = steps
+        self.last = 0  # batches in the epoch under way
 
     def before_train(self) -> None:
         # fastai takes the epoch's length from len(learn.dl), and the schedule advances by
-        # 1 / (length × epochs) a batch: a shorter loader makes the cycle end with the last planned step.
-        # (Cancelling the epoch instead would make fastai's Recorder drop the epoch's training loss.)
+        # 1 / (length × epochs) a batch from epoch / epochs: a shorter loader makes each epoch's share of
+        # the cycle end with its last planned step. (Cancelling the epoch instead would make fastai's
+        # Recorder drop the epoch's training loss.)
         self.learn.dl = _FirstBatches(self.learn.dl, self.steps)
+        self.last = len(self.learn.dl)
 
 
 class Deadline(Callback):
-    """Keeps a fit within ``deadline`` (a ``time.perf_counter()`` value): after each epoch, when the epochs
-    left would not fit at the pace measured so far, the fit is shortened — the one-cycle schedule
-    then ends with the new last epoch — or stopped when not even one more epoch fits.
+    """Keeps a fit within ``deadline`` (a ``time.perf_counter()`` value), re-planning after each epoch at the
+    pace it measured: with a ``StepCap``, the batches of the epochs left are set so that they end at the
+    deadline (more or fewer than planned); when not even one batch an epoch fits, the fit is shortened —
+    the one-cycle schedule then ends with the new last epoch — or stopped.
 
     The first plan comes from a few timed steps, which leave out per-epoch costs (validation set-up,
-    checkpoints, callbacks); the first epoch measures them.
+    checkpoints, callbacks) and include a warm-up; the epochs measure them.
     """
 
     order = 75  # after KeepBest and Checkpoint have taken in the epoch
 
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
+    def __init__(self, deadline: float, *, cap: StepCap | None = None, full_steps: int = 0,
+                 valid_s: float = 0.0) -> None:
+        self.deadline, self.cap, self.full_steps, self.valid_s = deadline, cap, full_steps, valid_s
 
     def before_fit(self) -> None:
         self.fit_start = time.perf_counter()
@@ -183,6 +190,15 @@ class Deadline(Callback):
                 raise CancelFitException()  # fastai counts to the n_epoch the fit began with
             return
         now = time.perf_counter()
+        if self.cap is not None and self.cap.last:
+            step_s = max(now - self.start - self.valid_s, 1e-3) / self.cap.last
+            steps = min(self.full_steps, math.floor(((self.deadline - now) / (planned - done) - self.valid_s) / step_s))
+            if steps >= 1:
+                if abs(steps - self.cap.steps) > max(1, self.cap.steps // 10):
+                    log.info(f"time budget: {step_s:.2f} s per batch measured; {steps} batches an epoch from here "
+                             f"(planned {self.cap.steps})")
+                self.cap.steps = steps
+                return
         pace = (now - self.fit_start) / self.epochs_timed  # seconds per epoch, one-time costs included
         fits = done + max(0, math.floor((self.deadline - now) / pace))
         if fits >= planned:

@@ -1,4 +1,5 @@
-"""The training recipe: lr_find, one-cycle training (fine-tuning when pretrained), best-epoch restore."""
+"""The training recipe: learning rate, one-cycle training (fine-tuning when pretrained), BatchNorm statistics
+for the final weights, best-epoch restore, and a time budget."""
 from __future__ import annotations
 
 import json
@@ -207,8 +208,10 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
           started: float | None = None, cbs: Sequence[Callback] = ()) -> TrainResult:
     """Train ``learn``: fine-tune (frozen head first) when its body is pretrained, else train all layers.
 
-    With ``lr=None`` the learning rate is ``DEFAULT_LR`` (2e-3; fine-tuning's base rate for a pretrained
-    body, as in fastai's ``fine_tune``), or with ``lr_find=True`` fastai's lr_find suggestion. When ``keep_best`` is on, the
+    With ``lr=None`` the learning rate is ``DEFAULT_LR`` (2e-3; fine-tuning's base rate for a
+    pretrained body, as in fastai's ``fine_tune``), or with ``lr_find=True`` lr_find's suggestion.
+    Before each fit's last validation, BatchNorm statistics are recomputed for the final weights
+    (``petclf.learn.batchnorm``). When ``keep_best`` is on, the
     weights of the best validation epoch are restored at the end. With ``checkpoints`` a
     checkpoint is written after every epoch; pass ``resume=load_checkpoint(dir)`` to go on
     from one. With ``feature_cache`` the frozen epochs train the head on body features
@@ -223,7 +226,7 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
     cached features they run on the small head-only learner (``learn.model`` is the head, the
     batches are features); lr_find does not run them.
 
-    Example: ``result = train(learn, epochs=4)``; ``train(learn, time_budget="2m").budget.epochs`` → ``7``.
+    Example: ``result = train(learn, epochs=4)``; ``train(learn, time_budget="2m").budget`` is the plan followed.
     """
     started = time.perf_counter() if started is None else started
     if epochs is not None:
@@ -254,10 +257,11 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
     if checkpoints is not None and is_main():
         cbs.append(Checkpoint(Path(checkpoints), lr=lr, saved_epochs=resume.epochs_done if resume else 0))
     if plan is not None:
-        if plan.steps_per_epoch < plan.full_epoch_steps:
-            cbs.append(StepCap(plan.steps_per_epoch))
-        # Training may use the slack the plan held back; evaluation and files need the rest of the reserve.
-        cbs.append(Deadline(started + plan.budget_s - plan.reserve_s + SLACK * plan.budget_s))
+        cap = StepCap(plan.steps_per_epoch)
+        # The training deadline: the budget's end less what the evaluation and the files need (the slack the
+        # plan held back is the training's to use).
+        deadline = started + plan.budget_s - plan.reserve_s + SLACK * plan.budget_s
+        cbs += [cap, Deadline(deadline, cap=cap, full_steps=plan.full_epoch_steps, valid_s=plan.valid_s)]
     # Heads trained apart in each process would diverge; under a launcher the frozen phase runs data-parallel.
     feature_cache = feature_cache and world_size() <= 1
     done = _restore(learn, resume, best)

@@ -141,11 +141,15 @@ class Predictor:
         """Raw fp32 scores, one row per image."""
         pixels = self.pixels(images).to(self.device)
         with torch.inference_mode():
-            return self._scores(pixels).cpu()
+            return self.scores(pixels).cpu()
 
-    def _scores(self, pixels: torch.Tensor) -> torch.Tensor:
-        """fp32 scores of (N, H, W, 3) pixels on the device; with ``tta``, those of the mean probabilities of the
-        images and their mirrors, so ``probabilities`` of them is that mean."""
+    def scores(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Scores of (N, presize, presize, 3) uint8 pixels on the predictor's device (call under inference mode);
+        with ``tta``, those of the mean probabilities of the images and their mirrors, so ``probabilities`` of
+        them is that mean.
+
+        Example: ``pred.scores(pred.pixels(["a.jpg"]))`` → a (1, classes) tensor.
+        """
         if not self.tta:
             return self.net(pixels)
         n = pixels.shape[0]
@@ -211,7 +215,7 @@ class Predictor:
                 logits = torch.zeros(0, len(self.classes))
             else:
                 with torch.inference_mode():
-                    logits = self._scores(pixels.to(self.device)).cpu()
+                    logits = self.scores(pixels.to(self.device)).cpu()
             yield ReadBatch(items, logits, failed)
 
     def _pixels_skipping(self, images: Sequence[ImageLike]) -> tuple[torch.Tensor | None, list, list]:

@@ -69,9 +69,10 @@ class ServedModel:
         Runs on the server's worker thread (blocking); ``Batcher`` calls it with the images of many requests.
         """
         x = torch.from_numpy(pixels)
-        net, device = self.predictor.net, self.predictor.device
+        scores, device = self.predictor.scores, self.predictor.device  # flip TTA included when the model asks for it
         with torch.inference_mode():
-            parts = [net(x[i:i + self.max_batch].to(device)).cpu() for i in range(0, len(x), self.max_batch)]
+            parts = [scores(x[i:i + self.max_batch].to(device)).float().cpu()
+                     for i in range(0, len(x), self.max_batch)]
         return torch.cat(parts).numpy()
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:

@@ -111,3 +111,43 @@ def test_bad_budget_on_the_command_line_exits_2(pets_dir, tmp_path, capsys):
         main(["train", str(pets_dir), "--out", str(tmp_path / "o"), "--time-budget", "soon"])
     assert exit_.value.code == 2
     assert "time budget must be a positive duration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("epoch_s", "expected"), [(10.0, 20), (40.0, 7), (5.0, 20)])
+def test_batches_per_epoch_follow_the_measured_pace(monkeypatch, epoch_s, expected):
+    from types import SimpleNamespace
+
+    from petclf.learn.budget import StepCap
+
+    clock = [1000.0]
+    monkeypatch.setattr("petclf.learn.budget.time.perf_counter", lambda: clock[0])
+    cap = StepCap(10)
+    cap.last = 10
+    deadline = Deadline(1100.0, cap=cap, full_steps=20, valid_s=0.0)
+    deadline.learn = SimpleNamespace(epoch=0, n_epoch=3)
+    deadline.before_fit()
+    deadline.before_epoch()
+    clock[0] += epoch_s  # epoch 1: 10 batches; the 2 epochs left share what remains of the 100 s
+    deadline.after_epoch()
+    assert cap.steps == expected
+    assert deadline.learn.n_epoch == 3
+
+
+def test_when_not_one_batch_an_epoch_fits_the_fit_stops(monkeypatch):
+    from types import SimpleNamespace
+
+    from fastai.callback.core import CancelFitException
+
+    from petclf.learn.budget import StepCap
+
+    clock = [1000.0]
+    monkeypatch.setattr("petclf.learn.budget.time.perf_counter", lambda: clock[0])
+    cap = StepCap(10)
+    cap.last = 10
+    deadline = Deadline(1100.0, cap=cap, full_steps=20)
+    deadline.learn = SimpleNamespace(epoch=0, n_epoch=3)
+    deadline.before_fit()
+    deadline.before_epoch()
+    clock[0] += 95.0
+    with pytest.raises(CancelFitException):
+        deadline.after_epoch()

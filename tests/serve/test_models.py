@@ -35,3 +35,23 @@ def test_multi_label_models_answer_every_label_over_its_threshold():
     assert [[p["label"] for p in row] for row in model.top(probs, 1)] == [["road"], ["road"]]
     stub.thresholds = None  # a multi-label model without its own thresholds: 0.5 each
     assert [[p["label"] for p in row] for row in model.top(probs, None)] == [["road", "sky"], ["road"]]
+
+
+def test_a_model_trained_with_tta_is_served_with_the_mirror_as_its_predictor_scores(tmp_path):
+    from petclf.runtime.predict import Predictor
+    from petclf.serve import ServeOptions
+
+    from .conftest import image_bytes, make_model_dir
+
+    directory = make_model_dir(tmp_path / "tta", extra={"tta": True})
+    served = ServedModel.load("tta", directory, options=ServeOptions(precision="fp32"))
+    image = tmp_path / "a.png"
+    image.write_bytes(image_bytes(3))
+    reference = Predictor(directory, precision="fp32")
+    assert reference.tta is True
+    pixels = reference.pixels([image]).numpy()
+    served_probs = served.probabilities(served.logits(pixels))
+    expected = reference.probabilities(reference.logits([image])).numpy()
+    plain = Predictor(directory, precision="fp32", tta=False)
+    assert np.allclose(served_probs, expected, atol=1e-5)
+    assert not np.allclose(served_probs, plain.probabilities(plain.logits([image])).numpy(), atol=1e-5)
