@@ -88,7 +88,11 @@ def test_predictor_returns_every_label_over_its_threshold(run, label_sets):
         expected = {c for c, p, t in zip(predictor.classes, row.tolist(), predictor.thresholds) if p >= t}
         assert {label for label, _ in answer} == expected
         assert [p for _, p in answer] == sorted((p for _, p in answer), reverse=True)
-        assert predictor.predict(file) == answer
+        # One image alone or in a batch of six: the same labels; the scores agree to float rounding (convolution
+        # kernels sum in a batch-size-dependent order).
+        alone = predictor.predict(file)
+        assert [label for label, _ in alone] == [label for label, _ in answer]
+        assert [p for _, p in alone] == pytest.approx([p for _, p in answer], abs=1e-5)
     assert len(predictor.predict(files[0], topk=3)) == 3  # top-k of all labels on request
 
 
