@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import platform
+from functools import lru_cache
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from petclf.core import log
 from petclf.core.atomic import write_json_atomic
 from petclf.data.cachedir import cache_dir
 
-__all__ = ["CALIBRATION_FILE", "bf16_pays"]
+__all__ = ["CALIBRATION_FILE", "bf16_pays", "cpuinfo_field"]
 
 CALIBRATION_FILE = "precision.json"
 #: bf16 must be this much faster to be chosen: a tie goes to fp32, which is the more accurate.
@@ -31,18 +32,22 @@ _MARGIN = 0.95
 _BATCH, _REPEATS = 8, 2
 
 
-def _cpu_model() -> str:
+@lru_cache(maxsize=None)
+def cpuinfo_field(name: str) -> str | None:
+    """The first ``name : value`` of /proc/cpuinfo (``'flags'``, ``'model name'``), or None off Linux."""
     cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    if platform.system() != "Linux" or not cpuinfo.exists():
+        return None
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if line.split(":", 1)[0].strip() == name:
+            return line.split(":", 1)[1].strip()
+    return None
 
 
 def _key(name: str, size: int, training: bool) -> str:
     mode = "train" if training else "infer"
-    return f"{_cpu_model()}|torch {torch.__version__}|{torch.get_num_threads()} threads|{name}|{size}px|{mode}"
+    cpu = cpuinfo_field("model name") or platform.processor() or platform.machine()
+    return f"{cpu}|torch {torch.__version__}|{torch.get_num_threads()} threads|{name}|{size}px|{mode}"
 
 
 def _read(path: Path) -> dict:

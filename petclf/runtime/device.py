@@ -1,9 +1,7 @@
 """Pick the device and the numeric precision a run uses."""
 from __future__ import annotations
 
-import platform
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -11,6 +9,7 @@ from torch import nn
 from petclf.core.defaults import PRECISIONS
 from petclf.core.errors import UsageError
 from petclf.core.processes import local_rank, world_size
+from petclf.runtime.calibrate import bf16_pays, cpuinfo_field
 
 __all__ = ["pick_device", "pick_precision", "cpu_has_fast_bf16"]
 
@@ -52,15 +51,9 @@ def cpu_has_fast_bf16() -> bool:
 
     Example: ``cpu_has_fast_bf16()`` → ``True`` on an AMD EPYC Zen 4.
     """
-    cpuinfo = Path("/proc/cpuinfo")
-    if platform.system() != "Linux" or not cpuinfo.exists():
-        # Without a flag list we cannot know; bf16 emulated in software is slower than fp32.
-        return False
-    for line in cpuinfo.read_text(errors="replace").splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return bool({"avx512_bf16", "amx_bf16"} & flags)
-    return False
+    flags = cpuinfo_field("flags")
+    # Without a flag list we cannot know; bf16 emulated in software is slower than fp32.
+    return bool(flags and {"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
 def pick_precision(precision: str, device: torch.device, *, model: nn.Module | None = None, size: int = 224,
@@ -86,8 +79,6 @@ def pick_precision(precision: str, device: torch.device, *, model: nn.Module | N
                 return "fp32"
             if model is None:
                 return "bf16"
-            from petclf.runtime.calibrate import bf16_pays  # noqa: PLC0415 - only CPUs with bf16 need it
-
             return "bf16" if bf16_pays(model, size=size, training=training) else "fp32"
         if precision == "fp16":
             raise UsageError("precision 'fp16' is for CUDA GPUs; on a CPU use 'bf16' or 'fp32'.")
