@@ -25,7 +25,7 @@ import pandas as pd
 from petclf.audit.decisions import read_decisions
 from petclf.audit.report import read_audit
 from petclf.audit.review import inside
-from petclf.core.atomic import atomic_path, write_json_atomic
+from petclf.core.atomic import atomic_path, read_json, write_json_atomic
 from petclf.core.errors import DataError, UsageError
 from petclf.data.images import IMAGE_EXTENSIONS
 from petclf.data.layouts import DEFAULT_LABEL_PAT
@@ -264,12 +264,9 @@ def undo(journal: str | Path) -> ApplyResult:
     Example: ``undo("audit/apply-20261202-121500.json").summary()`` → ``'applied 12, skipped 0, refused 0'``.
     """
     journal = Path(journal)
-    try:
-        state = json.loads(journal.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"journal {journal} does not exist: pass the apply-….json file that apply printed.") from None
-    except (OSError, ValueError) as err:
-        raise DataError(f"journal {journal} cannot be read ({err}).") from None
+    state = read_json(journal, unreadable=f"journal {journal} cannot be read ({{err}}).",
+                      missing=UsageError(f"journal {journal} does not exist: pass the apply-….json file that apply "
+                                         "printed."))
     if not isinstance(state, dict) or state.get("version") != JOURNAL_VERSION:
         raise DataError(f"{journal} is not a petclf apply journal.")
     result = ApplyResult(journal)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 from pathlib import Path
 
 import pandas as pd
 from PIL import Image
 
-from petclf.core.atomic import atomic_path, write_json_atomic
+from petclf.core.atomic import atomic_path, read_json, write_json_atomic
 from petclf.core.safe_text import csv_safe
 from petclf.data.images import read_rgb
 
@@ -101,12 +100,8 @@ def read_audit(directory: str | Path) -> dict:
     from petclf.core.errors import DataError  # noqa: PLC0415
 
     path = Path(directory) / "audit.json"
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist: run `petclf audit DATA --out {directory}` first.") from None
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path} cannot be read ({err}): run the audit again.") from None
+    record = read_json(path, unreadable=f"{path} cannot be read ({{err}}): run the audit again.",
+                       missing=DataError(f"{path} does not exist: run `petclf audit DATA --out {directory}` first."))
     if not isinstance(record, dict) or record.get("version") != AUDIT_VERSION or not isinstance(record.get("items"), list):
         raise DataError(f"{path} is not an audit file of this petclf version: run the audit again.")
     return record

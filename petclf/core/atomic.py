@@ -8,7 +8,9 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["TEMP_GLOB", "atomic_path", "write_json_atomic"]
+from petclf.core.errors import DataError, PetclfError
+
+__all__ = ["TEMP_GLOB", "atomic_path", "read_json", "write_json_atomic"]
 
 #: The names of unfinished files (``.NAME.PID.tmp``), for cleaning up after killed runs.
 TEMP_GLOB = ".*.tmp"
@@ -39,3 +41,17 @@ def write_json_atomic(path: Path, data: dict) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
             json.dump(data, f, indent=2, default=str)
+
+
+def read_json(path: Path, *, missing: PetclfError, unreadable: str) -> object:
+    """The parsed JSON of ``path``; raises ``missing`` when there is no such file, and a ``DataError`` with
+    ``unreadable`` (its ``{err}`` replaced by the reason) when it cannot be read or parsed.
+
+    Example: ``read_json(out / "audit.json", missing=DataError("run the audit first"), unreadable="bad: {err}")``
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise missing from None
+    except (OSError, ValueError) as err:
+        raise DataError(unreadable.replace("{err}", str(err))) from None

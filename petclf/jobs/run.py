@@ -13,7 +13,7 @@ from fastai.callback.core import Callback
 from fastai.learner import Learner
 
 from petclf.core import log
-from petclf.core.atomic import write_json_atomic
+from petclf.core.atomic import read_json, write_json_atomic
 from petclf.core.destinations import output_dir
 from petclf.core.errors import DataError, PetclfError, TrainingDiverged, UsageError
 from petclf.core.options import TrainOptions
@@ -169,10 +169,9 @@ def _stored_split(out: Path) -> dict | None:
     path = out / SPLIT_FILE
     if not path.is_file():  # a run started by an older petclf
         return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path} cannot be read ({err}): delete it and {out / CHECKPOINT_DIR} to start over.") from None
+    advice = f"delete it and {out / CHECKPOINT_DIR} to start over."
+    return read_json(path, missing=DataError(f"{path} is gone: {advice}"),
+                     unreadable=f"{path} cannot be read ({{err}}): {advice}")
 
 
 def _write_skipped(skipped: pd.DataFrame, out: Path) -> None:
