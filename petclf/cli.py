@@ -254,7 +254,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 
     if (args.decisions is None) == (args.undo is None):
         raise UsageError("pass DIR/decisions.csv to apply, or --undo JOURNAL to put a change back (not both).")
-    result = undo(args.undo) if args.undo else apply_decisions(args.decisions, dry_run=args.dry_run)
+    result = undo(args.undo) if args.undo else apply_decisions(args.decisions, dry_run=args.dry_run,
+                                                               whole_groups=args.remove_whole_groups)
     for line in result.applied:
         print(f"{'would ' if result.dry_run else ''}{printable(line)}")
     for line in result.skipped:
@@ -376,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("decisions", nargs="?", default=None, help="DIR/decisions.csv written by petclf review")
     apply.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
     apply.add_argument("--undo", default=None, metavar="JOURNAL", help="put back what one apply changed (its journal)")
+    apply.add_argument("--remove-whole-groups", action="store_true",
+                       help="remove every copy of a group when each is marked remove (default: one is kept)")
     apply.set_defaults(func=_cmd_apply)
 
     from petclf.serve.options import ServeOptions  # noqa: PLC0415 - light: core only, no torch

@@ -21,6 +21,7 @@ from petclf.audit.issues import find_label_issues, overlapping_classes
 from petclf.audit.oof import (OutOfSample, assign_folds, centroid_distances, embed, pretrained_body,
                               probabilities_from_features, probabilities_from_trainings)
 from petclf.audit.outliers import OutlierSettings, find_outliers
+from petclf.audit.report import folder_identity
 
 __all__ = ["Audit", "audit"]
 
@@ -231,7 +232,10 @@ def audit(data, *, out: str | Path | None = None, model: str | Path | None = Non
         "oof_accuracy": float((suggested == codes).mean()),
     }
     settings = {
-        "data": str(data) if not isinstance(data, pd.DataFrame) else "DataFrame", "root": str(dataset.root),
+        "data": str(data) if not isinstance(data, pd.DataFrame) else "DataFrame",
+        # Absolute and resolved: apply, undo and review may run from any folder (a relative root named
+        # whatever folder of that name the shell was in).
+        "root": str(Path(dataset.root).resolve()), "root_identity": folder_identity(dataset.root),
         "layout": dataset.layout, "classes": list(classes), "table": dataset.table.as_meta() if dataset.table else None,
         "table_file": (str(Path(data).expanduser().resolve()) if dataset.layout == "csv"
                        and not isinstance(data, pd.DataFrame) else None),

@@ -11,7 +11,10 @@ changed since the audit (size, time and content hash recorded in audit.json) is 
 """
 from __future__ import annotations
 
+import codecs
+import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -20,11 +23,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pandas as pd
-
 from petclf.audit.decisions import read_decisions
-from petclf.audit.report import read_audit
+from petclf.audit.report import audited_root, read_audit
 from petclf.audit.review import inside
+from petclf.core import log
 from petclf.core.atomic import atomic_path, read_json, write_json_atomic
 from petclf.core.errors import DataError, UsageError
 from petclf.data.images import IMAGE_EXTENSIONS
@@ -52,13 +54,13 @@ class ApplyResult:
         return f"{verb} {len(self.applied)}, skipped {len(self.skipped)}, refused {len(self.refused)}"
 
 
-def _changed(path: Path, item: dict) -> str:
-    """Why ``path`` is not the file the audit saw ('' when it is)."""
+def _changed(path: Path, item: dict, *, since: str = "the audit") -> str:
+    """Why ``path`` is not the file ``item`` records (size, time, hash; '' when it is)."""
     st = path.stat()
     if st.st_size != item["size"]:
-        return f"changed since the audit ({st.st_size} bytes, was {item['size']})"
+        return f"changed since {since} ({st.st_size} bytes, was {item['size']})"
     if st.st_mtime_ns != item["mtime_ns"] and file_digest(path) != item["digest"]:
-        return "changed since the audit (content differs)"
+        return f"changed since {since} (content differs)"
     return ""
 
 
@@ -99,22 +101,56 @@ def _relabel_target(layout: str, root: Path, rel: str, label: str, label_pat: st
     raise UsageError(f"cannot relabel files of layout {layout!r}.")
 
 
-def _done_items(directory: Path) -> dict[int, str]:
-    """Items applied by earlier journals that were not undone: item → journal name."""
-    done = {}
+def _moved(entry: dict) -> bool:
+    """Whether a journal entry's move happened: its file is at the destination and not at the source."""
+    return Path(entry["dst"]).exists() and not Path(entry["src"]).exists()
+
+
+def _recover(journal: Path, record: dict, *, write: bool) -> bool:
+    """Settle what a killed apply left ``planned`` in ``journal``: moves and table rewrites that happened
+    become ``done``, the others ``not done``. Returns whether anything was settled (written when ``write``)."""
+    settled = []
+    for entry in record.get("entries", []):
+        if entry.get("state") == "planned":
+            entry["state"] = "done" if _moved(entry) else "not done"
+            settled.append(f"{entry['action']} {entry['src']}: {entry['state']}")
+    table = record.get("table") or {}
+    if table.get("state") == "planned":
+        path = Path(table.get("path", ""))
+        done = path.is_file() and file_digest(path) == table.get("new_digest")
+        table["state"] = "done" if done else "not done"
+        table.pop("text", None)
+        settled.append(f"table {path}: {table['state']}")
+    if settled and write:
+        write_json_atomic(journal, record)
+        log.warn(f"{journal.name} was left by an apply that stopped halfway; settled from the files: "
+                 + "; ".join(settled))
+    return bool(settled)
+
+
+def _done_items(directory: Path, *, write: bool = True) -> tuple[dict[int, str], dict[int, str]]:
+    """Items applied by earlier journals that were not undone (item → journal name), and of those the removed."""
+    done, removed = {}, {}
     for journal in sorted(directory.glob("apply-*.json")):
         try:
             record = json.loads(journal.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if record.get("undone"):
+        if not isinstance(record, dict) or record.get("undone"):
             continue
+        _recover(journal, record, write=write)
         for entry in record.get("entries", []):
             if entry.get("state") == "done":
                 done[int(entry["item"])] = journal.name
-        for item in (record.get("table") or {}).get("items", []) if (record.get("table") or {}).get("state") == "done" else []:
-            done[int(item)] = journal.name
-    return done
+                if entry.get("action") == "remove":
+                    removed[int(entry["item"])] = journal.name
+        table = record.get("table") or {}
+        if table.get("state") == "done":
+            for item in table.get("items", []):
+                done[int(item)] = journal.name
+            for item in table.get("removed", []):
+                removed[int(item)] = journal.name
+    return done, removed
 
 
 def _move(src: Path, dst: Path) -> None:
@@ -124,40 +160,55 @@ def _move(src: Path, dst: Path) -> None:
     shutil.move(str(src), str(dst))
 
 
-def _table_rows(table: pd.DataFrame, fn_col: str, root: Path, paths: dict[int, Path]) -> dict[int, list[int]]:
-    """Rows of the table that name each item's file (a name with or without its extension)."""
-    wanted = {os.path.normpath(p): k for k, p in paths.items()}
-    bare = {os.path.normpath(os.path.splitext(p)[0]): k for k, p in paths.items()}
-    rows: dict[int, list[int]] = {}
-    base = os.path.normpath(os.path.abspath(root))
-    for i, name in enumerate(table[fn_col]):
-        target = os.path.normpath(os.path.join(base, str(name)))
-        k = wanted.get(target)
-        if k is None and os.path.splitext(target)[1].lower() not in IMAGE_EXTENSIONS:
-            k = bare.get(target)
-        if k is not None:
-            rows.setdefault(k, []).append(i)
-    return rows
+def _groups(items: list[dict]) -> dict[int, list[int]]:
+    """Copy group → its members (item numbers), from audit.json's items."""
+    groups: dict[int, list[int]] = {}
+    for item in items:
+        if int(item.get("group") or 0):
+            groups.setdefault(int(item["group"]), []).append(int(item["item"]))
+    return groups
 
 
-def apply_decisions(decisions_csv: str | Path, *, dry_run: bool = False) -> ApplyResult:
+def _keep_one_per_group(items: list[dict], decisions: dict, removed_before: dict[int, str]) -> dict[int, str]:
+    """Items whose removal would leave their copy group with no member: item → why it is kept.
+
+    One member stays (the first in audit order of those this apply would remove), so the picture
+    remains in the data; ``whole_groups`` in ``apply_decisions`` lets every member go.
+    """
+    kept = {}
+    for group, members in sorted(_groups(items).items()):
+        now = [k for k in members if k in decisions and decisions[k].action == "remove" and k not in removed_before]
+        if now and all(k in removed_before or k in now for k in members):
+            names = ", ".join(items[k]["path"] for k in members)
+            kept[now[0]] = (f"kept: every copy of group {group} ({names}) is marked remove, and removing this last "
+                            "one would take the picture out of the data; to remove it too, apply with "
+                            "--remove-whole-groups")
+    return kept
+
+
+def apply_decisions(decisions_csv: str | Path, *, dry_run: bool = False, whole_groups: bool = False) -> ApplyResult:
     """Carry out ``decisions_csv`` (written by ``petclf review``) on the audited data; returns what was done.
+
+    The data folder is the audited one wherever apply runs (audit.json holds its absolute path and
+    identity). One member of each copy group is kept when every member is marked remove, unless
+    ``whole_groups``.
 
     Example: ``apply_decisions("audit/decisions.csv").journal`` → ``Path('audit/apply-20261202-121500.json')``.
     """
     decisions_csv = Path(decisions_csv)
     if not decisions_csv.is_file():
         raise UsageError(f"{decisions_csv} does not exist: review the audit first (`petclf review DIR`).")
-    directory = decisions_csv.parent
+    directory = decisions_csv.parent.resolve()
     record = read_audit(directory)
     items, settings = record["items"], record["settings"]
-    root, layout, classes = Path(settings["root"]), settings["layout"], list(settings["classes"])
+    root, layout, classes = audited_root(record, directory), settings["layout"], list(settings["classes"])
     decisions, problems = read_decisions(decisions_csv, items, classes)
     result = ApplyResult(None, refused=[f"{decisions_csv.name} {p}" for p in problems], dry_run=dry_run)
-    done = _done_items(directory)
+    done, removed_before = _done_items(directory, write=not dry_run)
+    kept = {} if whole_groups else _keep_one_per_group(items, decisions, removed_before)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
     label_pat = (settings.get("train_options") or {}).get("label_pat") or DEFAULT_LABEL_PAT
-    moves, table_changes, taken = [], {}, set()
+    moves, table_changes, taken, lines = [], {}, set(), {}
     for k, decision in sorted(decisions.items()):
         item = items[k]
         rel = item["path"]
@@ -166,6 +217,9 @@ def apply_decisions(decisions_csv: str | Path, *, dry_run: bool = False) -> Appl
             continue
         if k in done:
             result.skipped.append(f"{decision.action} {rel}: already applied ({done[k]})")
+            continue
+        if k in kept:
+            result.refused.append(f"remove {rel}: {kept[k]}")
             continue
         src = inside(root, rel)
         if src is None:
@@ -183,18 +237,30 @@ def apply_decisions(decisions_csv: str | Path, *, dry_run: bool = False) -> Appl
             continue
         if layout == "csv":
             table_changes[k] = decision
-            result.applied.append(f"{decision.action} {rel}" + (f" → {decision.label}" if decision.label else ""))
+            lines[k] = f"{decision.action} {rel}" + (f" → {decision.label}" if decision.label else "")
             continue
         if decision.action == "remove":
             dst = _free(root.parent / REMOVED / stamp / root.name / rel, taken)
         else:
             dst = _relabel_target(layout, root, rel, decision.label, label_pat, taken)
         taken.add(dst)
+        st = src.stat()
+        # The file as it is moved: undo will not move back a file that changed after the apply.
         moves.append({"item": k, "action": decision.action, "label": decision.label, "src": str(src), "dst": str(dst),
-                      "state": "planned"})
+                      "size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": item["digest"], "state": "planned"})
         shown = os.path.relpath(dst, root) if decision.action == "relabel" else str(dst)
         result.applied.append(f"{decision.action} {rel} → {shown}")
-    if dry_run or not (moves or table_changes):
+    table_plan = None
+    if table_changes:
+        table_plan = _rewrite_table(settings, root, items, table_changes, stamp, result.refused)
+        result.applied += [lines[k] for k in sorted(table_changes)]  # those left after the rows were matched
+    removing = {m["item"] for m in moves if m["action"] == "remove"}
+    removing |= {k for k, d in table_changes.items() if d.action == "remove"}
+    for group, members in sorted(_groups(items).items()):
+        if any(k in removing for k in members) and all(k in removing or k in removed_before for k in members):
+            result.skipped.append(f"copy group {group}: every copy goes ({', '.join(items[k]['path'] for k in members)}),"
+                                  " as --remove-whole-groups asked")
+    if dry_run or not (moves or table_plan):
         return result
     journal = directory / f"apply-{stamp}.json"
     entries: list[dict] = []
@@ -207,8 +273,8 @@ def apply_decisions(decisions_csv: str | Path, *, dry_run: bool = False) -> Appl
         _move(Path(move["src"]), Path(move["dst"]))
         move["state"] = "done"
         write_json_atomic(journal, state)
-    if table_changes:
-        state["table"] = _rewrite_table(settings, root, items, table_changes, stamp)
+    if table_plan:
+        state["table"] = table_plan
         write_json_atomic(journal, state)
         _write_table(state["table"])
         state["table"]["state"] = "done"
@@ -217,30 +283,106 @@ def apply_decisions(decisions_csv: str | Path, *, dry_run: bool = False) -> Appl
     return result
 
 
-def _rewrite_table(settings: dict, root: Path, items: list[dict], changes: dict, stamp: str) -> dict:
-    """The plan for the table: the file, its backup, the new content (not written yet)."""
+def _item_keys(root: Path, paths: dict[int, str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Each item's absolute, normalised path (and the same without its extension) → item."""
+    base = os.path.normpath(os.path.abspath(root))
+    full = {os.path.normpath(os.path.join(base, p)): k for k, p in paths.items()}
+    return full, {os.path.splitext(p)[0]: k for p, k in full.items()}
+
+
+def _row_item(name: str, base: str, full: dict[str, int], bare: dict[str, int]) -> int | None:
+    """The item a table row names (a name with or without its extension, as the audit read it), or None."""
+    # Both sides absolute: a relative key never equals an absolute target (the cause of applies that changed nothing).
+    target = os.path.normpath(os.path.join(base, name.strip()))
+    k = full.get(target)
+    if k is None and os.path.splitext(target)[1].lower() not in IMAGE_EXTENSIONS:
+        k = bare.get(target)
+    return k
+
+
+@dataclass
+class _TableText:
+    """A table as its bytes hold it: records (each with its own line ending), delimiter, byte order mark."""
+
+    records: list[str]  # the raw text of each record, header first, line ending included
+    rows: list[list[str]]  # the same records parsed
+    sep: str
+    bom: bool
+
+
+def _read_table_text(path: Path) -> _TableText:
+    """``path`` read as the audit read it, keeping each record's text so unchanged rows are written back as they were."""
+    raw = path.read_bytes()
+    bom = raw.startswith(codecs.BOM_UTF8)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is no longer UTF-8 text: nothing was changed; save it as UTF-8, or audit it "
+                        "again.") from None
+    lines = re.findall(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+$", text)
+    # The audit's delimiter rule (petclf.data.table._load): tabs for .tsv/.tab, else commas, unless the
+    # header read with commas is one column holding a tab: a TSV named .csv.
+    sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    header = next(csv.reader(lines[:1], delimiter=sep), [])
+    if sep == "," and len(header) == 1 and "\t" in header[0]:
+        sep = "\t"
+    records, rows, consumed = [], [], 0
+    reader = csv.reader(iter(lines), delimiter=sep)
+    for row in reader:
+        records.append("".join(lines[consumed:reader.line_num]))  # a quoted cell may span lines
+        rows.append(row)
+        consumed = reader.line_num
+    return _TableText(records, rows, sep, bom)
+
+
+def _record(cells: list[str], sep: str, like: str) -> str:
+    """One record in the table's delimiter, ending as the record it replaces ends."""
+    buf = io.StringIO()
+    ending = like[len(like.rstrip("\r\n")):]
+    csv.writer(buf, delimiter=sep, lineterminator=ending).writerow(cells)
+    return buf.getvalue()
+
+
+def _rewrite_table(settings: dict, root: Path, items: list[dict], changes: dict, stamp: str,
+                   refused: list[str]) -> dict | None:
+    """The plan for the table: the file, its backup, the new content (not written yet); None when no change is left.
+
+    A decision whose file no row names any more is refused (into ``refused``) and left out of the plan.
+    """
     path = Path(settings.get("table_file") or "")
     if not path.is_file():
         raise DataError(f"the audited table {path} is gone: nothing was changed.")
     spec = settings.get("table") or {}
-    sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    table = _read_table_text(path)
+    header = [c.strip() for c in (table.rows[0] if table.rows else [])]
     fn_col, label_col = spec.get("fn_col"), spec.get("label_col")
-    if fn_col not in table.columns or label_col not in table.columns:
+    if fn_col not in header or label_col not in header:
         raise DataError(f"{path} no longer has the columns {fn_col!r} and {label_col!r}: audit it again.")
-    rows = _table_rows(table, fn_col, root, {k: root / items[k]["path"] for k in changes})
-    drop = []
-    for k, decision in changes.items():
-        for i in rows.get(k, []):
-            if decision.action == "relabel":
-                table.at[i, label_col] = decision.label
-            else:
-                drop.append(i)
-    table = table.drop(index=drop)
+    fn_at, label_at = header.index(fn_col), header.index(label_col)
+    full, bare = _item_keys(root, {k: items[k]["path"] for k in changes})
+    base = os.path.normpath(os.path.abspath(root))
+    records, found = [table.records[0]], set()
+    for record, row in zip(table.records[1:], table.rows[1:]):
+        k = _row_item(row[fn_at], base, full, bare) if len(row) > fn_at else None
+        if k is None:
+            records.append(record)
+            continue
+        found.add(k)
+        if changes[k].action == "relabel":
+            cells = list(row) + [""] * (label_at + 1 - len(row))
+            cells[label_at] = changes[k].label
+            records.append(_record(cells, table.sep, record))
+        # remove: the record is left out
+    for k in sorted(set(changes) - found):
+        refused.append(f"{items[k]['path']}: no row of {path.name} names it any more; audit it again")
+        del changes[k]
+    if not changes:
+        return None
+    data = (codecs.BOM_UTF8 if table.bom else b"") + "".join(records).encode("utf-8")
     backup = path.with_name(f"{path.stem}.petclf-backup-{stamp}{path.suffix}")
-    text = table.to_csv(sep=sep, index=False)
-    return {"path": str(path), "backup": str(backup), "new_digest": hashlib.blake2b(text.encode(), digest_size=16).hexdigest(),
-            "items": sorted(changes), "text": text, "state": "planned"}
+    return {"path": str(path), "backup": str(backup), "new_digest": hashlib.blake2b(data, digest_size=16).hexdigest(),
+            "items": sorted(changes), "removed": sorted(k for k, d in changes.items() if d.action == "remove"),
+            "text": data.decode("utf-8"), "state": "planned"}
 
 
 def _write_table(plan: dict) -> None:
@@ -248,7 +390,8 @@ def _write_table(plan: dict) -> None:
     if not backup.exists():
         shutil.copy2(path, backup)
     with atomic_path(path) as tmp:
-        tmp.write_text(plan["text"], encoding="utf-8")
+        # Bytes as planned: the byte order mark and the line endings stay (text mode would translate them).
+        tmp.write_bytes(plan["text"].encode("utf-8"))
 
 
 def _prune_empty(folder: Path, stop: Path) -> None:
@@ -277,7 +420,9 @@ def undo(journal: str | Path) -> ApplyResult:
     if table and table.get("state") in ("planned", "done"):
         path, backup = Path(table["path"]), Path(table["backup"])
         current = file_digest(path) if path.exists() else ""
-        if not backup.exists():
+        if not backup.exists() and table["state"] == "planned":
+            table["state"] = "undone"  # stopped before the backup was made: the table was never written
+        elif not backup.exists():
             result.refused.append(f"{path}: its backup {backup} is gone")
         elif table["state"] == "done" and current != table["new_digest"]:
             result.refused.append(f"{path} changed after apply: restore it from {backup} yourself")
@@ -290,17 +435,31 @@ def undo(journal: str | Path) -> ApplyResult:
         src, dst = Path(entry["src"]), Path(entry["dst"])
         if entry["state"] not in ("planned", "done"):
             continue
+        if not (src.is_absolute() and dst.is_absolute()):
+            # Journals of petclf before 0.1.1 hold paths relative to the folder apply ran in.
+            if not (dst.exists() or src.exists()):
+                result.refused.append(f"{src}: the journal holds paths relative to the folder apply ran in; run "
+                                      "undo from that folder")
+                continue
         if dst.exists() and not src.exists():
+            why = _changed(dst, entry, since="the apply") if "digest" in entry else ""
+            if why:
+                # Moving it back would carry the new content to the old place (or label) unannounced.
+                result.refused.append(f"{dst}: {why}; left where it is: move it to {src} yourself if you mean to")
+                continue
             _move(dst, src)
             quarantine = Path(state["root"]).parent / REMOVED
             if quarantine in dst.parents:  # folders apply made in the quarantine; never the data's own
                 _prune_empty(dst.parent, quarantine)
             entry["state"] = "undone"
             result.applied.append(f"{entry['action']} {dst} → {src}")
-        elif src.exists() and entry["state"] == "planned":
-            entry["state"] = "undone"  # the crash came before the move
+        elif src.exists() and not dst.exists():
+            entry["state"] = "undone"  # the crash came before the move, or the file was moved back by hand
+            result.skipped.append(f"{entry['action']} {src}: in its place already")
+        elif src.exists():
+            result.refused.append(f"{src}: cannot put back {dst} there: a file of that name exists")
         else:
-            result.refused.append(f"{src}: cannot put back ({dst} is gone or {src} exists)")
+            result.refused.append(f"{src}: cannot put back: {dst} is gone")
     state["undone"] = not result.refused
     write_json_atomic(journal, state)
     return result

@@ -47,19 +47,36 @@ def write_decisions(path: Path, decisions: dict[int, Decision], items: list[dict
         tmp.write_text(buf.getvalue(), encoding="utf-8")
 
 
+def _header(names: list[str] | None) -> list[str]:
+    """Column names as a spreadsheet may write them (``Item``, `` action ``) in the case petclf writes them."""
+    return [(name or "").strip().lower() for name in names or []]
+
+
 def read_decisions(path: Path, items: list[dict], classes: list[str]) -> tuple[dict[int, Decision], list[str]]:
-    """The decisions in ``path`` (none when it does not exist) and the problems of rows that were left out."""
+    """The decisions in ``path`` (none when it does not exist) and the problems of rows that were left out.
+
+    A spreadsheet's byte order mark and header case are read as petclf's own; several rows for one
+    item are one decision when they agree, and all refused, with their line numbers, when they don't.
+    """
     if not path.exists():
         return {}, []
     by_cell = {csv_cell(c): c for c in classes}
     decisions, problems = {}, []
     try:
-        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+        # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte order mark that would stick to "item".
+        reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig")))
+        reader.fieldnames = _header(reader.fieldnames)
+        rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path} cannot be read ({err}): fix or delete it.") from None
+    if rows and "item" not in reader.fieldnames:
+        raise DataError(f"{path} has no item column (its header is {', '.join(reader.fieldnames)}): expected "
+                        f"{', '.join(COLUMNS)} as `petclf review` writes them.")
+    lines: dict[int, list[int]] = {}
+    conflicted: set[int] = set()
     for n, row in enumerate(rows, start=2):
         try:
-            item = int(row.get("item") or "")
+            item = int((row.get("item") or "").strip())
         except ValueError:
             problems.append(f"line {n}: item {row.get('item')!r} is not a number")
             continue
@@ -69,16 +86,27 @@ def read_decisions(path: Path, items: list[dict], classes: list[str]) -> tuple[d
         if row.get("path") != csv_cell(items[item]["path"]):
             problems.append(f"line {n}: path {row.get('path')!r} is not item {item}'s file ({items[item]['path']!r})")
             continue
-        action = row.get("action", "")
+        action = (row.get("action") or "").strip().lower()
         if action not in ACTIONS:
-            problems.append(f"line {n}: action {action!r} is not one of {', '.join(ACTIONS)}")
+            problems.append(f"line {n}: action {row.get('action')!r} is not one of {', '.join(ACTIONS)}")
             continue
         label = ""
         if action == "relabel":
-            label = by_cell.get(row.get("label", ""))
+            label = by_cell.get(row.get("label") or "")
             if label is None:
                 problems.append(f"line {n}: {row.get('label')!r} is not a class of the audit "
                                 f"({', '.join(classes[:10])})")
                 continue
-        decisions[item] = Decision(item, action, label, row.get("decided_at", ""))
+        lines.setdefault(item, []).append(n)
+        if item in conflicted:
+            continue
+        earlier = decisions.get(item)
+        if earlier is not None and (earlier.action, earlier.label) != (action, label):
+            conflicted.add(item)  # which row is meant cannot be guessed: all of them are refused
+            del decisions[item]
+            continue
+        decisions[item] = Decision(item, action, label, row.get("decided_at") or "")
+    for item in sorted(conflicted):
+        problems.append(f"lines {', '.join(map(str, lines[item]))}: item {item} ({items[item]['path']!r}) has "
+                        "different decisions; keep one of these rows")
     return decisions, problems

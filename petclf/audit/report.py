@@ -14,7 +14,7 @@ from petclf.core.atomic import atomic_path, read_json, write_json_atomic
 from petclf.core.safe_text import csv_safe
 from petclf.data.images import read_rgb
 
-__all__ = ["AUDIT_VERSION", "issue_rows", "read_audit", "thumbnail_uri", "write_audit"]
+__all__ = ["AUDIT_VERSION", "audited_root", "folder_identity", "issue_rows", "read_audit", "thumbnail_uri", "write_audit"]
 
 AUDIT_VERSION = 1
 #: Thumbnails per section of the page; the CSV and the review page list every flagged image.
@@ -105,3 +105,38 @@ def read_audit(directory: str | Path) -> dict:
     if not isinstance(record, dict) or record.get("version") != AUDIT_VERSION or not isinstance(record.get("items"), list):
         raise DataError(f"{path} is not an audit file of this petclf version: run the audit again.")
     return record
+
+
+def folder_identity(folder: str | Path) -> dict:
+    """What tells the audited folder from another at the same path later: its device and inode numbers.
+
+    A folder deleted and made again, or another one put in its place, gets other numbers; the files
+    in it (which apply moves) do not change them.
+    """
+    st = os.stat(folder)
+    return {"device": st.st_dev, "inode": st.st_ino}
+
+
+def audited_root(record: dict, directory: str | Path) -> Path:
+    """The data folder of the audit in ``directory``: absolute, and the very folder that was audited.
+
+    Raises ``DataError`` (one line) for an audit that stored a relative path (petclf before 0.1.1
+    resolved it against the current folder, which made apply and review act on whatever folder
+    of that name the shell was in), for a folder that is gone, and for another folder in its place.
+    """
+    from petclf.core.errors import DataError  # noqa: PLC0415
+
+    settings = record.get("settings") or {}
+    root = Path(str(settings.get("root") or ""))
+    if not root.is_absolute():
+        raise DataError(f"{Path(directory) / 'audit.json'} names the data folder {str(root)!r} relative to wherever "
+                        "the audit ran, so it cannot be told from another folder of that name: run the audit again "
+                        "(it now stores the absolute path).")
+    if not root.is_dir():
+        raise DataError(f"the audited folder {root} is gone (moved, renamed or deleted): put it back there, or "
+                        "run the audit again on its new place.")
+    expected = settings.get("root_identity")
+    if expected and folder_identity(root) != expected:
+        raise DataError(f"{root} is not the folder that was audited (it was deleted and made again, or replaced): "
+                        "run the audit again on it.")
+    return root
