@@ -6,8 +6,11 @@ changes the row of the table (csv layout, written whole as a new file; the old o
 backup the journal names). Remove moves the file into ``petclf-removed/<timestamp>/`` beside the
 data, keeping its relative path (csv layout: the row is dropped, the file stays) — nothing is
 deleted. The journal is written before each move and updated after it, so even a crash halfway
-leaves a record that ``undo`` can restore from. Decisions already applied are skipped; a file that
-changed since the audit (size, time and content hash recorded in audit.json) is refused.
+leaves a record that ``undo`` can restore from, and the next apply settles it from the files. Decisions
+already applied are skipped; a file that changed since the audit (size, time and content hash recorded
+in audit.json) is refused, and so is the removal of the last member of a copy group (unless
+``whole_groups``). Paths are absolute and the data folder is checked to be the audited one, so apply
+and undo do the same from any folder. ``undo`` leaves a file that changed after the apply where it is.
 """
 from __future__ import annotations
 

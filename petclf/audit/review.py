@@ -89,7 +89,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 def _decision_body(raw: bytes) -> tuple[int, str, str] | str:
     """``(item, action, label)`` from a request body, or why the body is refused."""
     if len(raw) > MAX_BODY:
-        return f"the body is {len(raw)} bytes; a decision is under {MAX_BODY}"
+        return f"the body is over {MAX_BODY} bytes; {_EXPECTED}"
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes

@@ -120,7 +120,7 @@ def test_cross_site_writes_and_other_hosts_are_refused(audited):
 @pytest.mark.parametrize("body", [b'{"item": 1e999, "action": "keep"}', b'{"item": true, "action": "keep"}',
                                   b'{"item": 1.9, "action": "keep"}', b'{"item": "1", "action": "keep"}',
                                   b'{"item": 1, "action": ["keep"]}', b'{"item": 1, "action": "relabel", "label": 3}',
-                                  b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+                                  b"[" * 2000 + b"]" * 2000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
                                   b'[1, 2]', b'"keep"', b"\xff\xfe"])
 def test_strict_item_numbers_and_bodies(audited_once, body):
     """Issue #21 item 10: infinity, deep nesting, booleans and fractions are 400 (were 500, or taken as item 1)."""
