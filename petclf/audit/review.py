@@ -119,7 +119,10 @@ def review_app(directory: str | Path, *, hosts: Sequence[str] = LOOPBACK_NAMES) 
     classes, root = list(settings["classes"]), audited_root(record, directory)
     path = directory / "decisions.csv"
     lock_path = directory / ".decisions.csv.lock"
-    _, problems = read_decisions(path, items, classes)
+    try:
+        _, problems = read_decisions(path, items, classes)
+    except DataError as err:
+        problems = [str(err)]
     for problem in problems:
         log.warn(f"{path}: {problem} (left out until fixed)")
     lock = threading.Lock()
@@ -131,9 +134,20 @@ def review_app(directory: str | Path, *, hosts: Sequence[str] = LOOPBACK_NAMES) 
     template = Environment(loader=PackageLoader("petclf.audit", "templates"),
                            autoescape=select_autoescape(["html"])).get_template("review.html")
 
-    def on_disk() -> tuple[dict[int, Decision], list[str]]:
-        with lock, _file_lock(lock_path):
+    def read() -> tuple[dict[int, Decision], list[str]]:
+        """decisions.csv as it is now; a file that cannot be read at all is one problem (no decisions)."""
+        try:
             return read_decisions(path, items, classes)
+        except DataError as err:
+            return {}, [str(err)]
+
+    def on_disk() -> tuple[dict[int, Decision], list[str]]:
+        with lock:
+            try:
+                with _file_lock(lock_path):
+                    return read()
+            except OSError:  # a folder this user cannot write to: reading needs no lock to be shown
+                return read()
 
     async def page(request: Request) -> HTMLResponse:
         nonce = secrets.token_urlsafe(16)
@@ -198,10 +212,17 @@ def review_app(directory: str | Path, *, hosts: Sequence[str] = LOOPBACK_NAMES) 
             return _json_error(f"{label!r} is not a class of the audit")
         if action == "relabel" and label == items[k]["given"]:
             action, label = "keep", ""
+        try:
+            return write(k, action, label)
+        except OSError as err:
+            return _json_error(f"cannot write {path} ({err.strerror or err}): nothing was saved; check the folder "
+                               "is writable and has space", 503)
+
+    def write(k: int, action: str, label: str) -> JSONResponse:
         with lock, _file_lock(lock_path):
             # Merge: re-read what is on disk and change this one item, so rows another server or a
             # hand edit wrote since are kept.
-            decisions, problems = read_decisions(path, items, classes)
+            decisions, problems = read()
             if problems:
                 # Writing the file back would drop the rows it cannot read: refuse until they are fixed.
                 return _json_error(f"{path} has rows that cannot be read ({problems[0]}"

@@ -154,3 +154,8 @@ def test_two_servers_and_a_hand_edit_lose_nothing(audited):
         refused = a.post("/api/decision", json={"item": 5, "action": "keep"})
         assert refused.status_code == 409 and "line 5" in refused.json()["error"]
         assert (out / "decisions.csv").read_bytes() == before
+        (out / "decisions.csv").write_bytes(before + "5,é,red,keep,,\n".encode("latin-1"))  # not UTF-8 at all
+        state = a.get("/api/state")
+        assert state.status_code == 200 and "cannot be read" in state.json()["problems"][0]
+        assert a.post("/api/decision", json={"item": 5, "action": "keep"}).status_code == 409
+        assert (out / "decisions.csv").read_bytes().startswith(before)
