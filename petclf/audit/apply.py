@@ -439,7 +439,7 @@ def undo(journal: str | Path) -> ApplyResult:
         if entry["state"] not in ("planned", "done"):
             continue
         if not (src.is_absolute() and dst.is_absolute()):
-            # Journals of petclf before 0.1.1 hold paths relative to the folder apply ran in.
+            # Journals of an older petclf may hold paths relative to the folder apply ran in.
             if not (dst.exists() or src.exists()):
                 result.refused.append(f"{src}: the journal holds paths relative to the folder apply ran in; run "
                                       "undo from that folder")

@@ -2,7 +2,8 @@
 
 Rows are keyed by the item number of audit.json; the path and labels are written for people (made
 safe for spreadsheets) and checked against audit.json when read back, so a hand-edited row that
-names another file is refused rather than trusted.
+names another file is refused rather than trusted. A file saved by a spreadsheet (a byte order mark,
+``Item`` for ``item``) reads the same; rows that give one item different decisions are all refused.
 """
 from __future__ import annotations
 

@@ -120,7 +120,7 @@ def folder_identity(folder: str | Path) -> dict:
 def audited_root(record: dict, directory: str | Path) -> Path:
     """The data folder of the audit in ``directory``: absolute, and the very folder that was audited.
 
-    Raises ``DataError`` (one line) for an audit that stored a relative path (petclf before 0.1.1
+    Raises ``DataError`` (one line) for an audit that stored a relative path (an older petclf
     resolved it against the current folder, which made apply and review act on whatever folder
     of that name the shell was in), for a folder that is gone, and for another folder in its place.
     """

@@ -159,3 +159,14 @@ def test_two_servers_and_a_hand_edit_lose_nothing(audited):
         assert state.status_code == 200 and "cannot be read" in state.json()["problems"][0]
         assert a.post("/api/decision", json={"item": 5, "action": "keep"}).status_code == 409
         assert (out / "decisions.csv").read_bytes().startswith(before)
+
+
+def test_the_hosts_answered_follow_the_bound_address():
+    """Item 7: loopback answers to its loopback names only; another address to itself; 0.0.0.0 to this machine's."""
+    from petclf.audit.review import allowed_hosts
+
+    assert set(allowed_hosts("127.0.0.1")) == {"127.0.0.1", "localhost"}
+    assert set(allowed_hosts("localhost")) == {"127.0.0.1", "localhost"}
+    assert allowed_hosts("192.0.2.7") == ["192.0.2.7"]
+    everywhere = allowed_hosts("0.0.0.0")
+    assert {"127.0.0.1", "localhost"} <= set(everywhere) and "*" not in everywhere and "evil.example" not in everywhere
