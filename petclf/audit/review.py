@@ -86,6 +86,15 @@ def _file_lock(path: Path) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when ``path`` is saved again (None when there is no file)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _decision_body(raw: bytes) -> tuple[int, str, str] | str:
     """``(item, action, label)`` from a request body, or why the body is refused."""
     if len(raw) > MAX_BODY:
@@ -220,19 +229,27 @@ def review_app(directory: str | Path, *, hosts: Sequence[str] = LOOPBACK_NAMES) 
 
     def write(k: int, action: str, label: str) -> JSONResponse:
         with lock, _file_lock(lock_path):
-            # Merge: re-read what is on disk and change this one item, so rows another server or a
-            # hand edit wrote since are kept.
-            decisions, problems = read()
-            if problems:
-                # Writing the file back would drop the rows it cannot read: refuse until they are fixed.
-                return _json_error(f"{path} has rows that cannot be read ({problems[0]}"
-                                   f"{f'; and {len(problems) - 1} more' if len(problems) > 1 else ''}): fix them "
-                                   "(or delete those rows), then decide again", 409)
-            if action == "clear":
-                decisions.pop(k, None)
+            for _ in range(5):
+                # Merge: re-read what is on disk and change this one item, so rows another server or a
+                # hand edit wrote since are kept. An editor does not take the lock: when the file changed
+                # between the read and the write, read again rather than write over its save.
+                seen = _stamp(path)
+                decisions, problems = read()
+                if problems:
+                    # Writing the file back would drop the rows it cannot read: refuse until they are fixed.
+                    return _json_error(f"{path} has rows that cannot be read ({problems[0]}"
+                                       f"{f'; and {len(problems) - 1} more' if len(problems) > 1 else ''}): fix "
+                                       "them (or delete those rows), then decide again", 409)
+                if action == "clear":
+                    decisions.pop(k, None)
+                else:
+                    decisions[k] = Decision(k, action, label if action == "relabel" else "", now())
+                if _stamp(path) == seen:
+                    write_decisions(path, decisions, items)
+                    break
             else:
-                decisions[k] = Decision(k, action, label if action == "relabel" else "", now())
-            write_decisions(path, decisions, items)
+                return _json_error(f"{path} kept changing while this decision was saved: nothing was saved; "
+                                   "decide again", 409)
             total = len(decisions)
         return JSONResponse({"ok": True, "item": k, "action": action, "label": label, "decided": total})
 

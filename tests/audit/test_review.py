@@ -170,3 +170,28 @@ def test_the_hosts_answered_follow_the_bound_address():
     assert allowed_hosts("192.0.2.7") == ["192.0.2.7"]
     everywhere = allowed_hosts("0.0.0.0")
     assert {"127.0.0.1", "localhost"} <= set(everywhere) and "*" not in everywhere and "evil.example" not in everywhere
+
+
+def test_an_editor_saving_between_the_read_and_the_write_is_not_overwritten(audited, monkeypatch):
+    """Item 3: an editor takes no lock; a save that lands while a decision is merged is read again, not lost."""
+    import petclf.audit.review as review_module
+
+    data, out, record = audited
+    items = record["items"]
+    real_read = review_module.read_decisions
+    saved = []
+
+    def editor_saves_meanwhile(*args, **kwargs):
+        found = real_read(*args, **kwargs)
+        if not saved:
+            saved.append(True)
+            with (out / "decisions.csv").open("a") as f:
+                if f.tell() == 0:
+                    f.write("item,path,given,action,label,decided_at\n")
+                f.write(f"3,{items[3]['path']},{items[3]['given']},remove,,\n")
+        return found
+
+    with client_for(out) as client:
+        monkeypatch.setattr(review_module, "read_decisions", editor_saves_meanwhile)
+        assert client.post("/api/decision", json={"item": 1, "action": "keep"}).status_code == 200
+    assert _rows(out) == [("1", "keep", ""), ("3", "remove", "")]
