@@ -56,8 +56,9 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     Example: ``body = await read_body(request, limit=32 * 2**20)``.
     """
     declared = request.headers.get("content-length")
-    # uvicorn refuses a malformed Content-Length; one of more than 18 digits is over any limit too.
-    if declared is not None and (ascii_count(declared) or limit + 1) > limit:
+    # h11 refuses a Content-Length that is not digits; one of more than 18 digits is over any limit too.
+    length = None if declared is None else ascii_count(declared)
+    if declared is not None and (length is None or length > limit):
         raise _too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():

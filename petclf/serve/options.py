@@ -30,7 +30,7 @@ class ServeOptions:
     allowed_hosts: tuple[str, ...] = ()
     # Pixels being decoded at once, all requests together (decode memory is a few bytes per pixel, whatever the
     # number of cores); one request's images must fit it together (else 413). Not below PIL's 89 Mpx per image.
-    max_decode_mpx: float = 128.0
+    max_decode_mpx: float = 100.0
     max_header_kb: float = 32.0  # request line and headers above this get 431 (they are held in memory until whole)
     header_timeout_s: float = 10.0  # a connection whose request headers are not whole by then gets 408 and is closed
 
