@@ -28,8 +28,9 @@ class ServeOptions:
     # Host header names answered ('*.example.org' for subdomains, '*' for any). () leaves it to `serve`: loopback
     # names only when it listens on loopback (a page on another site cannot reach it by DNS rebinding), any otherwise.
     allowed_hosts: tuple[str, ...] = ()
-    # Pixels being decoded at once, all requests together (decode memory is a few bytes per pixel, whatever the
-    # number of cores); one request's images must fit it together (else 413). Not below PIL's 89 Mpx per image.
+    # Pixels being decoded at once, all requests together: decoding holds 10-16 bytes a pixel, so this bounds it
+    # whatever the number of cores. A request's images must fit it together (else 413), one image alone (else
+    # 422); below PIL's 89 Mpx per image it refuses images the scan and Predictor read.
     max_decode_mpx: float = 100.0
     max_header_kb: float = 32.0  # request line and headers above this get 431 (they are held in memory until whole)
     header_timeout_s: float = 10.0  # a connection whose request headers are not whole by then gets 408 and is closed

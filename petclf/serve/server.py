@@ -140,8 +140,9 @@ def prepare(model_dirs: Sequence[str | Path] | Mapping[str, str | Path], *, host
     announce = f"serving {names} at http://{url_host}:{bound_port}/ (page at /, API at /predict and /v2; Ctrl-C stops)"
     # timeout_graceful_shutdown: on SIGTERM the requests in flight finish, but none can hold the process longer
     # than its own time limit. log_config=None leaves uvicorn's start-up lines out; its errors still print.
-    # http: h11 with a header size limit and timeout, whatever HTTP parser is installed (petclf.serve.protocol).
-    config = uvicorn.Config(application, log_config=None, access_log=False, lifespan="on",
+    # http: h11 with a header size limit and timeout, whatever HTTP parser is installed (petclf.serve.protocol);
+    # ws="none": no route takes a WebSocket, and an upgrade would leave that protocol's limits.
+    config = uvicorn.Config(application, log_config=None, access_log=False, lifespan="on", ws="none",
                             timeout_graceful_shutdown=int(options.timeout_s) + 5, server_header=False,
                             http=protocol_class(max_header_bytes=options.max_header_bytes,
                                                 header_timeout_s=options.header_timeout_s),

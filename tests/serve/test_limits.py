@@ -239,3 +239,31 @@ def test_the_pixel_budget_is_never_exceeded_and_serves_in_order():
 
     order, peak = asyncio.run(scenario())
     assert order == ["a", "big", "c"] and peak == 10  # 'c' fits beside 'a' but waits its turn behind 'big'
+
+
+def test_a_failed_or_timed_out_request_keeps_its_pixels_until_its_decoders_stop():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from petclf.serve.metrics import Metrics
+    from petclf.serve.state import ServerState
+
+    async def scenario() -> None:
+        state = ServerState(models={}, options=ServeOptions(), metrics=Metrics(max_batch=1))
+        state.budget = PixelBudget(10)
+        await state.budget.acquire(10)
+        still_decoding = threading.Event()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            jobs = [pool.submit(still_decoding.wait, 20), pool.submit(time.sleep, 0)]
+            await asyncio.sleep(0.05)
+            state._release_when_decoded(jobs, 10, asyncio.get_running_loop())
+            assert jobs[1].cancelled()  # queued, not started: it never will be
+            await asyncio.sleep(0.1)
+            assert state.budget.used == 10  # a thread still decodes: its memory is still held
+            still_decoding.set()
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                if state.budget.used == 0:
+                    break
+            assert state.budget.used == 0
+
+    asyncio.run(scenario())
