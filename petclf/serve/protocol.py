@@ -89,9 +89,12 @@ class _GuardedH11Protocol(H11Protocol):
         else:
             detail = one_line(err, limit=160) if err is not None else "unreadable"
             reason = f"not a valid HTTP/1.1 request ({detail})."
-        if self.cycle is None or self.cycle.response_complete:
+        if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
+            if self.cycle is not None and not self.cycle.response_complete:
+                self.cycle.disconnected = True  # a body that broke off mid-way: the app's own answer goes nowhere
+                self.cycle.message_event.set()
             self._refuse(status, reason)
-        else:  # an answer to an earlier request on this connection is being written: nothing more can be said
+        else:  # an answer to this request is being written already: nothing more can be said
             self.transport.close()
 
     def _refuse(self, status: int, reason: str) -> None:

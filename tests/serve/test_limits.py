@@ -161,6 +161,10 @@ def test_a_malformed_request_gets_400_json(loopback):
     assert status == 400 and body["error"].startswith("not a valid HTTP/1.1 request (")
     status, body, _ = _exchange(loopback.port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n")
     assert status == 400 and "not a valid HTTP/1.1 request" in body["error"]
+    # A chunked body that breaks its own framing while the app reads it.
+    status, body, _ = _exchange(loopback.port, b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                                b"Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nZZ\r\n")
+    assert status == 400 and "not a valid HTTP/1.1 request" in body["error"]
     with httpx.Client(base_url=loopback.url, timeout=30) as client:
         assert client.get("/health").status_code == 200
 
