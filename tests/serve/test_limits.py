@@ -271,3 +271,15 @@ def test_a_failed_or_timed_out_request_keeps_its_pixels_until_its_decoders_stop(
             assert state.budget.used == 0
 
     asyncio.run(scenario())
+
+
+def test_the_new_limits_are_validated_with_the_value_named():
+    from petclf.core.errors import UsageError
+
+    for bad, words in ((dict(allowed_hosts="localhost"), "allowed_hosts must be a tuple"),
+                       (dict(allowed_hosts=("",)), "allowed_hosts must be a tuple"),
+                       (dict(max_decode_mpx=0), "max_decode_mpx must be from"),
+                       (dict(max_header_kb=0.5), "max_header_kb must be from"),
+                       (dict(header_timeout_s=0), "header_timeout_s must be from")):
+        with pytest.raises(UsageError, match=words):
+            ServeOptions(**bad).validate()
