@@ -2,9 +2,9 @@
 
 uvicorn picks httptools when it is installed, which takes request headers of any size (a 300 MB
 header line was held whole in memory), and neither of its HTTP protocols times out a client that
-sends its headers a byte at a time. Here h11 reads requests, whose buffer limit caps the request line
-and headers (431), and a connection whose headers are not whole within the header timeout gets 408 and
-is closed. What uvicorn answers as text ("Invalid HTTP request received.") is the server's usual
+sends its headers a byte at a time. Here h11 reads requests, with the request line and headers capped
+(431: while they are incomplete by h11's buffer limit, once whole by their size), and a connection
+whose headers are not whole within the header timeout gets 408 and is closed. What uvicorn answers as text ("Invalid HTTP request received.") is the server's usual
 ``{"error": reason}`` JSON, wherever a response can still be written.
 """
 from __future__ import annotations
@@ -22,16 +22,31 @@ __all__ = ["protocol_class"]
 
 
 class _Connection(h11.Connection):
-    """h11's connection, keeping the protocol error that uvicorn catches and answers with its generic text."""
+    """h11's connection, keeping the protocol error that uvicorn catches and answers with its generic text, and
+    refusing request headers over ``max_header_bytes`` however they arrive."""
 
     error: h11.RemoteProtocolError | None = None
 
+    def __init__(self, *, max_header_bytes: int) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        self.max_header_bytes = max_header_bytes
+
     def next_event(self):  # noqa: ANN201 - h11's own return type
         try:
-            return super().next_event()
+            event = super().next_event()
+            # h11 caps only what is still incomplete: headers that came in one read (up to 256 KiB) would pass.
+            if isinstance(event, h11.Request) and _header_bytes(event) > self.max_header_bytes:
+                raise h11.RemoteProtocolError("request headers over the limit", error_status_hint=431)
+            return event
         except h11.RemoteProtocolError as err:
             self.error = err
             raise
+
+
+def _header_bytes(request: h11.Request) -> int:
+    """The size of a request line and headers as sent (give or take the spaces h11 strips)."""
+    return (len(request.method) + len(request.target) + 12
+            + sum(len(name) + len(value) + 4 for name, value in request.headers.raw_items()))
 
 
 class _GuardedH11Protocol(H11Protocol):
@@ -42,7 +57,7 @@ class _GuardedH11Protocol(H11Protocol):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.conn = _Connection(h11.SERVER, max_incomplete_event_size=self.max_header_bytes)
+        self.conn = _Connection(max_header_bytes=self.max_header_bytes)
         self._header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
