@@ -4,8 +4,9 @@ uvicorn picks httptools when it is installed, which takes request headers of any
 header line was held whole in memory), and neither of its HTTP protocols times out a client that
 sends its headers a byte at a time. Here h11 reads requests, with the request line and headers capped
 (431: while they are incomplete by h11's buffer limit, once whole by their size), and a connection
-whose headers are not whole within the header timeout gets 408 and is closed. What uvicorn answers as text ("Invalid HTTP request received.") is the server's usual
-``{"error": reason}`` JSON, wherever a response can still be written.
+whose headers are not whole within the header timeout gets 408 and is closed. What uvicorn answers as
+text ("Invalid HTTP request received.") is the server's usual ``{"error": reason}`` JSON, wherever a
+response can still be written.
 """
 from __future__ import annotations
 
