@@ -178,3 +178,32 @@ def test_a_request_past_its_time_limit_gets_504_and_the_server_goes_on(model_dir
             _still_serving(client)
     finally:
         running.stop()
+
+
+# Every field of a valid v2 request, each replaced by JSON of every type: a 4xx with a reason or an answer, never a 500.
+_V2_FIELDS = [("id",), ("inputs",), ("outputs",), ("parameters",), ("inputs", 0), ("inputs", 0, "name"),
+              ("inputs", 0, "datatype"), ("inputs", 0, "shape"), ("inputs", 0, "shape", 0), ("inputs", 0, "data"),
+              ("inputs", 0, "data", 0), ("inputs", 0, "parameters"), ("outputs", 0), ("outputs", 0, "name"),
+              ("outputs", 0, "parameters"), ("outputs", 0, "parameters", "classification"),
+              ("parameters", "binary_data_output")]
+_JSON_VALUES = ["s", "", [], [1], [[]], {}, {"binary_data_size": "x"}, None, 0, -1, 1.5, True, 10**30]
+
+
+def test_no_field_of_a_v2_request_of_any_json_type_gets_a_500(client):
+    valid = {"id": "x", "parameters": {"binary_data_output": False},
+             "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                         "data": [base64.b64encode(image_bytes(1)).decode()]}],
+             "outputs": [{"name": "probabilities", "parameters": {"classification": 2}}]}
+    assert _v2(client, valid).status_code == 200
+    for path in _V2_FIELDS:
+        for value in _JSON_VALUES:
+            request = json.loads(json.dumps(valid))
+            node = request
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = value
+            answer = _v2(client, request)
+            assert answer.status_code < 500, (path, value, answer.text)
+            if answer.status_code >= 400:
+                assert answer.json()["error"], (path, value)
+    _still_serving(client)
