@@ -226,7 +226,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     options = ServeOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_body_mb=args.max_body_mb,
                            max_images=args.max_images, timeout_s=args.timeout, precision=args.precision,
-                           device=args.device, cors_origins=tuple(args.cors_origin), access_log=not args.no_access_log)
+                           device=args.device, cors_origins=tuple(args.cors_origin), access_log=not args.no_access_log,
+                           allowed_hosts=tuple(args.allowed_host), max_decode_mpx=args.max_decode_mpx,
+                           max_header_kb=args.max_header_kb, header_timeout_s=args.header_timeout)
     serve(args.model_dirs, host=args.host, port=args.port, options=options)
     return 0
 
@@ -404,6 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                        help="let pages from ORIGIN call the API (repeatable; default: CORS off)")
     serve.add_argument("--no-access-log", action="store_true", help="no line per request on stderr")
+    serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="answer requests for Host NAME (repeatable; '*' any; default: loopback names only on a "
+                            "loopback --host, any on other addresses)")
+    serve.add_argument("--max-decode-mpx", type=float, default=d.max_decode_mpx,
+                       help="megapixels decoded at once, all requests together (default %(default)s)")
+    serve.add_argument("--max-header-kb", type=float, default=d.max_header_kb,
+                       help="request line and headers size limit (default %(default)s)")
+    serve.add_argument("--header-timeout", type=float, default=d.header_timeout_s,
+                       help="seconds a client has to send its request headers (default %(default)s)")
     serve.set_defaults(func=_cmd_serve)
     return parser
 

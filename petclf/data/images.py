@@ -54,9 +54,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         img.seek(0)
     img = ImageOps.exif_transpose(img) or img
     if img.mode in _WIDE_MODES:
-        values = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or values.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(values * (255.0 / top), 0, 255).astype(np.uint8), mode="L")
+        img = Image.fromarray(_wide_to_8bit(img), mode="L")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
@@ -64,6 +62,27 @@ def to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)
     return img.convert("RGB")
+
+
+def _wide_to_8bit(img: Image.Image) -> np.ndarray:
+    """The uint8 values of a 16-bit, 32-bit integer or float image: 0..65535 (or 0..255 when no value is above
+    255) scaled to 0..255.
+
+    The scaling runs in float64 a band of rows at a time (a float64 copy of a whole 88 Mpx scan is 700 MB), and
+    16-bit images go through a 65,536-entry table computed with the same formula: the same values either way.
+    """
+    if img.mode.startswith("I;16"):
+        table = np.clip(np.arange(65536, dtype=np.float64) * (255.0 / 65535.0), 0, 255).astype(np.uint8)
+        return table[np.asarray(img, dtype=np.uint16)]
+    rows = max(1, (1 << 20) // max(1, img.width))  # about a million pixels per band
+    bands = [(y, min(y + rows, img.height)) for y in range(0, img.height, rows)]
+    top_value = np.max([np.asarray(img.crop((0, y0, img.width, y1))).max() for y0, y1 in bands]) if bands else 0
+    top = 65535.0 if top_value > 255 else 255.0
+    out = np.empty((img.height, img.width), dtype=np.uint8)
+    for y0, y1 in bands:
+        values = np.asarray(img.crop((0, y0, img.width, y1)), dtype=np.float64)
+        out[y0:y1] = np.clip(values * (255.0 / top), 0, 255).astype(np.uint8)
+    return out
 
 
 def read_rgb(path: str | Path, *, min_side: int | None = None) -> Image.Image:

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from petclf.core.safe_text import one_line, printable
 from petclf.serve.errors import RequestError
 
-__all__ = ["Part", "content_type", "parse_multipart", "read_body"]
+__all__ = ["Part", "ascii_count", "content_type", "parse_multipart", "read_body"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,19 @@ def content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
+def ascii_count(text: str, *, digits: int = 18) -> int | None:
+    """``text`` as a count when it is 1 to ``digits`` ASCII digits, else None.
+
+    ``str.isdigit`` alone also accepts '²' and other digits ``int`` refuses, and ``int`` refuses numbers of more
+    than 4,300 digits: either would be a 500 where the sender deserves a 400.
+
+    Example: ``ascii_count("120")`` → ``120``; ``ascii_count("²")`` → ``None``.
+    """
+    if 0 < len(text) <= digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def _too_large(limit: int) -> RequestError:
     return RequestError(413, f"the request body is larger than the server's limit of {limit / 2**20:g} MiB: send "
                              "fewer or smaller images per request (or start the server with a larger --max-body-mb).")
@@ -43,7 +56,9 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     Example: ``body = await read_body(request, limit=32 * 2**20)``.
     """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # h11 refuses a Content-Length that is not digits; one of more than 18 digits is over any limit too.
+    length = None if declared is None else ascii_count(declared)
+    if declared is not None and (length is None or length > limit):
         raise _too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():

@@ -25,6 +25,15 @@ class ServeOptions:
     device: str | None = None  # None: the fastest available (CUDA, MPS, CPU)
     cors_origins: tuple[str, ...] = ()  # origins allowed to call the API from a browser page; () keeps CORS off
     access_log: bool = True  # one line per request on stderr
+    # Host header names answered ('*.example.org' for subdomains, '*' for any). () leaves it to `serve`: loopback
+    # names only when it listens on loopback (a page on another site cannot reach it by DNS rebinding), any otherwise.
+    allowed_hosts: tuple[str, ...] = ()
+    # Pixels being decoded at once, all requests together: decoding holds 10-16 bytes a pixel, so this bounds it
+    # whatever the number of cores. A request's images must fit it together (else 413), one image alone (else
+    # 422); below PIL's 89 Mpx per image it refuses images the scan and Predictor read.
+    max_decode_mpx: float = 100.0
+    max_header_kb: float = 32.0  # request line and headers above this get 431 (they are held in memory until whole)
+    header_timeout_s: float = 10.0  # a connection whose request headers are not whole by then gets 408 and is closed
 
     def validate(self) -> "ServeOptions":
         """The options themselves, once every value is in range (else a UsageError naming the value and the fix).
@@ -38,10 +47,26 @@ class ServeOptions:
         if self.precision not in PRECISIONS:
             raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}. "
                              f"Received: precision={self.precision!r}.")
-        if isinstance(self.cors_origins, str):
-            raise UsageError("cors_origins must be a tuple of origins such as ('https://example.org',), "
-                             f"not one string. Received: cors_origins={self.cors_origins!r}.")
+        require_between(1, 1_000_000, max_decode_mpx=self.max_decode_mpx)
+        require_between(1, 1024, max_header_kb=self.max_header_kb)
+        require_between(0.001, 3600, header_timeout_s=self.header_timeout_s)
+        for name in ("cors_origins", "allowed_hosts"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
+                raise UsageError(f"{name} must be a tuple of non-empty strings such as "
+                                 f"{('https://example.org',) if name == 'cors_origins' else ('example.org',)!r}, "
+                                 f"not one string. Received: {name}={value!r}.")
         return self
+
+    @property
+    def max_decode_pixels(self) -> int:
+        """``max_decode_mpx`` in pixels."""
+        return int(self.max_decode_mpx * 1_000_000)
+
+    @property
+    def max_header_bytes(self) -> int:
+        """``max_header_kb`` in bytes (KiB)."""
+        return int(self.max_header_kb * 1024)
 
     @property
     def max_body_bytes(self) -> int:

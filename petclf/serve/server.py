@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import socket
 import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from PIL import Image
 from starlette.applications import Starlette
@@ -24,12 +25,16 @@ from petclf.core.log import logger
 from petclf.core.safe_text import one_line
 from petclf.serve import page, simple, v2
 from petclf.serve.errors import RequestError, error_response
+from petclf.serve.hosts import LOOPBACK_HOSTS, HostGuard, is_loopback_address
 from petclf.serve.metrics import Metrics, ObserveRequests
 from petclf.serve.models import load_models
 from petclf.serve.options import ServeOptions
 from petclf.serve.state import ServerState
 
-__all__ = ["app", "serve"]
+if TYPE_CHECKING:
+    import uvicorn
+
+__all__ = ["app", "prepare", "serve"]
 
 # Images over PIL's limit are refused with a 422 before decoding; its warning would only repeat that on stderr.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
@@ -81,6 +86,8 @@ def app(model_dirs: Sequence[str | Path] | Mapping[str, str | Path], *,
             await state.stop()
 
     middleware = [Middleware(ObserveRequests, metrics=metrics, log=options.access_log)]
+    if options.allowed_hosts and "*" not in options.allowed_hosts:  # inside ObserveRequests: refusals are logged
+        middleware.append(Middleware(HostGuard, allowed=options.allowed_hosts))
     if options.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(options.cors_origins),
                                      allow_methods=["GET", "POST"], allow_headers=["*"],
@@ -97,21 +104,49 @@ def serve(model_dirs: Sequence[str | Path] | Mapping[str, str | Path], *, host: 
           options: ServeOptions | None = None) -> None:
     """Serve ``model_dirs`` over HTTP until SIGTERM or Ctrl-C; requests in flight then finish before it returns.
 
-    Prints the URL once the models answer. ``port=0`` picks a free port (the printed URL names it).
+    Prints the URL once the models answer. ``port=0`` picks a free port (the printed URL names it). On a
+    loopback address (the default) only requests for loopback host names are answered (see
+    ``ServeOptions.allowed_hosts``).
 
     Example: ``serve(["runs/pets/model"], port=8000)`` → ``petclf: serving model at http://127.0.0.1:8000/``.
     """
+    server, sock = prepare(model_dirs, host=host, port=port, options=options)
+    with _signals_end_quietly():
+        server.run(sockets=[sock])
+    logger.info("stopped: every request in flight was answered")
+
+
+def prepare(model_dirs: Sequence[str | Path] | Mapping[str, str | Path], *, host: str = "127.0.0.1",
+            port: int = 8000, options: ServeOptions | None = None) -> tuple[uvicorn.Server, socket.socket]:
+    """The uvicorn server ``serve`` runs and its listening socket, the models loaded: ``server.run(sockets=[sock])``.
+
+    Example: ``server, sock = prepare(["runs/pets/model"], port=0)``; ``server.should_exit = True`` stops it.
+    """
     import uvicorn  # noqa: PLC0415 - only serving needs the server
+
+    from petclf.serve.protocol import protocol_class  # noqa: PLC0415 - imports uvicorn
 
     options = (options or ServeOptions()).validate()
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise UsageError(f"port must be an integer from 0 to 65535. Received: port={port!r}.")
+    address = _resolve(host, port)
+    if not options.allowed_hosts and is_loopback_address(address[4][0]):
+        options = dataclasses.replace(options, allowed_hosts=LOOPBACK_HOSTS)
     application = app(model_dirs, options=options)  # models load (and fail) before the port is taken
-    sock = _bind(host, port)
+    sock = _bind(address, host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
     names = ", ".join(application.state.petclf.models)
     announce = f"serving {names} at http://{url_host}:{bound_port}/ (page at /, API at /predict and /v2; Ctrl-C stops)"
+    # timeout_graceful_shutdown: on SIGTERM the requests in flight finish, but none can hold the process longer
+    # than its own time limit. log_config=None leaves uvicorn's start-up lines out; its errors still print.
+    # http: h11 with a header size limit and timeout, whatever HTTP parser is installed (petclf.serve.protocol);
+    # ws="none": no route takes a WebSocket, and an upgrade would leave that protocol's limits.
+    config = uvicorn.Config(application, log_config=None, access_log=False, lifespan="on", ws="none",
+                            timeout_graceful_shutdown=int(options.timeout_s) + 5, server_header=False,
+                            http=protocol_class(max_header_bytes=options.max_header_bytes,
+                                                header_timeout_s=options.header_timeout_s),
+                            h11_max_incomplete_event_size=options.max_header_bytes)
 
     class _Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:
@@ -120,13 +155,7 @@ def serve(model_dirs: Sequence[str | Path] | Mapping[str, str | Path], *, host: 
                 logger.info(announce)
                 sys.stderr.flush()
 
-    # timeout_graceful_shutdown: on SIGTERM the requests in flight finish, but none can hold the process longer
-    # than its own time limit. log_config=None leaves uvicorn's start-up lines out; its errors still print.
-    config = uvicorn.Config(application, log_config=None, access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=int(options.timeout_s) + 5, server_header=False)
-    with _signals_end_quietly():
-        _Server(config).run(sockets=[sock])
-    logger.info("stopped: every request in flight was answered")
+    return _Server(config), sock
 
 
 @contextlib.contextmanager
@@ -144,17 +173,20 @@ def _signals_end_quietly():
             signal.signal(sig, handler)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _resolve(host: str, port: int) -> tuple:
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as err:
         raise UsageError(f"cannot resolve host {host!r} ({err.strerror}): pass an address such as 127.0.0.1 "
                          "(this machine only) or 0.0.0.0 (every network interface).") from None
-    family, kind, proto, _, address = infos[0]
+
+
+def _bind(address: tuple, host: str, port: int) -> socket.socket:
+    family, kind, proto, _, sockaddr = address
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind(address)
+        sock.bind(sockaddr)
     except OSError as err:
         sock.close()
         raise UsageError(f"cannot listen on {host}:{port} ({err.strerror}): another program may use the port; pass "

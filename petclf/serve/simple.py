@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from petclf.core.safe_text import printable
-from petclf.serve.body import content_type, parse_multipart, read_body
+from petclf.serve.body import ascii_count, content_type, parse_multipart, read_body
 from petclf.serve.errors import RequestError
 from petclf.serve.state import ServerState, server_state
 
@@ -27,9 +27,10 @@ def _topk(request: Request) -> int | None:
     text = request.query_params.get("topk")
     if text is None:
         return None
-    if not text.isdigit() or int(text) < 1:
-        raise RequestError(400, f"topk must be a positive integer. Received: topk={printable(text)!r}.")
-    return int(text)
+    count = ascii_count(text)
+    if not count:
+        raise RequestError(400, f"topk must be a positive integer. Received: topk={printable(text)[:40]!r}.")
+    return count
 
 
 async def _images(request: Request, state: ServerState) -> list[tuple[str, bytes]]:

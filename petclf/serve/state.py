@@ -4,7 +4,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Awaitable, TypeVar
 
@@ -13,7 +14,8 @@ from starlette.requests import Request
 
 from petclf.core.safe_text import printable
 from petclf.serve.batching import Batcher, ForwardGate
-from petclf.serve.decode import read_image_bytes
+from petclf.serve.budget import PixelBudget
+from petclf.serve.decode import decode_pixels, read_image_bytes
 from petclf.serve.errors import RequestError
 from petclf.serve.metrics import Metrics
 from petclf.serve.models import ServedModel
@@ -42,6 +44,7 @@ class ServerState:
     batchers: dict[str, Batcher] = field(default_factory=dict)
     decoder: ThreadPoolExecutor | None = None
     worker: ThreadPoolExecutor | None = None
+    budget: PixelBudget | None = None  # pixels decoded at once, all requests together
     # 'new' → 'running' (by the app's lifespan, or by the first request where a host app does not run the
     # lifespan of apps mounted in it) → 'stopped' (lifespan shutdown, after the requests in flight).
     phase: str = "new"
@@ -57,6 +60,7 @@ class ServerState:
             return
         self.decoder = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="petclf-decode")
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="petclf-forward")
+        self.budget = PixelBudget(self.options.max_decode_pixels)
         cpu_gate = ForwardGate()  # on an accelerator the CPU is free to decode during a forward pass
         for name, model in self.models.items():
             batcher = Batcher(model.logits, executor=self.worker, max_batch=self.options.max_batch,
@@ -117,10 +121,51 @@ class ServerState:
                                     "split them over several requests (or start the server with a larger "
                                     "--max-images).")
         loop = asyncio.get_running_loop()
-        arrays = await asyncio.gather(*(
-            loop.run_in_executor(self.decoder, functools.partial(read_image_bytes, data, model.presize, name=name))
+        # Headers first (no pixel decoded): what each image will take, so the request waits for its share of
+        # the budget, or is refused, before any memory goes to its pixels.
+        sizes = await asyncio.gather(*(
+            loop.run_in_executor(self.decoder, functools.partial(decode_pixels, data, model.presize, name=name))
             for name, data in images))
+        capacity = self.budget.capacity
+        for (name, _), size in zip(images, sizes):
+            if size > capacity:
+                raise RequestError(422, f"{name} holds {size / 1e6:.1f} Mpx; the server decodes at most "
+                                        f"{capacity / 1e6:g} Mpx at once: send a smaller image (or start the server "
+                                        "with a larger --max-decode-mpx).")
+        total = sum(sizes)
+        if total > capacity:
+            raise RequestError(413, f"the {len(images)} images of this request hold {total / 1e6:.1f} Mpx together; "
+                                    f"the server decodes at most {capacity / 1e6:g} Mpx at once: send fewer or "
+                                    "smaller images per request (or start the server with a larger "
+                                    "--max-decode-mpx).")
+        await self.budget.acquire(total)
+        jobs = [self.decoder.submit(read_image_bytes, data, model.presize, name=name) for name, data in images]
+        try:
+            arrays = await asyncio.gather(*(asyncio.wrap_future(job) for job in jobs))
+        finally:
+            self._release_when_decoded(jobs, total, loop)
         return np.stack(arrays)
+
+    def _release_when_decoded(self, jobs: list[Future], pixels: int, loop: asyncio.AbstractEventLoop) -> None:
+        """Give the budget back once no thread decodes for the request any more (it may have failed or timed out)."""
+        for job in jobs:
+            job.cancel()  # a job not started yet never will: its request has its answer (or its error) already
+        running = [job for job in jobs if not job.done()]
+        if not running:
+            self.budget.release(pixels)
+            return
+        # Threads still decoding hold their memory until they finish, whatever became of the request: so do its pixels.
+        left, lock = [len(running)], threading.Lock()
+
+        def finished(_job: Future) -> None:
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last and not loop.is_closed():
+                loop.call_soon_threadsafe(self.budget.release, pixels)
+
+        for job in running:
+            job.add_done_callback(finished)
 
     async def within_timeout(self, work: Awaitable[T]) -> T:
         """``work``'s result, or 504 once the request has taken ``timeout_s`` (its queued images are dropped)."""

@@ -37,7 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from petclf.core.safe_text import printable
-from petclf.serve.body import content_type, read_body
+from petclf.serve.body import ascii_count, content_type, read_body
 from petclf.serve.errors import RequestError
 from petclf.serve.models import ServedModel
 from petclf.serve.state import ServerState, server_state
@@ -102,10 +102,11 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     if header_length is None:
         head, tail = body, b""
     else:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise _bad(f"Inference-Header-Content-Length {printable(header_length)!r} is not a length within the "
-                       f"{len(body)}-byte body.")
-        head, tail = body[:int(header_length)], body[int(header_length):]
+        length = ascii_count(header_length)
+        if length is None or length > len(body):
+            raise _bad(f"Inference-Header-Content-Length {printable(header_length)[:40]!r} is not a length within "
+                       f"the {len(body)}-byte body.")
+        head, tail = body[:length], body[length:]
     if not head:
         raise _bad("the request body is empty: expected a JSON inference request "
                    '({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": ["<base64>"]}]}).')
@@ -148,11 +149,22 @@ def _flat(data: object, *, count: int, name: str) -> list:
 
 
 
+def _parameters(item: dict, where: str) -> dict:
+    """The 'parameters' object of a request, input or output ({} when absent or null); 400 when not an object."""
+    params = item.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise _bad(f"{where}: 'parameters' must be a JSON object such as {{\"binary_data_output\": true}}. "
+                   f"Received: {printable(json.dumps(params))[:80]}.")
+    return params
+
+
 def _binary_parts(inputs: list[dict], tail: bytes) -> list[bytes | None]:
     """Each input's binary data (None for JSON data), cut from ``tail`` in the order of the inputs."""
     parts, offset = [], 0
     for tensor in inputs:
-        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        size = _parameters(tensor, f"input {printable(tensor.get('name'))[:40]!r}").get("binary_data_size")
         if size is None:
             parts.append(None)
             continue
@@ -225,7 +237,7 @@ def _pixels(tensor: dict, raw: bytes | None, shape: list[int], presize: int) -> 
 
 
 def _outputs(request: dict) -> list[_Output]:
-    default_binary = bool((request.get("parameters") or {}).get("binary_data_output", False))
+    default_binary = bool(_parameters(request, "the inference request").get("binary_data_output", False))
     asked = request.get("outputs") or [{"name": name} for name in OUTPUTS]
     if not isinstance(asked, list):
         raise _bad("'outputs' must be a list of {\"name\": …} objects.")
@@ -236,9 +248,7 @@ def _outputs(request: dict) -> list[_Output]:
             raise _bad(f"unknown or repeated output {printable(name)!r}: the outputs are "
                        f"{', '.join(map(repr, OUTPUTS))}, each at most once.")
         seen.add(name)
-        params = item.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise _bad(f"output {name!r}: 'parameters' must be an object.")
+        params = _parameters(item, f"output {name!r}")
         k = params.get("classification", 0)
         if not isinstance(k, int) or isinstance(k, bool) or k < 0 or (k and name == "labels"):
             raise _bad(f"output {name!r}: 'classification' must be a non-negative integer, on 'probabilities' or "

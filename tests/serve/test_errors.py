@@ -80,6 +80,8 @@ def test_bad_input_to_predict_is_a_4xx_json_reason(client, case):
 def test_bad_query_unknown_routes_and_methods(client):
     _assert_refused(client.post("/predict?topk=0", content=image_bytes(1), headers=PNG), 400, "topk must be")
     _assert_refused(client.post("/predict?topk=x", content=image_bytes(1), headers=PNG), 400, "topk must be")
+    for topk in ("%C2%B2", "9" * 5000, "%EF%BC%93"):  # '²', 5000 digits, a fullwidth '３': each int() refuses
+        _assert_refused(client.post(f"/predict?topk={topk}", content=image_bytes(1), headers=PNG), 400, "topk must be")
     _assert_refused(client.post("/models/cats/predict", content=image_bytes(1), headers=PNG), 404,
                     "expected one of pets")
     _assert_refused(client.get("/nothing-here"), 404, "the page is at /")
@@ -123,6 +125,17 @@ BAD_V2 = {
                                                                       "shape": [-1, 48, 48, 3], "data": [0]}]},
                        400, "non-negative integers"),
     "unknown output": ({**_pixels_input([1, 48, 48, 3]), "outputs": [{"name": "scores"}]}, 400, "unknown or repeated"),
+    # 'parameters' of any type but an object used to reach .get(): a 500 ('str' object has no attribute 'get').
+    "request parameters a string": ({**_pixels_input([1, 48, 48, 3]), "parameters": "binary"}, 400,
+                                    "the inference request: 'parameters' must be a JSON object"),
+    "request parameters a list": ({**_pixels_input([1, 48, 48, 3]), "parameters": [1]}, 400,
+                                  "the inference request: 'parameters' must be a JSON object"),
+    "input parameters a string": ({"inputs": [{**_pixels_input([1, 48, 48, 3])["inputs"][0], "parameters": "x"}]}, 400,
+                                  "input 'pixels': 'parameters' must be a JSON object"),
+    "input parameters a list": ({"inputs": [{**_pixels_input([1, 48, 48, 3])["inputs"][0], "parameters": []}]}, 400,
+                                "input 'pixels': 'parameters' must be a JSON object"),
+    "output parameters a number": ({**_pixels_input([1, 48, 48, 3]), "outputs": [{"name": "labels", "parameters": 3}]},
+                                   400, "output 'labels': 'parameters' must be a JSON object"),
 }
 
 
@@ -144,6 +157,9 @@ def test_bad_v2_binary_data_and_paths(client):
     _assert_refused(_v2(client, head + b"\xff\x00\x00\x00abc", **{"inference-header-content-length": str(len(head))}),
                     400, "claims 255 bytes")
     _assert_refused(_v2(client, head, **{"inference-header-content-length": "99999"}), 400, "not a length within")
+    # Digits str.isdigit() takes and int() does not ('²', as latin-1 on the wire), and more digits than int() reads.
+    for length in ("²".encode("latin-1"), b"9" * 5000, b"-1", b"1e3"):
+        _assert_refused(_v2(client, head, **{"inference-header-content-length": length}), 400, "not a length within")
     _assert_refused(client.post("/v2/models/pets/infer", content=image_bytes(1), headers=PNG), 415, "inference request")
     _assert_refused(client.get("/v2/models/cats"), 404, "no model named 'cats'")
     _assert_refused(client.get("/v2/models/pets/versions/2"), 404, "no version '2'")
@@ -162,3 +178,32 @@ def test_a_request_past_its_time_limit_gets_504_and_the_server_goes_on(model_dir
             _still_serving(client)
     finally:
         running.stop()
+
+
+# Every field of a valid v2 request, each replaced by JSON of every type: a 4xx with a reason or an answer, never a 500.
+_V2_FIELDS = [("id",), ("inputs",), ("outputs",), ("parameters",), ("inputs", 0), ("inputs", 0, "name"),
+              ("inputs", 0, "datatype"), ("inputs", 0, "shape"), ("inputs", 0, "shape", 0), ("inputs", 0, "data"),
+              ("inputs", 0, "data", 0), ("inputs", 0, "parameters"), ("outputs", 0), ("outputs", 0, "name"),
+              ("outputs", 0, "parameters"), ("outputs", 0, "parameters", "classification"),
+              ("parameters", "binary_data_output")]
+_JSON_VALUES = ["s", "", [], [1], [[]], {}, {"binary_data_size": "x"}, None, 0, -1, 1.5, True, 10**30]
+
+
+def test_no_field_of_a_v2_request_of_any_json_type_gets_a_500(client):
+    valid = {"id": "x", "parameters": {"binary_data_output": False},
+             "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                         "data": [base64.b64encode(image_bytes(1)).decode()]}],
+             "outputs": [{"name": "probabilities", "parameters": {"classification": 2}}]}
+    assert _v2(client, valid).status_code == 200
+    for path in _V2_FIELDS:
+        for value in _JSON_VALUES:
+            request = json.loads(json.dumps(valid))
+            node = request
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = value
+            answer = _v2(client, request)
+            assert answer.status_code < 500, (path, value, answer.text)
+            if answer.status_code >= 400:
+                assert answer.json()["error"], (path, value)
+    _still_serving(client)

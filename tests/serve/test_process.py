@@ -78,3 +78,16 @@ def test_sigterm_lets_the_request_in_flight_finish(model_dir):
 def test_serve_refuses_a_folder_that_is_not_a_model(tmp_path, capsys):
     assert main(["serve", str(tmp_path)]) == 2
     assert "is not a petclf model directory" in capsys.readouterr().err
+
+
+def test_the_limit_flags_reach_the_server_options(monkeypatch, model_dir):
+    import petclf.serve
+
+    seen = {}
+    monkeypatch.setattr(petclf.serve, "serve", lambda dirs, **kwargs: seen.update(kwargs), raising=False)
+    assert main(["serve", str(model_dir), "--allowed-host", "pets.example.org", "--allowed-host", "*.lan",
+                 "--max-decode-mpx", "200", "--max-header-kb", "8", "--header-timeout", "3"]) == 0
+    options = seen["options"]
+    assert options.allowed_hosts == ("pets.example.org", "*.lan") and options.max_decode_mpx == 200
+    assert options.max_header_kb == 8 and options.header_timeout_s == 3
+    assert main(["serve", str(model_dir)]) == 0 and seen["options"].allowed_hosts == ()  # decided by the address
