@@ -145,12 +145,26 @@ def _labels(value: object, delim: str | None) -> tuple[str, ...] | str | None:
 
 
 class _Resolver:
-    """File names of a table to files under one folder, listing each directory once."""
+    """File names of a table to files under one folder, listing each directory once.
+
+    A name is used only when the folder it lies in is, once symlinks are resolved, inside the image
+    folder: a link such as ``imgs/up -> /`` would otherwise open every file of the machine to the
+    table's rows. The file itself may be a symlink, as in the folder layouts: that is the folder
+    owner's choice of one file (symlink farms, DVC's symlinked cache), not a way out for the table.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._root_norm = os.path.normpath(os.path.abspath(root))
+        self._root_real = os.path.realpath(self._root_norm)
         self._listings: dict[str, set[str] | None] = {}
+        self._inside: dict[str, bool] = {}
+
+    def _really_inside(self, folder: str) -> bool:
+        if folder not in self._inside:
+            real = os.path.realpath(folder)
+            self._inside[folder] = os.path.commonpath([real, self._root_real]) == self._root_real
+        return self._inside[folder]
 
     def _listing(self, folder: str) -> set[str] | None:
         if folder not in self._listings:
@@ -169,6 +183,9 @@ class _Resolver:
         if os.path.commonpath([target, self._root_norm]) != self._root_norm:
             return None, f"names a file outside the image folder {self.root}"
         folder, base = os.path.split(target)
+        # Before the listing: whether a folder outside exists is not the table's to learn either.
+        if not self._really_inside(folder):
+            return None, f"names a file outside the image folder {self.root} (through a symlinked folder)"
         listing = self._listing(folder)
         if listing is None:
             return None, f"missing file: folder {folder} does not exist"

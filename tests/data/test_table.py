@@ -156,3 +156,30 @@ def test_a_damaged_or_foreign_file_is_one_clear_error(tmp_path):
     (tmp_path / "folder.csv").mkdir()
     with pytest.raises(DataError, match="is a folder"):
         find_dataset(tmp_path / "folder.csv", layout="csv")
+
+
+# --- issue #21: what a table may name, how long its cells may be, and images without labels
+
+
+def test_a_symlinked_folder_cannot_lead_a_table_row_out_of_the_image_folder(tmp_path):
+    """Containment is judged on the real folder: ``imgs/up -> /`` does not let ``up/…/secret.jpg`` in."""
+    outside = make_image(tmp_path / "outside" / "secret.jpg", COLOURS["red"], seed=1)
+    imgs = tmp_path / "data" / "imgs"
+    rows = []
+    for k, (label, colour) in enumerate(COLOURS.items()):
+        for i in range(4):
+            make_image(imgs / f"{label}{i}.jpg", colour, seed=10 * k + i)
+            rows.append((f"{label}{i}.jpg", label))
+    (imgs / "up").symlink_to("/")
+    (imgs / "store").symlink_to(outside.parent, target_is_directory=True)
+    # A file link is the folder owner's choice of one file (a symlink farm, DVC's symlink cache): kept,
+    # as the folder layouts keep it.
+    (imgs / "linked.jpg").symlink_to(outside)
+    rows += [(f"up{outside}", "red"), ("store/secret.jpg", "red"), ("linked.jpg", "red")]
+    pd.DataFrame(rows, columns=["fname", "label"]).to_csv(tmp_path / "data" / "t.csv", index=False)
+    ds = find_dataset(tmp_path / "data" / "t.csv", table=TableSpec(images=str(imgs)))
+    expected = {str(imgs / name) for name, _ in rows[:12]} | {str(imgs / "linked.jpg")}
+    assert set(ds.frame.path) == expected
+    reasons = dict(zip(ds.skipped.path, ds.skipped.reason))
+    assert "outside the image folder" in reasons[f"up{outside}"]
+    assert "outside the image folder" in reasons["store/secret.jpg"]
