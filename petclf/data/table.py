@@ -13,17 +13,18 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from petclf.core.defaults import MAX_CLASS_NAME_CHARS, MAX_CLASSES
 from petclf.core.errors import DataError, UsageError
 from petclf.core.safe_text import printable
 from petclf.data.images import IMAGE_EXTENSIONS, MAX_FILE_BYTES
 
-__all__ = ["FILE_COLUMNS", "LABEL_COLUMNS", "SPLIT_COLUMNS", "TABLE_SUFFIXES", "TableSpec", "is_table",
-           "read_table"]
+__all__ = ["FILE_COLUMNS", "LABEL_COLUMNS", "MAX_FILE_NAME_CHARS", "SPLIT_COLUMNS", "TABLE_SUFFIXES", "TableSpec",
+           "is_table", "read_table"]
 
 #: Column names taken as the file column, in this order of preference (compared in lower case).
 FILE_COLUMNS = ("file_name", "fname", "filename", "image", "image_id", "path", "file", "image_path", "filepath")
@@ -33,6 +34,8 @@ LABEL_COLUMNS = ("label", "labels", "class", "target", "tags", "category")
 SPLIT_COLUMNS = ("is_valid", "split")
 #: File endings read as tables; ``.tsv`` and ``.tab`` are tab-separated.
 TABLE_SUFFIXES = frozenset({".csv", ".tsv", ".tab"})
+#: The longest file name cell, in characters: Linux's PATH_MAX; a longer one cannot name a file.
+MAX_FILE_NAME_CHARS = 4096
 
 _TRUE, _FALSE = {"true", "1", "yes", "y", "t", "1.0"}, {"false", "0", "no", "n", "f", "0.0"}
 _SPLITS = {"train": "train", "training": "train", "valid": "valid", "val": "valid", "validation": "valid",
@@ -201,6 +204,38 @@ class _Resolver:
         return os.path.join(folder, matches[0]), ""
 
 
+def _too_long(what: str, text: str, limit: int, where: str, why: str) -> DataError:
+    """The error for one over-long cell: where it is, its start and length, the limit, the likely cause."""
+    return DataError(f"{where}: the {what} {printable(text[:20])!r}… is {len(text):,} characters long; {why} "
+                     f"(at most {limit:,} characters). A quote (\") left open makes one cell swallow the lines "
+                     "after it: check the quotes on that line, and the column chosen (--fn-col, --label-col).")
+
+
+def _refuse_long_cells(table: pd.DataFrame, fn_col: str, label_col: str, *, delim: str | None, lists: bool,
+                       name: str, line: Callable[[int], str]) -> None:
+    """Refuse a file name or label longer than petclf can use, naming its line, before any work.
+
+    A label over ``MAX_CLASS_NAME_CHARS`` would train for hours and end in a model that the model-file
+    check refuses to load; a huge one (a quote left open) also stalls the plots and floods the log.
+    """
+    def lengths(column: str) -> np.ndarray:
+        # Lists (a DataFrame's multi-label column) are judged per label below; here only text cells count.
+        return table[column].map(lambda v: len(v) if isinstance(v, str) else 0).to_numpy()
+
+    for i in np.flatnonzero(lengths(fn_col) > MAX_FILE_NAME_CHARS)[:1]:
+        raise _too_long("file name", table[fn_col].iat[i], MAX_FILE_NAME_CHARS, f"{name}, {line(i)}",
+                        "no file name is that long")
+    labels = table[label_col]
+    # A column of lists is looked at cell by cell; text cells only where they are long.
+    rows = range(len(labels)) if lists else np.flatnonzero(lengths(label_col) > MAX_CLASS_NAME_CHARS)
+    for i in rows:
+        parsed = _labels(labels.iat[i], delim)
+        for label in (parsed,) if isinstance(parsed, str) else parsed or ():
+            if len(label) > MAX_CLASS_NAME_CHARS:
+                raise _too_long("label", label, MAX_CLASS_NAME_CHARS, f"{name}, {line(i)}",
+                                "a class name that long cannot be saved in a model")
+
+
 def _split_value(value: object, column: str) -> tuple[str | None, str]:
     text = _text(value)
     if isinstance(value, (bool, np.bool_)):
@@ -252,8 +287,10 @@ def read_table(source: str | Path | pd.DataFrame, *, spec: TableSpec = TableSpec
         raise UsageError(f"label_delim must be 1 to 8 characters, such as ' ' or ';'. Received: {spec.label_delim!r}.")
     lists = table[label_col].map(lambda v: isinstance(v, (list, tuple, set, frozenset, np.ndarray))).any()
     multi_label = spec.label_delim is not None or bool(lists)
-    resolver = _Resolver(root)
     line = (lambda i: f"line {i + 2}") if folder is not None else (lambda i: f"row {i}")
+    _refuse_long_cells(table, fn_col, label_col, delim=spec.label_delim if multi_label and not lists else None,
+                       lists=bool(lists), name=name, line=line)
+    resolver = _Resolver(root)
     rows, skipped = [], []
     for i, (fname, raw_label, raw_split) in enumerate(zip(
             table[fn_col], table[label_col], table[valid_col] if valid_col else [None] * len(table))):
@@ -289,6 +326,10 @@ def read_table(source: str | Path | pd.DataFrame, *, spec: TableSpec = TableSpec
         raise DataError(f"label_delim {spec.label_delim!r} splits none of the {len(frame)} labels of {name} "
                         f"(e.g. {frame.label.iloc[0][0]!r}): every image has one label. Drop --label-delim for "
                         "single-label training, or pass the delimiter the table uses.")
+    n_classes = len(set(frame.label.explode().dropna()) if multi_label else set(frame.label))
+    if n_classes > MAX_CLASSES:
+        raise DataError(f"{name} has {n_classes:,} distinct labels; a model holds at most {MAX_CLASSES:,} classes. "
+                        f"Check the label column ({label_col!r}; --label-col) and --label-delim.")
     if not valid_col:
         frame = frame.drop(columns="split")
     used = TableSpec(images=spec.images, fn_col=fn_col, label_col=label_col, valid_col=valid_col,

@@ -22,8 +22,8 @@ from typing import Mapping
 import torch
 from safetensors import SafetensorError, safe_open
 
-from petclf.core.defaults import (ARCH_SOURCES, AUGMENTS, LAYOUTS, MAX_SIZE, MIN_SIZE, MULTI_LABEL, SINGLE_LABEL,
-                                  TASKS)
+from petclf.core.defaults import (ARCH_SOURCES, AUGMENTS, LAYOUTS, MAX_CLASS_NAME_CHARS, MAX_CLASSES, MAX_SIZE,
+                                  MIN_SIZE, MULTI_LABEL, SINGLE_LABEL, TASKS)
 from petclf.core.errors import ModelFileError, UsageError
 from petclf.core.safe_text import one_line
 
@@ -39,10 +39,8 @@ FORMAT_VERSION = 1
 MAX_META_BYTES = 16 * 1024 * 1024
 #: petclf writes at most 3 levels (summary values); deeper input only serves to exhaust the stack.
 MAX_JSON_DEPTH = 32
-#: The head's width: 100,000 classes is already a 200 MB last layer behind fastai's 512-wide head.
-MAX_CLASSES = 100_000
-#: Class names come from folder and file names (255 bytes on common file systems).
-MAX_CLASS_NAME_CHARS = 1024
+# MAX_CLASSES and MAX_CLASS_NAME_CHARS live in core.defaults: the table reader refuses the same limits before
+# training, so that no run ends in a model these checks would refuse.
 #: petclf trains with presize = 1.5 × size; a presize far above that only costs memory per image.
 PRESIZE_FACTOR = 3
 MAX_PRESIZE = 4096

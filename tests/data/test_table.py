@@ -183,3 +183,49 @@ def test_a_symlinked_folder_cannot_lead_a_table_row_out_of_the_image_folder(tmp_
     reasons = dict(zip(ds.skipped.path, ds.skipped.reason))
     assert "outside the image folder" in reasons[f"up{outside}"]
     assert "outside the image folder" in reasons["store/secret.jpg"]
+
+
+def _colour_table(folder: Path, n: int = 4) -> list[tuple[str, str]]:
+    rows = []
+    for k, (label, colour) in enumerate(COLOURS.items()):
+        for i in range(n):
+            make_image(folder / f"{label}{i}.jpg", colour, seed=10 * k + i)
+            rows.append((f"{label}{i}.jpg", label))
+    return rows
+
+
+def test_a_label_longer_than_a_model_file_allows_is_refused_when_the_table_is_read(tmp_path):
+    """A 5 MB label cell (an unclosed quote, say) stops before any work, at the limit the model-file check uses."""
+    from petclf.runtime.modelcheck import MAX_CLASS_NAME_CHARS
+
+    rows = _colour_table(tmp_path)
+    longest = "x" * MAX_CLASS_NAME_CHARS
+    pd.DataFrame(rows[:-1] + [(rows[-1][0], longest)], columns=["fname", "label"]).to_csv(tmp_path / "ok.csv",
+                                                                                         index=False)
+    assert longest in find_dataset(tmp_path / "ok.csv").frame.label.values  # the limit itself is allowed
+    huge = rows[:5] + [(rows[5][0], "y" * 5_000_000)] + rows[6:]
+    pd.DataFrame(huge, columns=["fname", "label"]).to_csv(tmp_path / "huge.csv", index=False)
+    with pytest.raises(DataError, match=r"line 7: the label 'yyy.*is 5,000,000 characters long.*1,024") as err:
+        find_dataset(tmp_path / "huge.csv")
+    assert len(str(err.value)) < 600 and "\n" not in str(err.value)
+    multi = [(f, "a b") for f, _ in rows[:-1]] + [(rows[-1][0], "a " + "z" * (MAX_CLASS_NAME_CHARS + 1))]
+    pd.DataFrame(multi, columns=["fname", "labels"]).to_csv(tmp_path / "multi.csv", index=False)
+    with pytest.raises(DataError, match=r"line 13: the label 'zzz.*is 1,025 characters long"):
+        find_dataset(tmp_path / "multi.csv", table=TableSpec(label_delim=" "))
+
+
+def test_a_file_name_longer_than_any_path_is_refused_when_the_table_is_read(tmp_path):
+    rows = _colour_table(tmp_path)
+    rows[2] = ("n" * 100_000 + ".jpg", "red")
+    pd.DataFrame(rows, columns=["fname", "label"]).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(DataError, match=r"line 4: the file name 'nnn.*is 100,004 characters long.*4,096"):
+        find_dataset(tmp_path / "t.csv")
+
+
+def test_more_labels_than_a_model_file_allows_are_refused_when_the_table_is_read(tmp_path, monkeypatch):
+    import petclf.data.table as table_module
+
+    monkeypatch.setattr(table_module, "MAX_CLASSES", 2)  # three colours: one class too many
+    pd.DataFrame(_colour_table(tmp_path), columns=["fname", "label"]).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(DataError, match="has 3 distinct labels; a model holds at most 2 classes"):
+        find_dataset(tmp_path / "t.csv")
