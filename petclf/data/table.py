@@ -5,7 +5,8 @@ The columns are found by their usual names (fastai's ``from_df``, Kaggle, Huggin
 ``TableSpec.images``); a name without an extension (Kaggle's ``image_id``) resolves to the one
 image file of that name. Rows that cannot be used — missing files, empty labels, duplicates,
 files outside the image folder, unknown split values — are left out with a reason, or refused
-with ``strict``. A label delimiter, or a column of lists, makes the task multi-label.
+with ``strict``. A label delimiter, or a column of lists, makes the task multi-label; there a
+row without labels is kept as a negative example.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from petclf.core import log
 from petclf.core.defaults import MAX_CLASS_NAME_CHARS, MAX_CLASSES
 from petclf.core.errors import DataError, UsageError
 from petclf.core.safe_text import printable
@@ -304,11 +306,12 @@ def read_table(source: str | Path | pd.DataFrame, *, spec: TableSpec = TableSpec
             skipped.append((fname_text, f"{line(i)}: {why}"))
             continue
         label = _labels(raw_label, spec.label_delim if multi_label and not lists else None)
-        if label is None:
+        if label is None and not multi_label:
             skipped.append((path, f"{line(i)}: empty label"))
             continue
-        if multi_label and isinstance(label, str):
-            label = (label,)
+        if multi_label:
+            # No labels is a negative example (no cloud, no finding), which multi-label data needs.
+            label = () if label is None else (label,) if isinstance(label, str) else label
         split = None
         if valid_col:
             split, why = _split_value(raw_split, valid_col)
@@ -322,10 +325,21 @@ def read_table(source: str | Path | pd.DataFrame, *, spec: TableSpec = TableSpec
         examples = "; ".join(f"{printable(p)}: {r}" for p, r in skipped[:3])
         raise DataError(f"none of the {len(table)} rows of {name} names a usable image ({examples}). Check the "
                         f"image folder ({root}; --images) and the columns ({fn_col!r}, {label_col!r}).")
-    if spec.label_delim is not None and not lists and not any(len(t) > 1 for t in frame.label):
+    if multi_label:
+        labelled = frame.label.map(len) > 0
+        if not labelled.any():
+            raise DataError(f"none of the {len(frame)} rows of {name} has a label in column {label_col!r}: a "
+                            "multi-label model needs images that carry labels as well as images without. Check the "
+                            "label column (--label-col).")
+        if not labelled.all():
+            log.info(f"{int((~labelled).sum())} images of {name} have no labels: kept as negative examples "
+                     "(every label absent).")
+    # Exactly one label everywhere is single-label data read with the wrong delimiter; one label or none
+    # (a finding or nothing) is multi-label all the same: no softmax can say "none".
+    if spec.label_delim is not None and not lists and all(len(t) == 1 for t in frame.label):
         raise DataError(f"label_delim {spec.label_delim!r} splits none of the {len(frame)} labels of {name} "
-                        f"(e.g. {frame.label.iloc[0][0]!r}): every image has one label. Drop --label-delim for "
-                        "single-label training, or pass the delimiter the table uses.")
+                        f"(e.g. {printable(frame.label.iloc[0][0])!r}): every image has one label. Drop "
+                        "--label-delim for single-label training, or pass the delimiter the table uses.")
     n_classes = len(set(frame.label.explode().dropna()) if multi_label else set(frame.label))
     if n_classes > MAX_CLASSES:
         raise DataError(f"{name} has {n_classes:,} distinct labels; a model holds at most {MAX_CLASSES:,} classes. "

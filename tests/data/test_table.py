@@ -229,3 +229,31 @@ def test_more_labels_than_a_model_file_allows_are_refused_when_the_table_is_read
     pd.DataFrame(_colour_table(tmp_path), columns=["fname", "label"]).to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(DataError, match="has 3 distinct labels; a model holds at most 2 classes"):
         find_dataset(tmp_path / "t.csv")
+
+
+def test_multi_label_rows_without_labels_are_kept_as_negative_examples(tmp_path, capsys):
+    """In multi-label data an image with no labels is a valid negative (Planet, medical sets), not an empty label."""
+    rows = [(f, "a b" if k % 2 else "a") for k, (f, _) in enumerate(_colour_table(tmp_path))]
+    rows[0], rows[5] = (rows[0][0], ""), (rows[5][0], "  ")
+    pd.DataFrame(rows, columns=["fname", "labels"]).to_csv(tmp_path / "ml.csv", index=False)
+    ds = find_dataset(tmp_path / "ml.csv", table=TableSpec(label_delim=" "))
+    assert len(ds.frame) == 12 and ds.skipped.empty
+    negatives = ds.frame[ds.frame.label.map(len) == 0]
+    assert sorted(Path(p).name for p in negatives.path) == sorted([rows[0][0], rows[5][0]])
+    assert ds.classes == ["a", "b"] and ds.class_counts("train").sum() + ds.class_counts("valid").sum() == 15
+    assert "2 images of" in capsys.readouterr().err
+    # One label or none per image is multi-label too (a finding or nothing), even if the delimiter never splits.
+    pd.DataFrame([(f, "" if k < 2 else "ab"[k % 2]) for k, (f, _) in enumerate(rows)],
+                 columns=["fname", "labels"]).to_csv(tmp_path / "one.csv", index=False)
+    one_or_none = find_dataset(tmp_path / "one.csv", table=TableSpec(label_delim=";"))
+    assert one_or_none.multi_label and one_or_none.frame.label.iloc[0] == ()
+    # Single-label: a row without a label still has nothing to learn from.
+    single = find_dataset(tmp_path / "ml.csv")
+    assert sum("empty label" in r for r in single.skipped.reason) == 2
+
+
+def test_a_multi_label_table_where_no_row_has_a_label_is_refused(tmp_path):
+    rows = [(f, "") for f, _ in _colour_table(tmp_path)]
+    pd.DataFrame(rows, columns=["fname", "labels"]).to_csv(tmp_path / "ml.csv", index=False)
+    with pytest.raises(DataError, match="none of the 12 rows of .* has a label"):
+        find_dataset(tmp_path / "ml.csv", table=TableSpec(label_delim=" "))
