@@ -54,3 +54,23 @@ def test_a_multi_label_run_with_images_without_labels_trains_and_reports(negativ
                  "--out", str(out), *TINY_ARGS]) == 0
     assert "6 images of" in capsys.readouterr().err
     assert (out / "report.html").is_file() and (out / "model" / "petclf.json").is_file()
+
+
+def test_a_batch_larger_than_the_training_set_is_reduced_saying_so(pets_dir, capsys):
+    """The default --bs 64 on 30 images was refused; it is reduced to fit, with a line that says so."""
+    from petclf import quick_learner
+
+    from ..conftest import TINY
+
+    learn = quick_learner(pets_dir, **{**TINY, "bs": 64})
+    n_train = learn.petclf_spec.dataset.count("train")
+    assert n_train == 24 and learn.dls.train.bs == 12 and len(learn.dls.train) == 2
+    assert "bs=64 is more than the 24 training images: batches of 12" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("bs", "n_train", "expected"), [(64, 30, 15), (8, 30, 8), (30, 30, 30), (64, 3, 2),
+                                                          (64, 2, 2), (64, 1, 1)])
+def test_fit_batch_size(bs, n_train, expected):
+    from petclf.learn.loaders import fit_batch_size
+
+    assert fit_batch_size(bs, n_train) == expected
