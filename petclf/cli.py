@@ -28,7 +28,8 @@ def _add_train_options(p: argparse.ArgumentParser, *, evaluation: bool = True) -
     p.add_argument("--arch", default=d.arch, help="torchvision or timm model name (default %(default)s)")
     p.add_argument("--size", type=int, default=d.size, help="image side in pixels (default %(default)s)")
     p.add_argument("--bs", type=int, default=d.bs,
-                   help="batch size per process/device; global batch = bs × processes (default %(default)s)")
+                   help="batch size per process/device; global batch = bs × processes (default %(default)s; "
+                        "reduced, saying so, when the training set is smaller)")
     p.add_argument("--epochs", type=int, default=d.epochs,
                    help=f"epochs with all layers training (default {DEFAULT_EPOCHS}; with --time-budget: as many as "
                         "fit, at most this many when given)")
@@ -198,6 +199,11 @@ def _print_listed(frame, *, column: str, tag: str, what: str, out: str) -> None:
 def _cmd_check(args: argparse.Namespace) -> int:
     from petclf.data.scan import check_folder, class_table  # noqa: PLC0415
 
+    from pathlib import Path  # noqa: PLC0415
+
+    if Path(args.out).expanduser().is_file():  # found now, not after a scan of millions of files
+        raise UsageError(f"--out {args.out} is a file: expected a folder for the lists of skipped and converted "
+                         "files (it is created only when they are too long to print).")
     # The report below is what `check` says: the scan's own log lines would say its summary and warnings twice.
     report = check_folder(args.path, layout=args.layout, label_pat=args.label_pat, valid_pct=args.valid_pct,
                           seed=args.seed, strict=args.strict, table=_table_spec(args), log_results=False)

@@ -115,3 +115,10 @@ def test_audit_help_lists_only_options_the_audit_uses():
     assert "--arch" in text and "--label-delim" in text
     train = _subparser("train").format_help()
     assert "--tta" in train and "--threshold" in train
+
+
+def test_check_refuses_an_out_that_is_a_file_before_scanning(kaggle_like, tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    assert main(["check", str(kaggle_like), "--out", str(tmp_path / "taken")]) == 2
+    printed = capsys.readouterr()
+    assert "is a file" in printed.err and "scanned" not in printed.out + printed.err
