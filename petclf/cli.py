@@ -7,11 +7,14 @@ import sys
 import time
 import warnings
 from dataclasses import fields, replace
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from petclf.core.defaults import AUGMENTS, BALANCES, DEFAULT_LR, DEFAULT_SEED, DEFAULT_VALID_PCT, LAYOUTS, PRECISIONS
 from petclf.core.errors import PetclfError, UsageError
 from petclf.core.safe_text import printable
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["main"]
 
@@ -179,8 +182,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 CHECK_SHOWN = 20
 
 
-def _print_listed(frame, *, column: str, tag: str, what: str, out: str) -> None:
-    """The first ``CHECK_SHOWN`` rows of ``frame`` (path, ``column``), then counts by reason and the whole list's file."""
+def _print_listed(frame: pd.DataFrame, *, column: str, tag: str, what: str, out: str) -> None:
+    """The first ``CHECK_SHOWN`` rows of ``frame`` (path, ``column``), then counts by reason and where the whole
+    list is."""
     from petclf.core.destinations import output_dir  # noqa: PLC0415
     from petclf.core.safe_text import csv_safe  # noqa: PLC0415
     from petclf.data.scan import count_reasons  # noqa: PLC0415
