@@ -137,9 +137,9 @@ def make_dataloaders(dataset: Dataset, pipeline: Pipeline, *, bs: int, device: t
     require_positive(bs=bs)
     frame = dataset.frame
     n_train = dataset.count("train")
-    if fit_batch_size(bs, n_train) != bs:
+    fitted = fit_batch_size(bs, n_train)
+    if fitted != bs:
         # The default --bs 64 on a small folder: reduced rather than refused, so that a first try runs.
-        fitted = fit_batch_size(bs, n_train)
         log.info(f"bs={bs} is more than the {n_train} training images: batches of {fitted} instead "
                  f"({n_train // fitted} an epoch).")
         bs = fitted
