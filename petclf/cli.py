@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 import warnings
 from dataclasses import fields, replace
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from petclf.core.defaults import AUGMENTS, BALANCES, DEFAULT_LR, DEFAULT_SEED, DEFAULT_VALID_PCT, LAYOUTS, PRECISIONS
 from petclf.core.errors import PetclfError, UsageError
 from petclf.core.safe_text import printable
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["main"]
 
@@ -18,14 +22,17 @@ __all__ = ["main"]
 _STARTED = time.perf_counter()
 
 
-def _add_train_options(p: argparse.ArgumentParser) -> None:
+def _add_train_options(p: argparse.ArgumentParser, *, evaluation: bool = True) -> None:
+    """The options of a training run; ``evaluation=False`` leaves out those only the evaluation and the saved
+    model use (--threshold, --tta), for commands that train but ignore them (the audit)."""
     from petclf.core.options import DEFAULT_EPOCHS, TrainOptions  # noqa: PLC0415 - light: no fastai for --help
 
     d = TrainOptions()
     p.add_argument("--arch", default=d.arch, help="torchvision or timm model name (default %(default)s)")
     p.add_argument("--size", type=int, default=d.size, help="image side in pixels (default %(default)s)")
     p.add_argument("--bs", type=int, default=d.bs,
-                   help="batch size per process/device; global batch = bs × processes (default %(default)s)")
+                   help="batch size per process/device; global batch = bs × processes (default %(default)s; "
+                        "reduced, saying so, when the training set is smaller)")
     p.add_argument("--epochs", type=int, default=d.epochs,
                    help=f"epochs with all layers training (default {DEFAULT_EPOCHS}; with --time-budget: as many as "
                         "fit, at most this many when given)")
@@ -47,16 +54,20 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--balance", default=d.balance, choices=BALANCES,
                    help="skewed classes: sampler draws classes equally often, weights weights the loss "
                         "(default %(default)s)")
-    p.add_argument("--threshold", type=_threshold, default=d.threshold,
-                   help="multi-label decision threshold: auto (best micro-F1 on valid), per-label, or a number "
-                        "(default %(default)s)")
+    if evaluation:
+        # None when not given: single-label training refuses it rather than ignore it (TrainOptions says 'auto').
+        p.add_argument("--threshold", type=_threshold, default=None,
+                       help="multi-label (--label-delim) decision threshold: auto (best micro-F1 on valid), "
+                            f"per-label, or a number (default {d.threshold})")
     p.add_argument("--no-pretrained", action="store_true", help="train from scratch (no weights download)")
     p.add_argument("--weights", default=None, help="local weights file for the body (.pth or .safetensors)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: fastest available)")
     p.add_argument("--precision", default=d.precision, choices=PRECISIONS)
     p.add_argument("--augment", default=d.augment, choices=AUGMENTS)
-    p.add_argument("--tta", action="store_true",
-                   help="evaluate each image and its mirror (flip-invariant photos; the saved model predicts so too)")
+    if evaluation:
+        p.add_argument("--tta", action="store_true",
+                       help="evaluate each image and its mirror (flip-invariant photos; the saved model predicts so "
+                            "too)")
     p.add_argument("--strict", action="store_true", help="stop on unreadable files instead of skipping them")
     p.add_argument("--no-image-cache", action="store_true",
                    help="decode images every epoch instead of caching them pre-resized on disk")
@@ -107,7 +118,8 @@ def _options(args: argparse.Namespace):
     from petclf.core.options import TrainOptions  # noqa: PLC0415
 
     names = {f.name for f in fields(TrainOptions)} - {"pretrained", "image_cache", "feature_cache"}
-    values = {n: getattr(args, n) for n in names if hasattr(args, n)}
+    # An option not given (None) or not offered by this command takes TrainOptions' default.
+    values = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     return TrainOptions(pretrained=not args.no_pretrained, image_cache=False if args.no_image_cache else None,
                         feature_cache=not args.no_feature_cache, **values)
 
@@ -117,6 +129,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from petclf.core.processes import is_main  # noqa: PLC0415
 
+    if args.threshold is not None and args.label_delim is None:
+        # From the command line only a table read with --label-delim is multi-label; elsewhere the most likely
+        # class wins and a threshold would be ignored without a word.
+        raise UsageError(f"--threshold {args.threshold} applies to multi-label training (a table read with "
+                         "--label-delim), where each label has a sigmoid to compare with it; this data is "
+                         "single-label, where the most likely class wins: drop --threshold.")
     run = train_folder(args.path, out=args.out, options=_options(args), resume=True if args.resume else None,
                        started=_STARTED)
     if is_main():
@@ -159,18 +177,46 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+#: `petclf check` lists this many skipped (and converted) files; a longer list is counted by reason and written whole
+#: to a CSV file (a 200 MB table can skip millions of rows).
+CHECK_SHOWN = 20
+
+
+def _print_listed(frame: pd.DataFrame, *, column: str, tag: str, what: str, out: str) -> None:
+    """The first ``CHECK_SHOWN`` rows of ``frame`` (path, ``column``), then counts by reason and where the whole
+    list is."""
+    from petclf.core.destinations import output_dir  # noqa: PLC0415
+    from petclf.core.safe_text import csv_safe  # noqa: PLC0415
+    from petclf.data.scan import count_reasons  # noqa: PLC0415
+
+    for row in frame.head(CHECK_SHOWN).itertuples():
+        print(f"{tag:<8} {printable(row.path)}: {printable(getattr(row, column))}")
+    if len(frame) <= CHECK_SHOWN:
+        return
+    path = output_dir(out, what="the full lists of `petclf check`") / f"{what}.csv"
+    csv_safe(frame[["path", column]]).to_csv(path, index=False)
+    counts = "; ".join(f"{printable(kind)}: {n:,}" for kind, n in count_reasons(frame[column])[:10])
+    print(f"{'':<8} … and {len(frame) - CHECK_SHOWN:,} more {what} ({len(frame):,} in all: {counts}); "
+          f"the whole list: {printable(path)}")
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from petclf.data.scan import check_folder, class_table  # noqa: PLC0415
 
+    from pathlib import Path  # noqa: PLC0415
+
+    if Path(args.out).expanduser().is_file():  # found now, not after a scan of millions of files
+        raise UsageError(f"--out {args.out} is a file: expected a folder for the lists of skipped and converted "
+                         "files (it is created only when they are too long to print).")
+    # The report below is what `check` says: the scan's own log lines would say its summary and warnings twice.
     report = check_folder(args.path, layout=args.layout, label_pat=args.label_pat, valid_pct=args.valid_pct,
-                          seed=args.seed, strict=args.strict, table=_table_spec(args))
+                          seed=args.seed, strict=args.strict, table=_table_spec(args), log_results=False)
     print(printable(report.dataset.describe()))
     print(report.summary())
-    print(printable(class_table(report.dataset).to_string()))
-    for row in report.skipped.itertuples():
-        print(f"skipped  {printable(row.path)}: {printable(row.reason)}")
-    for row in report.notes.itertuples():
-        print(f"note     {printable(row.path)}: {printable(row.note)}")
+    for line in class_table(report.dataset).to_string().splitlines():  # line by line: printable escapes newlines
+        print(printable(line))
+    _print_listed(report.skipped, column="reason", tag="skipped", what="skipped", out=args.out)
+    _print_listed(report.notes, column="note", tag="note", what="converted", out=args.out)
     for problem in report.warnings:
         print(f"warning  {printable(problem)}")
     return 0
@@ -294,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--valid-pct", type=float, default=DEFAULT_VALID_PCT)
     check.add_argument("--seed", type=int, default=DEFAULT_SEED)
     check.add_argument("--strict", action="store_true", help="exit with an error if any file is unusable")
+    check.add_argument("--out", default="petclf-check",
+                       help=f"where the whole lists go (skipped.csv, converted.csv) when they are longer than "
+                            f"{CHECK_SHOWN} files (default %(default)s)")
     check.set_defaults(func=_cmd_check)
 
     demo = sub.add_parser("demo", help="the whole job on scikit-learn's handwritten digits (offline)")
@@ -365,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--model", default=None, help="model directory (OUT/model) whose body gives the embeddings")
     audit.add_argument("--folds", type=int, default=5, help="cross-validation folds (default %(default)s)")
     audit.add_argument("--out", default="petclf-audit", help="folder for audit.csv/json/html (default %(default)s)")
-    _add_train_options(audit)
+    _add_train_options(audit, evaluation=False)  # the audit keeps no model and judges at no threshold
     audit.set_defaults(func=_cmd_audit)
 
     review = sub.add_parser("review", help="decide in the browser: keep, relabel or remove each flagged image")
@@ -419,12 +468,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NEGATIVE = re.compile(r"-\.?\d")
+
+
+def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+    """The option strings, in ``parser`` and its sub-commands, that take exactly one value."""
+    found = set()
+    for action in parser._actions:  # noqa: SLF001 - argparse lists its actions nowhere public
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for sub in action.choices.values():
+                found |= _value_options(sub)
+        elif action.option_strings and action.nargs is None:
+            found.update(action.option_strings)
+    return found
+
+
+def _negative_values_attached(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``argv`` with ``--opt -5m`` written ``--opt=-5m`` for options that take a value.
+
+    argparse reads a word that starts with '-' as an option unless it is a plain negative number, so
+    ``--time-budget -5m`` or ``--lr -1e-3`` got "expected one argument" instead of their own error.
+    """
+    takes_value = _value_options(parser)
+    out: list[str] = []
+    for k, word in enumerate(argv):
+        if word == "--":  # the rest are positional arguments, as written
+            return out + argv[k:]
+        if out and out[-1] in takes_value and _NEGATIVE.match(word):
+            out[-1] = f"{out[-1]}={word}"
+        else:
+            out.append(word)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``petclf`` command; returns the exit code (2: usage or data error)."""
     # fastai's import triggers a torch deprecation notice that users can do nothing about.
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_negative_values_attached(parser, sys.argv[1:] if argv is None else list(argv)))
     try:
         return int(args.func(args) or 0)
     except PetclfError as err:

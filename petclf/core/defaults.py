@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = ["DEFAULT_LR", "ARCH_SOURCES", "AUGMENTS", "BALANCES", "DEFAULT_BALANCE", "MULTI_LABEL", "SINGLE_LABEL", "TASKS",
            "THRESHOLD_MODES", "DEFAULT_SEED", "DEFAULT_VALID_PCT", "IMAGENET_STATS", "LAYOUTS", "MAX_LR", "MAX_SEED",
-           "MAX_SIZE", "MIN_SIZE", "PRECISIONS"]
+           "MAX_SIZE", "MIN_SIZE", "PRECISIONS", "MAX_CLASSES", "MAX_CLASS_NAME_CHARS"]
 
 #: Where an architecture comes from: torchvision's or timm's names, ``register_arch``, or the user's own object.
 ARCH_SOURCES = ("torchvision", "timm", "registered", "custom")
@@ -44,3 +44,11 @@ MAX_SEED = 2**32 - 1
 DEFAULT_LR = 2e-3
 #: No optimizer petclf uses trains at a learning rate above this; larger ones only make the loss NaN.
 MAX_LR = 10.0
+
+#: The widest head a model file may declare (read by the model-file checks, and by the table reader so that
+#: no training ends in a model that cannot be loaded): 100,000 classes is already a 200 MB last layer
+#: behind fastai's 512-wide head.
+MAX_CLASSES = 100_000
+#: The longest class name, in characters, for the same two readers: class names come from folder and file
+#: names (255 bytes on common file systems) or from table cells.
+MAX_CLASS_NAME_CHARS = 1024

@@ -34,6 +34,10 @@ def parse_duration(value: str | float | int) -> float:
             seconds = float(text[:-1] if unit else text) * (unit or 1.0)
         except ValueError:
             seconds = math.nan
+    if math.isfinite(seconds) and seconds <= 0:
+        raise UsageError(f"a time budget must be a positive duration, and {value!r} is "
+                         f"{'negative' if seconds < 0 else 'zero'}: give the time the whole job may take, such as "
+                         "90s, 10m or 1.5h.")
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_BUDGET_S):
         raise UsageError(f"a time budget must be a positive duration up to a week, such as 90s, 10m or 1.5h "
                          f"(a bare number is seconds). Received: {value!r}.")

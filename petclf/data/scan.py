@@ -9,9 +9,12 @@ import errno
 import hashlib
 import json
 import os
+import re
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
@@ -26,8 +29,8 @@ from petclf.data.images import UnreadableImage, file_problem, pixel_problem, to_
 from petclf.data.layouts import Dataset, check_dataset, find_dataset
 from petclf.data.table import TableSpec
 
-__all__ = ["IMBALANCE_RATIO", "FileCheck", "ScanReport", "check_file", "class_table", "file_digest", "scan_files", "scan_dataset",
-           "check_folder"]
+__all__ = ["IMBALANCE_RATIO", "FileCheck", "ScanReport", "check_file", "class_table", "count_reasons", "file_digest",
+           "reason_kind", "scan_files", "scan_dataset", "check_folder"]
 
 CACHE_VERSION = 1
 
@@ -266,11 +269,33 @@ def class_table(dataset: Dataset) -> pd.DataFrame:
     return table.sort_values(["train", *splits[1:]] if "train" in table else splits, ascending=False)
 
 
+_LINE_PREFIX = re.compile(r"^(?:line|row) \d+: ")
+_DETAIL = re.compile(r" \(|: ")
+
+
+def reason_kind(reason: str) -> str:
+    """A skip reason without its table line and its details, to count rows by: what went wrong, not where.
+
+    Example: ``reason_kind("line 7: missing file: folder x/y does not exist")`` → ``'missing file'``.
+    """
+    return _DETAIL.split(_LINE_PREFIX.sub("", reason), maxsplit=1)[0]
+
+
+def count_reasons(reasons: Iterable[str]) -> list[tuple[str, int]]:
+    """(kind, count) of skip reasons (see ``reason_kind``), most frequent first.
+
+    Example: ``count_reasons(report.skipped.reason)`` → ``[('missing file', 3000000), ('empty label', 99000)]``.
+    """
+    return Counter(map(reason_kind, reasons)).most_common()
+
+
 def scan_dataset(dataset: Dataset, *, strict: bool = False, workers: int | None = None,
-                 trainable: bool = True) -> ScanReport:
+                 trainable: bool = True, log_results: bool = True) -> ScanReport:
     """Check every image of ``dataset``; drop unreadable ones (or, with ``strict``, refuse them).
 
     With ``trainable``, what is left must still be able to train a classifier (``data.check_dataset``).
+    ``log_results=False`` leaves the summary, the skipped files and the warnings to the caller (``petclf
+    check`` prints them as its report, so the log would say each twice).
 
     Example: ``report = scan_dataset(find_dataset("pets/images")); report.skipped.head()``.
     """
@@ -290,6 +315,8 @@ def scan_dataset(dataset: Dataset, *, strict: bool = False, workers: int | None 
     if trainable:
         check_dataset(cleaned)
     report = ScanReport(cleaned, skipped, notes, problems, n_files=len(frame), n_cached=n_cached)
+    if not log_results:
+        return report
     log.info(report.summary())
     log.info(_counts_line(cleaned))
     if len(skipped):
@@ -302,14 +329,16 @@ def scan_dataset(dataset: Dataset, *, strict: bool = False, workers: int | None 
 
 def check_folder(path: str | Path | pd.DataFrame, *, layout: str = "auto", label_pat: str | None = None,
                  valid_pct: float = DEFAULT_VALID_PCT, seed: int = DEFAULT_SEED, strict: bool = False,
-                 trainable: bool = True, trusted_pattern: bool = True, table: TableSpec | None = None) -> ScanReport:
+                 trainable: bool = True, trusted_pattern: bool = True, table: TableSpec | None = None,
+                 log_results: bool = True) -> ScanReport:
     """Find the dataset in ``path`` (a folder or a table) and scan it, as training would (``petclf check``).
 
     ``trainable=False`` accepts folders fit only for evaluation (a single class, say);
-    ``trusted_pattern=False`` matches ``label_pat`` under a time limit (a pattern from a model file).
+    ``trusted_pattern=False`` matches ``label_pat`` under a time limit (a pattern from a model file);
+    ``log_results=False``: see ``scan_dataset``.
 
     Example: ``print(check_folder("pets/images").summary())``.
     """
     dataset = find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed,
                            trainable=trainable, trusted_pattern=trusted_pattern, table=table)
-    return scan_dataset(dataset, strict=strict, trainable=trainable)
+    return scan_dataset(dataset, strict=strict, trainable=trainable, log_results=log_results)

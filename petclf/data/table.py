@@ -5,7 +5,8 @@ The columns are found by their usual names (fastai's ``from_df``, Kaggle, Huggin
 ``TableSpec.images``); a name without an extension (Kaggle's ``image_id``) resolves to the one
 image file of that name. Rows that cannot be used — missing files, empty labels, duplicates,
 files outside the image folder, unknown split values — are left out with a reason, or refused
-with ``strict``. A label delimiter, or a column of lists, makes the task multi-label.
+with ``strict``. A label delimiter, or a column of lists, makes the task multi-label; there a
+row without labels is kept as a negative example.
 """
 from __future__ import annotations
 
@@ -13,17 +14,19 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from petclf.core import log
+from petclf.core.defaults import MAX_CLASS_NAME_CHARS, MAX_CLASSES
 from petclf.core.errors import DataError, UsageError
 from petclf.core.safe_text import printable
 from petclf.data.images import IMAGE_EXTENSIONS, MAX_FILE_BYTES
 
-__all__ = ["FILE_COLUMNS", "LABEL_COLUMNS", "SPLIT_COLUMNS", "TABLE_SUFFIXES", "TableSpec", "is_table",
-           "read_table"]
+__all__ = ["FILE_COLUMNS", "LABEL_COLUMNS", "MAX_FILE_NAME_CHARS", "SPLIT_COLUMNS", "TABLE_SUFFIXES", "TableSpec",
+           "is_table", "read_table"]
 
 #: Column names taken as the file column, in this order of preference (compared in lower case).
 FILE_COLUMNS = ("file_name", "fname", "filename", "image", "image_id", "path", "file", "image_path", "filepath")
@@ -33,6 +36,8 @@ LABEL_COLUMNS = ("label", "labels", "class", "target", "tags", "category")
 SPLIT_COLUMNS = ("is_valid", "split")
 #: File endings read as tables; ``.tsv`` and ``.tab`` are tab-separated.
 TABLE_SUFFIXES = frozenset({".csv", ".tsv", ".tab"})
+#: The longest file name cell, in characters: Linux's PATH_MAX; a longer one cannot name a file.
+MAX_FILE_NAME_CHARS = 4096
 
 _TRUE, _FALSE = {"true", "1", "yes", "y", "t", "1.0"}, {"false", "0", "no", "n", "f", "0.0"}
 _SPLITS = {"train": "train", "training": "train", "valid": "valid", "val": "valid", "validation": "valid",
@@ -145,12 +150,26 @@ def _labels(value: object, delim: str | None) -> tuple[str, ...] | str | None:
 
 
 class _Resolver:
-    """File names of a table to files under one folder, listing each directory once."""
+    """File names of a table to files under one folder, listing each directory once.
+
+    A name is used only when the folder it lies in is, once symlinks are resolved, inside the image
+    folder: a link such as ``imgs/up -> /`` would otherwise open every file of the machine to the
+    table's rows. The file itself may be a symlink, as in the folder layouts: that is the folder
+    owner's choice of one file (symlink farms, DVC's symlinked cache), not a way out for the table.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._root_norm = os.path.normpath(os.path.abspath(root))
+        self._root_real = os.path.realpath(self._root_norm)
         self._listings: dict[str, set[str] | None] = {}
+        self._inside: dict[str, bool] = {}
+
+    def _really_inside(self, folder: str) -> bool:
+        if folder not in self._inside:
+            real = os.path.realpath(folder)
+            self._inside[folder] = os.path.commonpath([real, self._root_real]) == self._root_real
+        return self._inside[folder]
 
     def _listing(self, folder: str) -> set[str] | None:
         if folder not in self._listings:
@@ -169,6 +188,9 @@ class _Resolver:
         if os.path.commonpath([target, self._root_norm]) != self._root_norm:
             return None, f"names a file outside the image folder {self.root}"
         folder, base = os.path.split(target)
+        # Before the listing: whether a folder outside exists is not the table's to learn either.
+        if not self._really_inside(folder):
+            return None, f"names a file outside the image folder {self.root} (through a symlinked folder)"
         listing = self._listing(folder)
         if listing is None:
             return None, f"missing file: folder {folder} does not exist"
@@ -182,6 +204,38 @@ class _Resolver:
         if len(matches) > 1:
             return None, f"ambiguous name: {', '.join(matches)} all match; write the extension in the table"
         return os.path.join(folder, matches[0]), ""
+
+
+def _too_long(what: str, text: str, limit: int, where: str, why: str) -> DataError:
+    """The error for one over-long cell: where it is, its start and length, the limit, the likely cause."""
+    return DataError(f"{where}: the {what} {printable(text[:20])!r}… is {len(text):,} characters long; {why} "
+                     f"(at most {limit:,} characters). A quote (\") left open makes one cell swallow the lines "
+                     "after it: check the quotes on that line, and the column chosen (--fn-col, --label-col).")
+
+
+def _refuse_long_cells(table: pd.DataFrame, fn_col: str, label_col: str, *, delim: str | None, lists: bool,
+                       name: str, line: Callable[[int], str]) -> None:
+    """Refuse a file name or label longer than petclf can use, naming its line, before any work.
+
+    A label over ``MAX_CLASS_NAME_CHARS`` would train for hours and end in a model that the model-file
+    check refuses to load; a huge one (a quote left open) also stalls the plots and floods the log.
+    """
+    def lengths(column: str) -> np.ndarray:
+        # Lists (a DataFrame's multi-label column) are judged per label below; here only text cells count.
+        return table[column].map(lambda v: len(v) if isinstance(v, str) else 0).to_numpy()
+
+    for i in np.flatnonzero(lengths(fn_col) > MAX_FILE_NAME_CHARS)[:1]:
+        raise _too_long("file name", table[fn_col].iat[i], MAX_FILE_NAME_CHARS, f"{name}, {line(i)}",
+                        "no file name is that long")
+    labels = table[label_col]
+    # A column of lists is looked at cell by cell; text cells only where they are long.
+    rows = range(len(labels)) if lists else np.flatnonzero(lengths(label_col) > MAX_CLASS_NAME_CHARS)
+    for i in rows:
+        parsed = _labels(labels.iat[i], delim)
+        for label in (parsed,) if isinstance(parsed, str) else parsed or ():
+            if len(label) > MAX_CLASS_NAME_CHARS:
+                raise _too_long("label", label, MAX_CLASS_NAME_CHARS, f"{name}, {line(i)}",
+                                "a class name that long cannot be saved in a model")
 
 
 def _split_value(value: object, column: str) -> tuple[str | None, str]:
@@ -235,8 +289,10 @@ def read_table(source: str | Path | pd.DataFrame, *, spec: TableSpec = TableSpec
         raise UsageError(f"label_delim must be 1 to 8 characters, such as ' ' or ';'. Received: {spec.label_delim!r}.")
     lists = table[label_col].map(lambda v: isinstance(v, (list, tuple, set, frozenset, np.ndarray))).any()
     multi_label = spec.label_delim is not None or bool(lists)
-    resolver = _Resolver(root)
     line = (lambda i: f"line {i + 2}") if folder is not None else (lambda i: f"row {i}")
+    _refuse_long_cells(table, fn_col, label_col, delim=spec.label_delim if multi_label and not lists else None,
+                       lists=bool(lists), name=name, line=line)
+    resolver = _Resolver(root)
     rows, skipped = [], []
     for i, (fname, raw_label, raw_split) in enumerate(zip(
             table[fn_col], table[label_col], table[valid_col] if valid_col else [None] * len(table))):
@@ -250,11 +306,12 @@ def read_table(source: str | Path | pd.DataFrame, *, spec: TableSpec = TableSpec
             skipped.append((fname_text, f"{line(i)}: {why}"))
             continue
         label = _labels(raw_label, spec.label_delim if multi_label and not lists else None)
-        if label is None:
+        if label is None and not multi_label:
             skipped.append((path, f"{line(i)}: empty label"))
             continue
-        if multi_label and isinstance(label, str):
-            label = (label,)
+        if multi_label:
+            # No labels is a negative example (no cloud, no finding), which multi-label data needs.
+            label = () if label is None else (label,) if isinstance(label, str) else label
         split = None
         if valid_col:
             split, why = _split_value(raw_split, valid_col)
@@ -268,10 +325,25 @@ def read_table(source: str | Path | pd.DataFrame, *, spec: TableSpec = TableSpec
         examples = "; ".join(f"{printable(p)}: {r}" for p, r in skipped[:3])
         raise DataError(f"none of the {len(table)} rows of {name} names a usable image ({examples}). Check the "
                         f"image folder ({root}; --images) and the columns ({fn_col!r}, {label_col!r}).")
-    if spec.label_delim is not None and not lists and not any(len(t) > 1 for t in frame.label):
+    if multi_label:
+        labelled = frame.label.map(len) > 0
+        if not labelled.any():
+            raise DataError(f"none of the {len(frame)} rows of {name} has a label in column {label_col!r}: a "
+                            "multi-label model needs images that carry labels as well as images without. Check the "
+                            "label column (--label-col).")
+        if not labelled.all():
+            log.info(f"{int((~labelled).sum())} images of {name} have no labels: kept as negative examples "
+                     "(every label absent).")
+    # Exactly one label everywhere is single-label data read with the wrong delimiter; one label or none
+    # (a finding or nothing) is multi-label all the same: no softmax can say "none".
+    if spec.label_delim is not None and not lists and all(len(t) == 1 for t in frame.label):
         raise DataError(f"label_delim {spec.label_delim!r} splits none of the {len(frame)} labels of {name} "
-                        f"(e.g. {frame.label.iloc[0][0]!r}): every image has one label. Drop --label-delim for "
-                        "single-label training, or pass the delimiter the table uses.")
+                        f"(e.g. {printable(frame.label.iloc[0][0])!r}): every image has one label. Drop "
+                        "--label-delim for single-label training, or pass the delimiter the table uses.")
+    n_classes = len(set(frame.label.explode().dropna()) if multi_label else set(frame.label))
+    if n_classes > MAX_CLASSES:
+        raise DataError(f"{name} has {n_classes:,} distinct labels; a model holds at most {MAX_CLASSES:,} classes. "
+                        f"Check the label column ({label_col!r}; --label-col) and --label-delim.")
     if not valid_col:
         frame = frame.drop(columns="split")
     used = TableSpec(images=spec.images, fn_col=fn_col, label_col=label_col, valid_col=valid_col,

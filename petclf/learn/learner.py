@@ -144,10 +144,7 @@ def quick_learner(
         dataset = find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed,
                                trainable=split is None, table=table)
         scan = scan_dataset(dataset if split is None else keep_split(dataset, split), strict=strict)
-    dataset = scan.dataset
-    if bs > dataset.count("train"):
-        raise UsageError(f"bs={bs} is larger than the {dataset.count('train')} training images: "
-                         f"use --bs {max(1, dataset.count('train') // 2)} or less.")
+    dataset = scan.dataset  # a bs larger than its training set is reduced to fit by make_dataloaders
     built = build_model(arch, len(dataset.classes), pretrained=pretrained, weights=weights)
     if precision == "auto":  # every process trains in process 0's choice
         prec = broadcast(pick_precision(precision, dev, model=built.model, size=size, training=True))

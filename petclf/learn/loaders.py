@@ -24,7 +24,8 @@ from petclf.data.layouts import Dataset
 from petclf.data.pipeline import Pipeline
 from petclf.learn.task import sample_weights
 
-__all__ = ["CACHE_LIMIT_BYTES", "LoadPresized", "RGBImage", "ReadRGB", "batch_tfms", "item_tfms", "make_dataloaders"]
+__all__ = ["CACHE_LIMIT_BYTES", "LoadPresized", "RGBImage", "ReadRGB", "batch_tfms", "fit_batch_size", "item_tfms",
+           "make_dataloaders"]
 
 #: Above this many bytes of cached pixels, images are decoded every epoch instead.
 CACHE_LIMIT_BYTES = 4 * 1024**3
@@ -99,6 +100,20 @@ def batch_tfms(pipeline: Pipeline) -> list:
     return [*augs, Normalize.from_stats(list(pipeline.mean), list(pipeline.std))]
 
 
+def fit_batch_size(bs: int, n_train: int) -> int:
+    """``bs``, or a batch size that fits ``n_train`` training images when ``bs`` is larger than that.
+
+    The training loader drops its last incomplete batch, so a batch larger than the training set would
+    train on nothing. Half the images (two steps an epoch), but at least 2: BatchNorm cannot train on
+    a batch of one image.
+
+    Example: ``fit_batch_size(64, 30)`` → ``15``.
+    """
+    if bs <= n_train:
+        return bs
+    return min(n_train, max(2, n_train // 2))
+
+
 def _presized_or_none(frame: pd.DataFrame, presize: int) -> PresizedImages | None:
     """The image cache for ``frame``, or None (with a warning saying why) when it cannot be written."""
     try:
@@ -121,6 +136,13 @@ def make_dataloaders(dataset: Dataset, pipeline: Pipeline, *, bs: int, device: t
     """
     require_positive(bs=bs)
     frame = dataset.frame
+    n_train = dataset.count("train")
+    fitted = fit_batch_size(bs, n_train)
+    if fitted != bs:
+        # The default --bs 64 on a small folder: reduced rather than refused, so that a first try runs.
+        log.info(f"bs={bs} is more than the {n_train} training images: batches of {fitted} instead "
+                 f"({n_train // fitted} an epoch).")
+        bs = fitted
     if cache is None:
         cache = cache_bytes(len(frame), pipeline.presize) <= min(CACHE_LIMIT_BYTES, cache_limit_bytes())
     images = _presized_or_none(frame, pipeline.presize) if cache else None

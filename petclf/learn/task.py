@@ -70,11 +70,13 @@ def class_weights(dataset: Dataset) -> torch.Tensor:
 def sample_weights(dataset: Dataset, frame) -> np.ndarray:
     """A drawing weight per row of ``frame`` (train rows count; others get 0): rare classes drawn as often as common.
 
-    Multi-label: an image is as rare as its rarest label.
+    Multi-label: an image is as rare as its rarest label; an image without labels as rare as such images are.
     """
     counts = dataset.class_counts("train")
-    rarity = (lambda labels: max(1.0 / counts[label] for label in labels)) if dataset.multi_label \
-        else (lambda label: 1.0 / counts[label])
+    train = dataset.frame[dataset.frame.split == "train"]
+    negatives = max(1, int((train.label.map(len) == 0).sum())) if dataset.multi_label else 1
+    rarity = (lambda labels: max((1.0 / counts[label] for label in labels), default=1.0 / negatives)) \
+        if dataset.multi_label else (lambda label: 1.0 / counts[label])
     return np.array([rarity(label) if split == "train" else 0.0 for label, split in zip(frame.label, frame.split)])
 
 

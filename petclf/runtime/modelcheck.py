@@ -22,8 +22,8 @@ from typing import Mapping
 import torch
 from safetensors import SafetensorError, safe_open
 
-from petclf.core.defaults import (ARCH_SOURCES, AUGMENTS, LAYOUTS, MAX_SIZE, MIN_SIZE, MULTI_LABEL, SINGLE_LABEL,
-                                  TASKS)
+from petclf.core.defaults import (ARCH_SOURCES, AUGMENTS, LAYOUTS, MAX_CLASS_NAME_CHARS, MAX_CLASSES, MAX_SIZE,
+                                  MIN_SIZE, MULTI_LABEL, SINGLE_LABEL, TASKS)
 from petclf.core.errors import ModelFileError, UsageError
 from petclf.core.safe_text import one_line
 
@@ -39,10 +39,8 @@ FORMAT_VERSION = 1
 MAX_META_BYTES = 16 * 1024 * 1024
 #: petclf writes at most 3 levels (summary values); deeper input only serves to exhaust the stack.
 MAX_JSON_DEPTH = 32
-#: The head's width: 100,000 classes is already a 200 MB last layer behind fastai's 512-wide head.
-MAX_CLASSES = 100_000
-#: Class names come from folder and file names (255 bytes on common file systems).
-MAX_CLASS_NAME_CHARS = 1024
+# MAX_CLASSES and MAX_CLASS_NAME_CHARS live in core.defaults: the table reader refuses the same limits before
+# training, so that no run ends in a model these checks would refuse.
 #: petclf trains with presize = 1.5 × size; a presize far above that only costs memory per image.
 PRESIZE_FACTOR = 3
 MAX_PRESIZE = 4096
@@ -250,20 +248,26 @@ def _check_task(meta: dict, path: Path) -> None:
     task = meta.get("task", SINGLE_LABEL)
     if task not in TASKS:
         raise _field_error(path, "task", "one of " + ", ".join(map(repr, TASKS)), task)
-    if task != MULTI_LABEL:
-        return
     thresholds = meta.get("thresholds", _MISSING)
     n = len(meta["classes"])
-    if thresholds is _MISSING:
-        return  # the default threshold applies
+    if thresholds is _MISSING or (thresholds is None and task != MULTI_LABEL):
+        return  # multi-label: the default threshold applies; single-label models have none
+    # Checked whatever the task: the prediction code takes the field as it is, and text passed for a list
+    # there (a single-label model was judged by the length of "garbage").
     if not (isinstance(thresholds, list) and len(thresholds) == n
             and all(_is_number(t) and 0.0 <= t <= 1.0 for t in thresholds)):
-        raise _field_error(path, "thresholds", f"a list of {n} numbers from 0 to 1, one per class", thresholds)
+        expected = "a list" if task == MULTI_LABEL else "null or a list"
+        raise _field_error(path, "thresholds", f"{expected} of {n} numbers from 0 to 1, one per class", thresholds)
 
 
 def _check_optional(meta: dict, path: Path) -> None:
     if "summary" in meta and not isinstance(meta["summary"], dict):
         raise _field_error(path, "summary", "an object", meta["summary"])
+    if "versions" in meta and not isinstance(meta["versions"], dict):
+        raise _field_error(path, "versions", "an object", meta["versions"])
+    # Exactly a JSON boolean: read by truthiness, "no", {} or [1] would decide whether predictions use TTA.
+    if "tta" in meta and not isinstance(meta["tta"], bool):
+        raise _field_error(path, "tta", "true or false", meta["tta"])
     if "precision" in meta and meta["precision"] is not None and not _text(meta["precision"], limit=32):
         raise _field_error(path, "precision", "null or a precision name such as 'fp32'", meta["precision"])
 

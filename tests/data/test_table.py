@@ -156,3 +156,104 @@ def test_a_damaged_or_foreign_file_is_one_clear_error(tmp_path):
     (tmp_path / "folder.csv").mkdir()
     with pytest.raises(DataError, match="is a folder"):
         find_dataset(tmp_path / "folder.csv", layout="csv")
+
+
+# --- issue #21: what a table may name, how long its cells may be, and images without labels
+
+
+def test_a_symlinked_folder_cannot_lead_a_table_row_out_of_the_image_folder(tmp_path):
+    """Containment is judged on the real folder: ``imgs/up -> /`` does not let ``up/…/secret.jpg`` in."""
+    outside = make_image(tmp_path / "outside" / "secret.jpg", COLOURS["red"], seed=1)
+    imgs = tmp_path / "data" / "imgs"
+    rows = []
+    for k, (label, colour) in enumerate(COLOURS.items()):
+        for i in range(4):
+            make_image(imgs / f"{label}{i}.jpg", colour, seed=10 * k + i)
+            rows.append((f"{label}{i}.jpg", label))
+    (imgs / "up").symlink_to("/")
+    (imgs / "store").symlink_to(outside.parent, target_is_directory=True)
+    # A file link is the folder owner's choice of one file (a symlink farm, DVC's symlink cache): kept,
+    # as the folder layouts keep it.
+    (imgs / "linked.jpg").symlink_to(outside)
+    rows += [(f"up{outside}", "red"), ("store/secret.jpg", "red"), ("linked.jpg", "red")]
+    pd.DataFrame(rows, columns=["fname", "label"]).to_csv(tmp_path / "data" / "t.csv", index=False)
+    ds = find_dataset(tmp_path / "data" / "t.csv", table=TableSpec(images=str(imgs)))
+    expected = {str(imgs / name) for name, _ in rows[:12]} | {str(imgs / "linked.jpg")}
+    assert set(ds.frame.path) == expected
+    reasons = dict(zip(ds.skipped.path, ds.skipped.reason))
+    assert "outside the image folder" in reasons[f"up{outside}"]
+    assert "outside the image folder" in reasons["store/secret.jpg"]
+
+
+def _colour_table(folder: Path, n: int = 4) -> list[tuple[str, str]]:
+    rows = []
+    for k, (label, colour) in enumerate(COLOURS.items()):
+        for i in range(n):
+            make_image(folder / f"{label}{i}.jpg", colour, seed=10 * k + i)
+            rows.append((f"{label}{i}.jpg", label))
+    return rows
+
+
+def test_a_label_longer_than_a_model_file_allows_is_refused_when_the_table_is_read(tmp_path):
+    """A 5 MB label cell (an unclosed quote, say) stops before any work, at the limit the model-file check uses."""
+    from petclf.runtime.modelcheck import MAX_CLASS_NAME_CHARS
+
+    rows = _colour_table(tmp_path)
+    longest = "x" * MAX_CLASS_NAME_CHARS
+    pd.DataFrame(rows[:-1] + [(rows[-1][0], longest)], columns=["fname", "label"]).to_csv(tmp_path / "ok.csv",
+                                                                                         index=False)
+    assert longest in find_dataset(tmp_path / "ok.csv").frame.label.values  # the limit itself is allowed
+    huge = rows[:5] + [(rows[5][0], "y" * 5_000_000)] + rows[6:]
+    pd.DataFrame(huge, columns=["fname", "label"]).to_csv(tmp_path / "huge.csv", index=False)
+    with pytest.raises(DataError, match=r"line 7: the label 'yyy.*is 5,000,000 characters long.*1,024") as err:
+        find_dataset(tmp_path / "huge.csv")
+    assert len(str(err.value)) < 600 and "\n" not in str(err.value)
+    multi = [(f, "a b") for f, _ in rows[:-1]] + [(rows[-1][0], "a " + "z" * (MAX_CLASS_NAME_CHARS + 1))]
+    pd.DataFrame(multi, columns=["fname", "labels"]).to_csv(tmp_path / "multi.csv", index=False)
+    with pytest.raises(DataError, match=r"line 13: the label 'zzz.*is 1,025 characters long"):
+        find_dataset(tmp_path / "multi.csv", table=TableSpec(label_delim=" "))
+
+
+def test_a_file_name_longer_than_any_path_is_refused_when_the_table_is_read(tmp_path):
+    rows = _colour_table(tmp_path)
+    rows[2] = ("n" * 100_000 + ".jpg", "red")
+    pd.DataFrame(rows, columns=["fname", "label"]).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(DataError, match=r"line 4: the file name 'nnn.*is 100,004 characters long.*4,096"):
+        find_dataset(tmp_path / "t.csv")
+
+
+def test_more_labels_than_a_model_file_allows_are_refused_when_the_table_is_read(tmp_path, monkeypatch):
+    import petclf.data.table as table_module
+
+    monkeypatch.setattr(table_module, "MAX_CLASSES", 2)  # three colours: one class too many
+    pd.DataFrame(_colour_table(tmp_path), columns=["fname", "label"]).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(DataError, match="has 3 distinct labels; a model holds at most 2 classes"):
+        find_dataset(tmp_path / "t.csv")
+
+
+def test_multi_label_rows_without_labels_are_kept_as_negative_examples(tmp_path, capsys):
+    """In multi-label data an image with no labels is a valid negative (Planet, medical sets), not an empty label."""
+    rows = [(f, "a b" if k % 2 else "a") for k, (f, _) in enumerate(_colour_table(tmp_path))]
+    rows[0], rows[5] = (rows[0][0], ""), (rows[5][0], "  ")
+    pd.DataFrame(rows, columns=["fname", "labels"]).to_csv(tmp_path / "ml.csv", index=False)
+    ds = find_dataset(tmp_path / "ml.csv", table=TableSpec(label_delim=" "))
+    assert len(ds.frame) == 12 and ds.skipped.empty
+    negatives = ds.frame[ds.frame.label.map(len) == 0]
+    assert sorted(Path(p).name for p in negatives.path) == sorted([rows[0][0], rows[5][0]])
+    assert ds.classes == ["a", "b"] and ds.class_counts("train").sum() + ds.class_counts("valid").sum() == 15
+    assert "2 images of" in capsys.readouterr().err
+    # One label or none per image is multi-label too (a finding or nothing), even if the delimiter never splits.
+    pd.DataFrame([(f, "" if k < 2 else "ab"[k % 2]) for k, (f, _) in enumerate(rows)],
+                 columns=["fname", "labels"]).to_csv(tmp_path / "one.csv", index=False)
+    one_or_none = find_dataset(tmp_path / "one.csv", table=TableSpec(label_delim=";"))
+    assert one_or_none.multi_label and one_or_none.frame.label.iloc[0] == ()
+    # Single-label: a row without a label still has nothing to learn from.
+    single = find_dataset(tmp_path / "ml.csv")
+    assert sum("empty label" in r for r in single.skipped.reason) == 2
+
+
+def test_a_multi_label_table_where_no_row_has_a_label_is_refused(tmp_path):
+    rows = [(f, "") for f, _ in _colour_table(tmp_path)]
+    pd.DataFrame(rows, columns=["fname", "labels"]).to_csv(tmp_path / "ml.csv", index=False)
+    with pytest.raises(DataError, match="none of the 12 rows of .* has a label"):
+        find_dataset(tmp_path / "ml.csv", table=TableSpec(label_delim=" "))

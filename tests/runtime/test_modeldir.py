@@ -559,3 +559,49 @@ def test_weights_header_checks_on_their_own(tmp_path):
     boastful.write_bytes((2**40).to_bytes(8, "little") + b"{}")
     with pytest.raises(ModelFileError, match="declares a 1099511627776-byte header"):
         modelcheck.check_weights_header(boastful, expected, arch="tiny")
+
+
+# --- issue #21 item 13: fields that decide how a model predicts are type-checked, not read by truthiness
+
+
+@pytest.mark.parametrize("value", ["no", "false", {}, [1], 1, 0, None], ids=["no", "false-text", "object", "list",
+                                                                           "one", "zero", "null"])
+def test_tta_must_be_true_or_false(model_copy, value):
+    """``"tta": "no"`` used to switch TTA on (any non-empty value is truthy)."""
+    directory, meta = model_copy
+    meta["tta"] = value
+    _write_meta(directory, meta)
+    with pytest.raises(ModelFileError, match=r"petclf\.json: field 'tta' must be true or false \(found ") as err:
+        Predictor(directory, device="cpu")
+    assert str(err.value).startswith(str(directory / "petclf.json"))
+
+
+def test_tta_true_and_false_load_as_written(model_copy):
+    directory, meta = model_copy
+    for value in (True, False):
+        meta["tta"] = value
+        _write_meta(directory, meta)
+        assert Predictor(directory, device="cpu").tta is value
+    del meta["tta"]  # models from before --tta
+    _write_meta(directory, meta)
+    assert Predictor(directory, device="cpu").tta is False
+
+
+@pytest.mark.parametrize("value", ["garbage", "abc", {"a": 0.5}, [0.5, 0.5, "x"], 0.5],
+                         ids=["text", "text-of-class-count", "object", "text-item", "number"])
+def test_a_single_label_models_thresholds_are_type_checked_too(model_copy, value):
+    """A single-label model's ``"thresholds": "garbage"`` was judged by the string's length."""
+    directory, meta = model_copy
+    assert meta.get("task", "single_label") == "single_label"
+    meta["thresholds"] = value
+    _write_meta(directory, meta)
+    with pytest.raises(ModelFileError, match=r"petclf\.json: field 'thresholds' must be null or a list of 3 numbers"):
+        Predictor(directory, device="cpu")
+
+
+def test_versions_must_be_an_object(model_copy):
+    directory, meta = model_copy
+    meta["versions"] = "torch 2"
+    _write_meta(directory, meta)
+    with pytest.raises(ModelFileError, match=r"field 'versions' must be an object"):
+        load_model(directory)
