@@ -25,7 +25,8 @@ _STARTED = time.perf_counter()
 def _add_train_options(p: argparse.ArgumentParser, *, evaluation: bool = True) -> None:
     """The options of a training run; ``evaluation=False`` leaves out those only the evaluation and the saved
     model use (--threshold, --tta), for commands that train but ignore them (the audit)."""
-    from petclf.core.options import DEFAULT_EPOCHS, TrainOptions  # noqa: PLC0415 - light: no fastai for --help
+    from petclf.core.options import (DEFAULT_EPOCHS, DEFAULT_PRETRAINED_EPOCHS,  # noqa: PLC0415 - light: no fastai
+                                     TrainOptions)
 
     d = TrainOptions()
     p.add_argument("--arch", default=d.arch, help="torchvision or timm model name (default %(default)s)")
@@ -34,13 +35,18 @@ def _add_train_options(p: argparse.ArgumentParser, *, evaluation: bool = True) -
                    help="batch size per process/device; global batch = bs × processes (default %(default)s; "
                         "reduced, saying so, when the training set is smaller)")
     p.add_argument("--epochs", type=int, default=d.epochs,
-                   help=f"epochs with all layers training (default {DEFAULT_EPOCHS}; with --time-budget: as many as "
-                        "fit, at most this many when given)")
+                   help=f"epochs with all layers training (default {DEFAULT_EPOCHS} from scratch, "
+                        f"{DEFAULT_PRETRAINED_EPOCHS} after a pretrained body's head, 0: the head alone; with "
+                        "--time-budget: as many as fit, at most this many when given)")
     p.add_argument("--time-budget", type=_duration, default=d.time_budget, metavar="DURATION",
                    help="end the whole job within this time, e.g. 90s, 10m, 1h: epochs and batches per epoch "
                         "are planned from the measured speed")
     p.add_argument("--freeze-epochs", type=int, default=d.freeze_epochs,
-                   help="head-only epochs before unfreezing; pretrained only (default %(default)s)")
+                   help="head-only epochs before unfreezing; pretrained only, on cached body features "
+                        "(default %(default)s)")
+    p.add_argument("--patience", type=int, default=d.patience,
+                   help="stop the all-layer epochs after this many in a row without a new best validation "
+                        "error; 0: never (default %(default)s)")
     p.add_argument("--lr", type=float, default=None,
                    help=f"learning rate, used as given in every process (default {DEFAULT_LR:g}; fine-tuning's "
                         "base rate for a pretrained body)")

@@ -8,10 +8,18 @@ from petclf.core.defaults import (AUGMENTS, BALANCES, DEFAULT_BALANCE, DEFAULT_S
                                   MAX_LR, MAX_SEED, MAX_SIZE, MIN_SIZE, PRECISIONS, THRESHOLD_MODES)
 from petclf.core.errors import UsageError, require_between, require_fraction, require_non_negative, require_positive
 
-__all__ = ["DEFAULT_EPOCHS", "TrainOptions", "parse_duration", "require_lr", "require_threshold"]
+__all__ = ["DEFAULT_EPOCHS", "DEFAULT_PRETRAINED_EPOCHS", "HEAD_LR_FACTOR", "TrainOptions", "parse_duration", "require_lr",
+           "require_threshold"]
 
-#: Epochs with all layers training when neither --epochs nor --time-budget says otherwise.
+#: Epochs with all layers training from scratch when neither --epochs nor --time-budget says otherwise.
 DEFAULT_EPOCHS = 5
+#: All-layer epochs after the head of a pretrained body when neither --epochs nor --time-budget says otherwise: none.
+#: The head on cached features is the fast answer; the body's epochs cost a full training pass each and, on the
+#: photos measured (BENCHMARKS.md, "transfer learning"), did not pay for it by default. --epochs N or a time budget
+#: adds them, stopped early when validation stops improving.
+DEFAULT_PRETRAINED_EPOCHS = 0
+#: The head on cached features trains at this multiple of the base learning rate.
+HEAD_LR_FACTOR = 1.0
 #: Seconds per unit of a duration written as 90s, 10m, 1.5h.
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 #: A longer budget than a week is a typing error, not a plan.
@@ -66,9 +74,11 @@ class TrainOptions:
     arch: str = "resnet34"  # torchvision or timm name; resnet18 is faster, resnet50 more accurate
     size: int = 224  # final image side; smaller trains faster on a CPU
     bs: int = 64  # lower it if memory runs out
-    epochs: int | None = None  # epochs with all layers training; None: DEFAULT_EPOCHS, or what the budget allows
+    epochs: int | None = None  # all-layer epochs; None: DEFAULT_EPOCHS (DEFAULT_PRETRAINED_EPOCHS after a pretrained
+    # body's head), or what the budget allows; 0 with a pretrained body trains the head alone
     time_budget: float | None = None  # seconds for the whole job (lr choice, training, evaluation, files)
-    freeze_epochs: int = 1  # head-only epochs first, only for a pretrained body
+    freeze_epochs: int = 10  # head-only epochs first, only for a pretrained body (milliseconds each on cached features)
+    patience: int = 1  # all-layer epochs in a row without a new best before training stops; 0: never stop early
     lr: float | None = None  # None: DEFAULT_LR (2e-3), or lr_find's suggestion with lr_find=True
     lr_find: bool = False  # choose the rate with fastai's lr_find (and plot it) instead of the default
     valid_pct: float = DEFAULT_VALID_PCT  # share of images held out when the data has no valid/ folder
@@ -96,11 +106,11 @@ class TrainOptions:
         """Refuse impossible settings before any work starts."""
         require_positive(size=self.size, bs=self.bs)
         if self.epochs is not None:
-            require_positive(epochs=self.epochs)
+            require_non_negative(epochs=self.epochs)
         if self.time_budget is not None:
             parse_duration(self.time_budget)
         require_between(MIN_SIZE, MAX_SIZE, size=self.size)
-        require_non_negative(freeze_epochs=self.freeze_epochs, seed=self.seed)
+        require_non_negative(freeze_epochs=self.freeze_epochs, patience=self.patience, seed=self.seed)
         require_between(0, MAX_SEED, seed=self.seed)
         require_lr(self.lr)
         if self.lr_find and self.lr is not None:

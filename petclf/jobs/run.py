@@ -85,6 +85,7 @@ def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-o
             save_lr_find_plot(learn.recorder, lr, out / "lr_find.png")
     try:
         result = train(learn, epochs=options.epochs, freeze_epochs=options.freeze_epochs, lr=lr, progress=progress,
+                       patience=options.patience,
                        checkpoints=out / CHECKPOINT_DIR, resume=state, feature_cache=options.feature_cache,
                        time_budget=options.time_budget, started=start, cbs=cbs)
     except KeyboardInterrupt:

@@ -134,6 +134,7 @@ class Checkpoint(CompletedEpochCallback):
     def __init__(self, directory: Path, *, lr: float, saved_epochs: int = 0) -> None:
         self.directory, self.lr = Path(directory), lr
         self.saved_epochs = saved_epochs  # the epochs the newest checkpoint on disk holds
+        self.saved_best = 0  # the epoch whose weights best.pt holds (0: none written by this run)
 
     def after_completed_epoch(self) -> None:
         try:
@@ -149,8 +150,10 @@ class Checkpoint(CompletedEpochCallback):
     def _save(self) -> None:
         history, keep_best = self.learn.history, getattr(self.learn, "keep_best", None)
         model_state = {k: v.detach().cpu() for k, v in bare(self.learn.model).state_dict().items()}
-        if keep_best is not None and keep_best.current_is_best:
-            save_atomic({"epoch": keep_best.best_epoch, "model": model_state}, self.directory / BEST_FILE)
+        # The best epoch may be a head-only one on cached features, which writes no checkpoint of its own.
+        if keep_best is not None and keep_best.best_state is not None and keep_best.best_epoch != self.saved_best:
+            save_atomic({"epoch": keep_best.best_epoch, "model": keep_best.best_state}, self.directory / BEST_FILE)
+            self.saved_best = keep_best.best_epoch
         save_atomic(_plain({
             "epochs_done": len(history.rows), "lr": self.lr, "rows": history.rows,
             "batch_losses": history.batch_losses, "model": model_state,

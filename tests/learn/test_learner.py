@@ -89,13 +89,15 @@ def test_cached_and_decoded_pipelines_give_the_same_batches(pets_dir):
 
 
 def test_frozen_epochs_on_cached_features_train_only_the_head(pets_dir, tmp_path):
-    from petclf.learn.features import train_head
+    from petclf.learn.features import cache_features, train_head
 
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
     learn = quick_learner(pets_dir, weights=tmp_path / "r18.pth", precision="fp32", **{**TINY, "pretrained": True})
     body_before = {k: v.clone() for k, v in learn.model[0].state_dict().items()}
     head_before = {k: v.clone() for k, v in learn.model[1].state_dict().items()}
-    head_learn = train_head(learn, 2, 1e-2, show_bar=False)
+    features = cache_features(learn, mirror=True)
+    assert len(features.x_train) == 2 * len(learn.dls.train_ds)  # each training image and its mirror image
+    head_learn = train_head(learn, features, 2, 1e-2, show_bar=False)
     assert all(torch.equal(v, learn.model[0].state_dict()[k]) for k, v in body_before.items())
     assert not all(torch.equal(v, learn.model[1].state_dict()[k]) for k, v in head_before.items())
     # The head trained on cached features scores the same as the whole network on images.
@@ -123,7 +125,7 @@ def test_callbacks_given_to_train_see_every_epoch_of_every_phase(pets_dir, tmp_p
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
     learn = quick_learner(pets_dir, weights=tmp_path / "r18.pth", **{**TINY, "pretrained": True})
     record = Record()
-    train(learn, epochs=2, freeze_epochs=1, lr=1e-3, progress=False, cbs=[record])
+    train(learn, epochs=2, freeze_epochs=1, lr=1e-3, patience=0, progress=False, cbs=[record])
     assert len(record.epochs) == 3  # one frozen epoch (on the head-only learner), two unfrozen
     assert record.epochs[0] != record.epochs[1] == record.epochs[2] == "Sequential:2"
 
