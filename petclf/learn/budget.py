@@ -254,9 +254,9 @@ class Deadline(Callback):
 
 #: The plan of a budgeted run, beside its checkpoints: a resumed run keeps the schedule it started with.
 PLAN_FILE = "budget.json"
-#: Head-only epochs on cached features cost well under this many seconds each on a CPU (a small MLP on a few
-#: thousand feature rows); held back for them when a budget is checked.
-HEAD_EPOCH_S = 1.0
+#: Head-only epochs on cached features cost under this many seconds each on a 2-core CPU (a small MLP on a few
+#: thousand feature rows: 0.1 s on a few dozen); held back for them when a budget is checked.
+HEAD_EPOCH_S = 0.5
 #: An all-layer phase shorter than this many batches (or one epoch, when that is shorter) is not worth its cost
 #: after a trained head: a budget that leaves less trains the head alone.
 MIN_BODY_STEPS = 50
@@ -274,9 +274,10 @@ class BudgetClock:
     Example: ``clock = BudgetClock(learn, budget_s=60, started=t0)``; ``plan = clock.plan(max_epochs=5, …)``.
     """
 
-    def __init__(self, learn: Learner, *, budget_s: float, started: float) -> None:
+    def __init__(self, learn: Learner, *, budget_s: float, started: float, head_epochs: int = 0) -> None:
         self.learn, self.budget_s, self.started = learn, budget_s, started
         self.forward_s_per_image: float | None = None  # measured by the feature pass, when there is one
+        self.head_epochs = head_epochs
         self._first: tuple[int, float] | None = None
         self._checked = False
 
@@ -299,15 +300,14 @@ class BudgetClock:
         now = time.perf_counter() - self.started
         features_left = pace * (total - done)
         evaluation = pace * self.eval_images()
-        heads = HEAD_EPOCH_S * 10
+        heads = HEAD_EPOCH_S * self.head_epochs
         needed = now + features_left + heads + evaluation + WRITE_SECONDS
         if needed > self.budget_s * (1 + OVERRUN):
             raise BudgetTooShort(
                 f"time budget {self.budget_s:.0f} s is too short: the smallest job — set-up {now - elapsed:.0f} s, "
                 f"body features of {total} images ≈ {pace * total:.0f} s, the head ≈ {heads:.0f} s, evaluation ≈ "
                 f"{evaluation:.0f} s, files ≈ {WRITE_SECONDS:.0f} s — needs about {needed:.0f} s. Pass --time-budget "
-                f"{math.ceil(needed / (1 + SLACK))}s or more, a smaller --size, or a faster body "
-                "(e.g. --arch tf_efficientnet_lite0).")
+                f"{math.ceil(needed / (1 + SLACK))}s or more, a smaller --size, or a faster body.")
 
     def plan(self, *, max_epochs: int, pretrained: bool, head_left: int, stored: Path | None,
              resume_from: int) -> BudgetPlan:

@@ -180,7 +180,8 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
         fit_cbs.append(EarlyStop(best, patience=patience))
     if checkpoints is not None and is_main():
         fit_cbs.append(Checkpoint(Path(checkpoints), lr=lr, saved_epochs=resume.epochs_done if resume else 0))
-    clock = None if budget_s is None else BudgetClock(learn, budget_s=budget_s, started=started)
+    clock = None if budget_s is None else BudgetClock(learn, budget_s=budget_s, started=started,
+                                                      head_epochs=head_epochs)
     done = _restore(learn, resume, best)
     plan = None
     start = time.perf_counter()
