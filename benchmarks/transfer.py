@@ -130,7 +130,7 @@ def timed(cmd: list[str], env: dict) -> tuple[float, float, str]:
                               env=env)
         wall = time.perf_counter() - start
         rss_kb = int((t.read().strip().splitlines() or ["0"])[-1])
-    if proc.returncode != 0:
+    if proc.returncode not in (0, 2):  # 2: refused with a reason (printed in the table)
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return wall, rss_kb / 1e6, proc.stdout + proc.stderr
 
@@ -173,6 +173,10 @@ def main() -> None:
             cmd = [sys.executable, "-m", "petclf.cli", "train", str(data), "--arch", ARCH, "--size", str(args.size),
                    "--out", str(out), *extra]
             wall, rss, text = timed(cmd, env)
+            if not (out / "summary.json").is_file():  # refused: the budget cannot be kept (exit 2)
+                reason = text.split("error: ", 1)[-1].strip().splitlines()[0]
+                print(f"{name:<18}{wall:>8.1f}{'—':>8}{'—':>9}{rss:>9.2f}  refused: {reason}", flush=True)
+                continue
             summary = json.loads((out / "summary.json").read_text())
             rows = __import__("pandas").read_csv(out / "history.csv")
             best_row = float(rows.error_rate.min())

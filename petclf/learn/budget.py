@@ -307,13 +307,14 @@ class BudgetClock:
                 f"time budget {self.budget_s:.0f} s is too short: the smallest job — set-up {now - elapsed:.0f} s, "
                 f"body features of {total} images ≈ {pace * total:.0f} s, the head ≈ {heads:.0f} s, evaluation ≈ "
                 f"{evaluation:.0f} s, files ≈ {WRITE_SECONDS:.0f} s — needs about {needed:.0f} s. Pass --time-budget "
-                f"{math.ceil(needed / (1 + SLACK))}s or more, a smaller --size, or a faster body.")
+                f"{math.ceil(needed * (1 + SLACK))}s or more, a smaller --size, or a faster body.")
 
-    def plan(self, *, max_epochs: int, pretrained: bool, head_left: int, stored: Path | None,
+    def plan(self, *, max_epochs: int | None, pretrained: bool, head_left: int, stored: Path | None,
              resume_from: int) -> BudgetPlan:
         """The all-layer epochs and batches per epoch that fit in what is left (``epochs=0``: the head alone).
 
-        ``stored`` is where the plan is kept for a resumed run (read when ``resume_from`` > 0, else written).
+        ``max_epochs`` caps the epochs (None: as many as fit; 0: the head alone). ``stored`` is where the plan is
+        kept for a resumed run (read when ``resume_from`` > 0, else written).
         """
         from petclf.core.processes import is_main  # noqa: PLC0415 - light, but keeps this module's imports few
         from petclf.learn.batchnorm import MAX_BATCHES  # noqa: PLC0415 - batchnorm imports budget's neighbours
@@ -335,12 +336,12 @@ class BudgetClock:
             extra_steps = full * head_left  # head-only epochs through the whole body, when not on cached features
         plan = plan_budget(budget_s=self.budget_s, left_s=left, step_s=step_s, full_epoch_steps=full,
                            valid_steps=len(learn.dls.valid), eval_images=self.eval_images(), bs=learn.dls.valid.bs,
-                           max_epochs=max_epochs or None, extra_forward=extra_forward, extra_steps=extra_steps)
+                           max_epochs=max_epochs, extra_forward=extra_forward, extra_steps=extra_steps)
         fits = plan.planned_train_s + plan.reserve_s <= left
         if pretrained and self.forward_s_per_image is not None and (
-                not max_epochs or not fits or plan.epochs * plan.steps_per_epoch < min(MIN_BODY_STEPS, full)):
+                max_epochs == 0 or not fits or plan.epochs * plan.steps_per_epoch < min(MIN_BODY_STEPS, full)):
             needed = (min(MIN_BODY_STEPS, full) * step_s + plan.valid_s) if fits or plan.epochs else plan.planned_train_s
-            if max_epochs:
+            if max_epochs != 0:
                 log.info(f"time budget {self.budget_s:.0f} s: {max(left, 0):.0f} s left after the head; a useful "
                          f"all-layer phase needs about {needed + plan.reserve_s:.0f} s at {step_s:.2f} s per batch "
                          "(estimated): the head alone is trained")

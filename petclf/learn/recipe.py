@@ -174,10 +174,9 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
     stop = StopOnNonFinite()
     user = list(cbs)
     fit_cbs = [stop, history, *user, RefreshBatchNorm()] + ([best] if best else [])
-    if best is not None and patience and pretrained:
-        # From scratch, a one-cycle schedule's early epochs at its peak rate are often worse than the ones before
-        # them and still lead to the best ones: only a pretrained body's all-layer epochs stop early.
-        fit_cbs.append(EarlyStop(best, patience=patience))
+    # From scratch, a one-cycle schedule's early epochs at its peak rate are often worse than the ones before them
+    # and still lead to the best ones: only a pretrained body's all-layer epochs stop early.
+    early = EarlyStop(best, patience=patience) if best is not None and patience and pretrained else None
     if checkpoints is not None and is_main():
         fit_cbs.append(Checkpoint(Path(checkpoints), lr=lr, saved_epochs=resume.epochs_done if resume else 0))
     clock = None if budget_s is None else BudgetClock(learn, budget_s=budget_s, started=started,
@@ -198,7 +197,7 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
             if clock is not None:
                 clock.forward_s_per_image = features.seconds_per_image
         if clock is not None and not stop.message:
-            plan = clock.plan(max_epochs=body_epochs, pretrained=pretrained, head_left=max(head_epochs - done, 0),
+            plan = clock.plan(max_epochs=epochs, pretrained=pretrained, head_left=max(head_epochs - done, 0),
                               stored=None if checkpoints is None else Path(checkpoints) / PLAN_FILE,
                               resume_from=resume.epochs_done if resume else 0)
             body_epochs = plan.epochs
@@ -210,7 +209,7 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
         for phase in phases:
             skip = min(max(done - offset, 0), phase.epochs)
             offset += phase.epochs
-            if skip == phase.epochs or stop.message or (phase.name == "unfrozen" and _stopped_early(fit_cbs)):
+            if skip == phase.epochs or stop.message:
                 continue
             learn.freeze() if phase.name == "frozen" else learn.unfreeze()
             if resume is not None and skip > 0:
@@ -218,8 +217,9 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
                     log.warn("the checkpoint's optimizer state comes from another optimizer (an older petclf?); "
                              "training goes on from its weights with fresh optimizer moments.")
                 resume.restore_rng()
+            phase_cbs = fit_cbs + ([early] if early is not None and phase.name == "unfrozen" else [])
             learn.fit_one_cycle(phase.epochs, phase.lr_max, pct_start=phase.pct_start, div=phase.div,
-                                cbs=fit_cbs, start_epoch=skip)
+                                cbs=phase_cbs, start_epoch=skip)
     seconds = time.perf_counter() - start
     if stop.message and (best is None or best.best_state is None):
         raise TrainingDiverged(f"{stop.message} (lr {lr:.2e}), before any epoch that could be kept was complete: "
@@ -231,18 +231,13 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
     if stop.message:
         log.warn(f"{stop.message} (lr {lr:.2e}); training stopped and the weights of epoch {best_epoch} "
                  "(the best epoch with a finite loss) were kept.")
-    early = next((cb for cb in fit_cbs if isinstance(cb, EarlyStop) and cb.stopped_after), None)
-    if early is not None:
+    if early is not None and early.stopped_after:
         log.info(f"stopped after epoch {early.stopped_after}: {early.patience} epoch(s) without beating epoch "
                  f"{best_epoch}")
     if best is not None and best_epoch != len(history.rows):
         log.info(f"restored the weights of epoch {best_epoch} (best validation error)")
     return TrainResult(history=history.frame(), lr=lr, best_epoch=best_epoch, seconds=seconds,
                        batch_losses=history.batch_losses, diverged=stop.message, budget=plan)
-
-
-def _stopped_early(cbs: list[Callback]) -> bool:
-    return any(isinstance(cb, EarlyStop) and cb.stopped_after for cb in cbs)
 
 
 def _mirrors(learn: Learner) -> bool:

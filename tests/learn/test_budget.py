@@ -66,7 +66,7 @@ def test_a_shortened_epoch_trains_the_planned_steps_on_a_whole_one_cycle_schedul
     from fastai.callback.schedule import combined_cos
 
     # 1 s per step, nothing held back: a 3.5 s budget plans one epoch of 3 of the loader's 6 batches.
-    monkeypatch.setattr("petclf.learn.recipe.measure_step", lambda learn: 1.0)
+    monkeypatch.setattr("petclf.learn.budget.measure_step", lambda learn: 1.0)
     for name in ("WRITE_SECONDS", "SLACK", "FORWARD_SHARE"):
         monkeypatch.setattr(f"petclf.learn.budget.{name}", 0.0)
     learn = quick_learner(pets_dir, **{**TINY, "bs": 4})

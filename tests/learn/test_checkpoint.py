@@ -104,7 +104,7 @@ def test_resume_without_checkpoint_is_a_usage_error(pets_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (["--epochs", "-1"], "epochs must be a positive integer"),
+    (["--epochs", "-1"], "epochs must be 0 or more"),
     (["--size", "0"], "size must be a positive integer"),
     (["--bs", "-3"], "bs must be a positive integer"),  # a bs over the training set is reduced (test_loaders)
     (["--arch", "resnet43"], "Did you mean"),
