@@ -7,10 +7,16 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "petclf"
-#: Each part may import only from the parts before it (and from itself).
-LAYERS = ("core", "data", "runtime", "serve", "learn", "evaluate", "audit", "jobs", "cli")
-#: Parts that must work without fastai (at import time: the pickle path imports it on demand).
-NO_FASTAI = ("core", "data", "runtime", "serve")
+#: Each part may import only from the parts before it (and from itself). Evaluation judges predictions (of a saved
+#: model, through runtime) and so sits below training; ``learn.judge`` brings a fastai Learner to it.
+LAYERS = ("core", "data", "runtime", "serve", "evaluate", "learn", "audit", "jobs", "cli")
+#: Parts that must work without fastai (at import time: the pickle path imports it on demand). `petclf report` on a
+#: saved model goes through evaluate only.
+NO_FASTAI = ("core", "data", "runtime", "serve", "evaluate")
+#: Names that are both a package's function and a module, on purpose: ``petclf.audit`` is a callable package whose
+#: call runs ``petclf.audit.audit``, so ``petclf.audit`` is the same object however it is reached; ``petclf.serve``
+#: is only ever the package and ``petclf.serve.serve`` only ever its function (no top-level ``serve``).
+SHARED_NAMES = {"audit", "serve"}
 
 
 def _modules() -> dict[str, Path]:
@@ -60,6 +66,28 @@ def test_data_and_runtime_do_not_import_fastai(part):
     offenders = [f"{module} imports {name}" for module, path in _modules().items() if _part(module) == part
                  for name in _imports(path, top_level_only=True) if name.split(".")[0] in ("fastai", "fastcore")]
     assert not offenders, "\n".join(offenders)
+
+
+def _public_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets):
+            try:
+                return set(ast.literal_eval(node.value))
+            except ValueError:  # __all__ = sorted(_EXPORTS): the table's keys
+                pass
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_EXPORTS" for t in node.targets):
+            return {key.value for key in node.value.keys}
+    return set()
+
+
+def test_no_public_name_is_also_a_module():
+    """``from petclf.evaluate import interpret`` gave a module while ``from petclf import interpret`` gave a function:
+    a name a package exports is never the name of a module, there or anywhere in petclf."""
+    module_names = {name.rsplit(".", 1)[-1] for name in _modules()}
+    clashes = [f"{module} exports {name!r}, also a module name" for module, path in _modules().items()
+               if path.name == "__init__.py" for name in _public_names(path) & module_names - SHARED_NAMES]
+    assert not clashes, "\n".join(clashes)
 
 
 def test_no_import_cycles_between_modules():

@@ -21,7 +21,7 @@ from petclf.core.processes import is_main
 from petclf.core.safe_text import csv_safe
 from petclf.data.layouts import split_record
 from petclf.core.defaults import MULTI_LABEL, SINGLE_LABEL
-from petclf.evaluate.interpret import AnyInterpretation, interpret_files
+from petclf.evaluate.interpretation import AnyInterpretation, interpret_files
 from petclf.evaluate.multilabel import MultiLabelInterpretation, choose_thresholds
 from petclf.evaluate.plots import save_loss_plot, save_lr_find_plot
 from petclf.evaluate.report import write_report

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from petclf.evaluate.interpret import Interpretation
+from petclf.evaluate.interpretation import Interpretation
 from petclf.evaluate.report import SECTIONS, write_report
 
 from ..conftest import make_image

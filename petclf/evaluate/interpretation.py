@@ -1,4 +1,9 @@
-"""Where a classifier is wrong: predictions computed once, reports as cheap views of them."""
+"""Where a classifier is wrong: predictions computed once, reports as cheap views of them.
+
+No fastai here: a saved model is judged through ``runtime.Predictor`` (``petclf report`` stays
+light). ``interpret(learn)``, the one entry point that takes a fastai ``Learner``, lives beside
+the learner in ``petclf.learn.interpret``.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,9 +13,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import fastai.callback.progress  # noqa: F401 - Learner.no_bar, used here
 import torch
-from fastai.learner import Learner
 from matplotlib.figure import Figure
 
 from petclf.core import log
@@ -23,8 +26,7 @@ from petclf.data.table import TableSpec
 from petclf.runtime.modeldir import read_meta
 from petclf.runtime.predict import Predictor
 
-__all__ = ["AnyInterpretation", "Interpretation", "MultiLabelInterpretation", "interpret", "interpret_files",
-           "interpret_saved"]
+__all__ = ["AnyInterpretation", "Interpretation", "MultiLabelInterpretation", "interpret_files", "interpret_saved"]
 
 _EPS = 1e-12
 
@@ -181,30 +183,6 @@ class Interpretation:
 
 
 AnyInterpretation = Interpretation | MultiLabelInterpretation
-
-
-def interpret(learn: Learner, *, split: str = "valid") -> AnyInterpretation:
-    """Predict ``split`` ('valid' or 'test') once with ``learn`` and return an ``Interpretation``
-    (a ``MultiLabelInterpretation``, at threshold 0.5, for a multi-label learner).
-
-    Example: ``interpret(learn).most_confused().head()``.
-    """
-    index = {"valid": 1, "test": 2}.get(split)
-    if index is None:
-        raise UsageError(f"split must be 'valid' or 'test'. Received: split={split!r}.")
-    if index >= len(learn.dls.loaders):
-        raise UsageError("this learner has no test split: the data needs a test/ folder (train/valid/test layout).")
-    dl = learn.dls.loaders[index]
-    with learn.no_bar(), learn.no_logging():
-        probs, targets = learn.get_preds(dl=dl)
-    items = list(dl.items["path"]) if hasattr(dl.items, "columns") else [str(i) for i in dl.items]
-    if targets.ndim == 2:  # fastai's MultiCategoryBlock: one-hot targets, sigmoid probabilities
-        return MultiLabelInterpretation.from_arrays(probs.as_subclass(torch.Tensor).float().numpy(),
-                                                    targets.as_subclass(torch.Tensor).numpy(),
-                                                    classes=list(learn.dls.vocab), items=items, split=split)
-    return Interpretation.from_arrays(probs.as_subclass(torch.Tensor).float().numpy(),
-                                      targets.as_subclass(torch.Tensor).numpy(),
-                                      classes=list(learn.dls.vocab), items=items, split=split)
 
 
 def interpret_saved(model_dir: str | Path, data: str | Path, *, split: str = "valid", bs: int = 64,
