@@ -6,6 +6,7 @@ the learner in ``petclf.learn.interpret``.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from petclf.core import log
 from petclf.core.defaults import DEFAULT_SEED, DEFAULT_VALID_PCT, SINGLE_LABEL
@@ -73,8 +75,7 @@ class Interpretation:
 
     def confusion_matrix(self, *, normalize: bool = False) -> pd.DataFrame:
         """Counts (or row shares with ``normalize``): rows are actual classes, columns predicted."""
-        n = len(self.classes)
-        counts = np.bincount(self.targets * n + self.preds, minlength=n * n).reshape(n, n)
+        counts = confusion_matrix(self.targets, self.preds, labels=np.arange(len(self.classes)))
         frame = pd.DataFrame(counts, index=list(self.classes), columns=list(self.classes))
         frame.index.name, frame.columns.name = "actual", "predicted"
         if normalize:
@@ -109,12 +110,9 @@ class Interpretation:
         A class's accuracy is the share of its images classified correctly (the CIFAR-10
         tutorial's "accuracy of each class"), which equals its recall.
         """
-        cm = self.confusion_matrix().to_numpy().astype(np.float64)
-        tp, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
-        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-        recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-        denom = precision + recall
-        f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+        # zero_division=0: a class never predicted (or absent) scores 0, not a warning and NaN.
+        precision, recall, f1, support = precision_recall_fscore_support(
+            self.targets, self.preds, labels=np.arange(len(self.classes)), average=None, zero_division=0)
         frame = pd.DataFrame({"precision": precision, "recall": recall, "f1": f1,
                               "support": support.astype(int), "accuracy": recall}, index=list(self.classes))
         weights = support / max(support.sum(), 1)
@@ -136,20 +134,25 @@ class Interpretation:
         """
         n = len(self.targets)
         correct = int((self.preds == self.targets).sum())
-        table = self.per_class().iloc[:-2]
-        present = table.support > 0
-        predicted = np.bincount(self.preds, minlength=len(self.classes)) > 0
         nan = float("nan")
         result = {"split": self.split, "task": SINGLE_LABEL, "n": n, "n_classes": len(self.classes),
                   "correct": correct,
                   "accuracy": correct / n if n else nan,
                   "error_rate": 1 - correct / n if n else nan,
-                  "balanced_accuracy": float(table.recall[present].mean()) if present.any() else nan,
-                  "f1_macro": float(table.f1[present | predicted].mean()) if (present | predicted).any() else nan,
+                  # scikit-learn averages over the classes present (balanced accuracy) and present or
+                  # predicted (macro-F1, labels left out), as documented above.
+                  "balanced_accuracy": _balanced_accuracy(self.targets, self.preds) if n else nan,
+                  "f1_macro": float(f1_score(self.targets, self.preds, average="macro", zero_division=0)) if n else nan,
+                  # Ours, not sklearn.metrics.log_loss: the per-item losses are needed for top_losses anyway, and
+                  # log_loss renormalises rows that do not sum to 1 (a calibrated or TTA-averaged model's need not
+                  # be exact); tests/evaluate/test_interpret.py checks the two agree on proper probabilities.
                   "log_loss": float(self.losses.mean()) if n else nan}
         if len(self.classes) > 5:
-            top5 = np.argsort(-self.probs, axis=1)[:, :5]
-            result["top5_accuracy"] = float((top5 == self.targets[:, None]).any(axis=1).mean()) if n else float("nan")
+            # Ours, not sklearn's top_k_accuracy_score: on tied probabilities that one ranks the higher class index
+            # first, so its top-1 could disagree with argmax (preds, the confusion matrix). Untied, they agree
+            # (tests/evaluate/test_interpret.py).
+            top5 = np.argsort(-self.probs, axis=1, kind="stable")[:, :5]
+            result["top5_accuracy"] = float((top5 == self.targets[:, None]).any(axis=1).mean()) if n else nan
         return result
 
     def plot_confusion_matrix(self, *, normalize: bool = False) -> Figure:
@@ -183,6 +186,14 @@ class Interpretation:
 
 
 AnyInterpretation = Interpretation | MultiLabelInterpretation
+
+
+def _balanced_accuracy(targets: np.ndarray, preds: np.ndarray) -> float:
+    with warnings.catch_warnings():
+        # A class predicted but absent from the split is expected (a small or partial test folder) and left out of
+        # the mean, as documented; scikit-learn's warning about it would only alarm the reader of a report.
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true", category=UserWarning)
+        return float(balanced_accuracy_score(targets, preds))
 
 
 def interpret_saved(model_dir: str | Path, data: str | Path, *, split: str = "valid", bs: int = 64,

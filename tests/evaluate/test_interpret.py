@@ -75,6 +75,27 @@ def test_metrics(interp):
     assert "top5_accuracy" not in m  # only 3 classes
 
 
+def test_metrics_equal_scikit_learns():
+    """Ours are scikit-learn's, or agree with them on untied probabilities (log loss and top-5 stay ours)."""
+    from sklearn import metrics as sk  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(7), size=60)
+    targets = rng.choice([0, 1, 2, 3, 5], size=60)  # classes 4 and 6 absent, and maybe predicted
+    interp = Interpretation.from_arrays(probs, targets, classes=[str(i) for i in range(7)])
+    m, preds, labels = interp.metrics(), probs.argmax(axis=1), np.arange(7)
+    assert m["balanced_accuracy"] == pytest.approx(sk.balanced_accuracy_score(targets, preds))
+    assert m["f1_macro"] == pytest.approx(sk.f1_score(targets, preds, average="macro", zero_division=0))
+    assert m["log_loss"] == pytest.approx(sk.log_loss(targets, probs, labels=labels))
+    assert m["top5_accuracy"] == pytest.approx(sk.top_k_accuracy_score(targets, probs, k=5, labels=labels))
+    assert interp.confusion_matrix().to_numpy().tolist() == sk.confusion_matrix(targets, preds, labels=labels).tolist()
+    table = interp.per_class()
+    assert table.loc["macro avg", "f1"] == pytest.approx(
+        sk.f1_score(targets, preds, labels=labels, average="macro", zero_division=0))
+    assert table.loc["weighted avg", "precision"] == pytest.approx(
+        sk.precision_score(targets, preds, labels=labels, average="weighted", zero_division=0))
+
+
 def test_top5_accuracy_with_many_classes():
     probs = np.eye(7)[[1, 2, 3]] * 0.5 + 0.5 / 7
     probs[2] = [0.3, 0.25, 0.2, 0.15, 0.05, 0.03, 0.02]
