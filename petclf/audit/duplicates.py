@@ -5,7 +5,7 @@ grey thumbnails correlate, and, after the best of a few small zooms and shifts (
 32×32 grey images differ by little more than re-encoding noise; with embeddings, they must also
 point the same way (cosine). Hashes and correlation alone join different scans of the same digit
 (their thumbnails correlate up to 0.996); the aligned residual keeps them apart (copies ≤ 0.05 of
-the image's spread, other scans ≥ 0.09 on benchmarks/audit.py). Pairs are joined into groups (union-find); a group
+the image's spread, other scans ≥ 0.09 on benchmarks/audit.py). Pairs are joined into groups (connected components); a group
 is ``leakage`` when it spans train and valid/test, ``conflicting`` when its members carry different labels.
 """
 from __future__ import annotations
@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from petclf.audit.fingerprints import Fingerprints
 
@@ -108,20 +110,13 @@ def near_pairs(prints: Fingerprints, features: np.ndarray | None = None,
                          "residual": residual[keep], "cosine": cosine[keep]})
 
 
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, x: int) -> int:
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+def _groups(n: int, edges: list[tuple[int, int]]) -> np.ndarray:
+    """Each of ``n`` images' group label: the connected components of the copy pairs."""
+    if not n:
+        return np.zeros(0, dtype=int)
+    i, j = np.array(edges, dtype=int).reshape(-1, 2).T
+    graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
 
 
 def find_duplicates(frame: pd.DataFrame, digests: list[str], prints: Fingerprints, features: np.ndarray | None = None,
@@ -133,23 +128,23 @@ def find_duplicates(frame: pd.DataFrame, digests: list[str], prints: Fingerprint
     Example: ``find_duplicates(dataset.frame, digests, fingerprint_files(list(dataset.frame.path)))``.
     """
     n = len(frame)
-    uf = _UnionFind(n)
     score = np.zeros(n)
+    edges: list[tuple[int, int]] = []
     by_digest: dict[str, int] = {}
     for k, digest in enumerate(digests):
         if not digest:
             continue
         if digest in by_digest:
-            uf.union(by_digest[digest], k)
+            edges.append((by_digest[digest], k))
             score[[k, by_digest[digest]]] = 1.0
         else:
             by_digest[digest] = k
     near = near_pairs(prints, features, settings)
     for a, b, r in zip(near.i, near.j, near.residual):
-        uf.union(int(a), int(b))
+        edges.append((int(a), int(b)))
         similarity = 1.0 - float(r)  # 1.0 for the same bytes, about 0.97 for a re-encoded crop
         score[a], score[b] = max(score[a], similarity), max(score[b], similarity)
-    roots = np.array([uf.find(k) for k in range(n)])
+    roots = _groups(n, edges)
     sizes = pd.Series(roots).value_counts()
     members = np.nonzero(sizes.reindex(roots).to_numpy() > 1)[0] if n else np.zeros(0, int)
     columns = ["row", "path", "label", "split", "group", "kind", "leakage", "conflicting", "score"]
