@@ -21,7 +21,7 @@ from scipy.sparse.csgraph import connected_components
 
 from petclf.audit.fingerprints import Fingerprints
 
-__all__ = ["NearCopySettings", "find_duplicates", "near_pairs"]
+__all__ = ["NearCopySettings", "find_duplicates", "near_pairs", "popcount"]
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,35 @@ class NearCopySettings:
     min_cosine: float = 0.8  # embedding cosine that confirms a pair, when there are embeddings
 
 
+#: Set bits of each byte value, for NumPy 1.x (np.bitwise_count is NumPy 2's).
+_BITS_IN_BYTE = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.uint8)
+
+
+def popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits of each element of an unsigned integer array (the Hamming distance of an XOR), as uint8.
+
+    NumPy 1.x has no ``np.bitwise_count``; petclf supports it because torch 2.1 and 2.2 (within our floor) are built
+    against NumPy 1, so a NumPy 2 floor would quietly raise torch's.
+
+    Example: ``popcount(np.array([0b1011], dtype=np.uint64))`` → ``array([3], dtype=uint8)``.
+    """
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    return _popcount_by_bytes(x)
+
+
+def _popcount_by_bytes(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x)
+    return _BITS_IN_BYTE[x.view(np.uint8)].reshape(*x.shape, x.itemsize).sum(axis=-1, dtype=np.uint8)
+
+
 def _hamming_pairs(a: np.ndarray, b: np.ndarray, limit_a: int, limit_b: int, block: int = 512) -> np.ndarray:
     """Index pairs (i < j) whose hash distances are within both limits, computed in blocks of rows."""
     n, found = len(a), []
     for start in range(0, n, block):
         stop = min(n, start + block)
-        da = np.bitwise_count(a[start:stop, None] ^ a[None, :])
-        db = np.bitwise_count(b[start:stop, None] ^ b[None, :])
+        da = popcount(a[start:stop, None] ^ a[None, :])
+        db = popcount(b[start:stop, None] ^ b[None, :])
         i, j = np.nonzero((da <= limit_a) & (db <= limit_b))
         i = i + start
         keep = i < j
@@ -105,7 +127,7 @@ def near_pairs(prints: Fingerprints, features: np.ndarray | None = None,
         unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
         cosine = np.einsum("nd,nd->n", unit[i], unit[j])
         keep &= cosine >= settings.min_cosine
-    dist = np.bitwise_count(prints.phash[i] ^ prints.phash[j]).astype(int)
+    dist = popcount(prints.phash[i] ^ prints.phash[j]).astype(int)
     return pd.DataFrame({"i": i[keep], "j": j[keep], "phash": dist[keep], "corr": corr[keep],
                          "residual": residual[keep], "cosine": cosine[keep]})
 

@@ -26,3 +26,16 @@ def test_out_of_fold_heads_never_see_their_fold_and_keep_absent_classes_at_zero(
     assert (probs[:, 1] == 0).all()
     assert probs[-1, 3] == 0  # its fold's head never saw class 3
     assert (probs[:12].argmax(axis=1) == 0).mean() > 0.8 and (probs[12:24].argmax(axis=1) == 2).mean() > 0.8
+
+
+def test_popcount_without_numpy_2_counts_as_bitwise_count_does(monkeypatch):
+    import petclf.audit.duplicates as duplicates  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 2**63, size=(5, 7), dtype=np.uint64) ^ rng.integers(0, 2, size=(5, 7), dtype=np.uint64) << 63
+    x[0, 0], x[0, 1] = 0, np.iinfo(np.uint64).max
+    expected = np.array([[bin(int(v)).count("1") for v in row] for row in x])
+    assert (duplicates.popcount(x) == expected).all()
+    monkeypatch.delattr(np, "bitwise_count", raising=False)  # as on NumPy 1.x
+    assert (duplicates.popcount(x) == expected).all() and duplicates.popcount(x).dtype == np.uint8
+    assert (duplicates.popcount(x[:, ::2]) == expected[:, ::2]).all()  # a strided view
