@@ -124,3 +124,23 @@ def test_only_the_command_line_imports_the_audit():
                  if module not in ("petclf", "petclf.cli") and _part(module) != "audit"
                  for name in _imports(path) if _part(name) == "audit"]
     assert not offenders, "\n".join(offenders)
+
+
+def _type_checking_imports(path: Path) -> dict[str, str]:
+    """Name → module of the imports under ``if TYPE_CHECKING:`` at the top of ``path``."""
+    found = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            for imp in node.body:
+                if isinstance(imp, ast.ImportFrom):
+                    found |= {alias.asname or alias.name: f"{imp.module}.{alias.name}" if imp.module == "petclf"
+                              else imp.module for alias in imp.names}
+    return found
+
+
+def test_type_checkers_see_the_same_names_the_package_exports():
+    """The TYPE_CHECKING block (for IDEs) and the lazy table (at run time) cannot drift apart."""
+    init = PACKAGE / "__init__.py"
+    table = next(ast.literal_eval(node.value) for node in ast.parse(init.read_text()).body
+                 if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "_EXPORTS")
+    assert _type_checking_imports(init) == table | {"audit": "petclf.audit"}
