@@ -75,6 +75,7 @@ def test_metrics(interp):
     assert "top5_accuracy" not in m  # only 3 classes
 
 
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")  # sklearn's own call, below
 def test_metrics_equal_scikit_learns():
     """Ours are scikit-learn's, or agree with them on untied probabilities (log loss and top-5 stay ours)."""
     from sklearn import metrics as sk  # noqa: PLC0415
