@@ -6,11 +6,12 @@ the learner in ``petclf.learn.interpret``.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -142,7 +143,7 @@ class Interpretation:
                   # scikit-learn averages over the classes present (balanced accuracy) and present or
                   # predicted (macro-F1, labels left out), as documented above.
                   "balanced_accuracy": _balanced_accuracy(self.targets, self.preds) if n else nan,
-                  "f1_macro": float(f1_score(self.targets, self.preds, average="macro", zero_division=0)) if n else nan,
+                  "f1_macro": _f1_macro(self.targets, self.preds) if n else nan,
                   # Ours, not sklearn.metrics.log_loss: the per-item losses are needed for top_losses anyway, and
                   # log_loss renormalises rows that do not sum to 1 (a calibrated or TTA-averaged model's need not
                   # be exact); tests/evaluate/test_interpret.py checks the two agree on proper probabilities.
@@ -189,11 +190,24 @@ AnyInterpretation = Interpretation | MultiLabelInterpretation
 
 
 def _balanced_accuracy(targets: np.ndarray, preds: np.ndarray) -> float:
-    with warnings.catch_warnings():
-        # A class predicted but absent from the split is expected (a small or partial test folder) and left out of
-        # the mean, as documented; scikit-learn's warning about it would only alarm the reader of a report.
-        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true", category=UserWarning)
+    with _expected_gaps():
         return float(balanced_accuracy_score(targets, preds))
+
+
+def _f1_macro(targets: np.ndarray, preds: np.ndarray) -> float:
+    with _expected_gaps():
+        return float(f1_score(targets, preds, average="macro", zero_division=0))
+
+
+@contextlib.contextmanager
+def _expected_gaps() -> Iterator[None]:
+    """scikit-learn's warnings about classes a split lacks, which the averages above handle as documented."""
+    with warnings.catch_warnings():
+        # A class predicted but absent from the split, or a split of one class (new data, `--split all`), is expected;
+        # the warnings would only alarm the reader of a report.
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true", category=UserWarning)
+        warnings.filterwarnings("ignore", message="A single label was found", category=UserWarning)
+        yield
 
 
 def interpret_saved(model_dir: str | Path, data: str | Path, *, split: str = "valid", bs: int = 64,

@@ -97,6 +97,19 @@ def test_metrics_equal_scikit_learns():
         sk.precision_score(targets, preds, labels=labels, average="weighted", zero_division=0))
 
 
+def test_metrics_of_a_split_with_missing_classes_warn_nothing():
+    """A split of one class (new data, `--split all`), or with classes predicted but absent, is no cause to warn."""
+    import warnings  # noqa: PLC0415
+
+    one_class = Interpretation.from_arrays([[0.9, 0.1], [0.8, 0.2]], [0, 0], classes=["cat", "dog"])
+    mixed = Interpretation.from_arrays([[0.9, 0.1], [0.3, 0.7]], [0, 0], classes=["cat", "dog"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert one_class.metrics()["balanced_accuracy"] == 1.0 and one_class.metrics()["f1_macro"] == 1.0
+        assert mixed.metrics()["balanced_accuracy"] == 0.5
+        one_class.per_class(), mixed.per_class(), mixed.confusion_matrix()
+
+
 def test_top5_accuracy_with_many_classes():
     probs = np.eye(7)[[1, 2, 3]] * 0.5 + 0.5 / 7
     probs[2] = [0.3, 0.25, 0.2, 0.15, 0.05, 0.03, 0.02]
