@@ -5,8 +5,9 @@ grey thumbnails correlate, and, after the best of a few small zooms and shifts (
 32×32 grey images differ by little more than re-encoding noise; with embeddings, they must also
 point the same way (cosine). Hashes and correlation alone join different scans of the same digit
 (their thumbnails correlate up to 0.996); the aligned residual keeps them apart (copies ≤ 0.05 of
-the image's spread, other scans ≥ 0.09 on benchmarks/audit.py). Pairs are joined into groups (connected components); a group
-is ``leakage`` when it spans train and valid/test, ``conflicting`` when its members carry different labels.
+the image's spread, other scans ≥ 0.09 on benchmarks/audit.py). Pairs are joined into groups (connected
+components); a group is ``leakage`` when it spans train and valid/test, ``conflicting`` when its members carry
+different labels.
 """
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ def _fsync_folder(folder: Path) -> None:
         return
     try:
         os.fsync(fd)
-    except OSError:  # some file systems (and network mounts) refuse fsync on a folder: the rename stays as safe as it was
+    except OSError:  # some file systems (network mounts) refuse a folder's fsync: the rename is as safe as before
         pass
     finally:
         os.close(fd)

@@ -1,4 +1,4 @@
-"""Multi-label figures are counted by hand (one set of counts serves every threshold tried); they equal scikit-learn's."""
+"""Multi-label figures are counted by hand (one set of counts serves every threshold tried); they equal sklearn's."""
 from __future__ import annotations
 
 import numpy as np
