@@ -11,6 +11,7 @@ Example::
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 from petclf.core.lazy import lazy_exports
 
@@ -20,18 +21,15 @@ warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", c
 __version__ = "0.1.0"
 
 # Names load their module on first use (PEP 562), so `import petclf` and `petclf --help` stay
-# fast: fastai and torch are imported only when something that needs them is touched.
+# fast: fastai and torch are imported only when something that needs them is touched. Only what
+# users call, construct or catch is here; the rest (run_spec, pick_precision, CacheUsage, the
+# classes functions return) is imported from its module, e.g. `from petclf.learn import run_spec`.
 _EXPORTS = {
-    "LoadedModel": "petclf.runtime.modeldir",
     "load_model": "petclf.runtime.modeldir",
     "save_model": "petclf.learn.save",
-    "CacheUsage": "petclf.data.cachedir",
     "cache_usage": "petclf.data.cachedir",
     "clear_cache": "petclf.data.cachedir",
-    "Dataset": "petclf.data.layouts",
     "find_dataset": "petclf.data.layouts",
-    "pick_device": "petclf.runtime.device",
-    "pick_precision": "petclf.runtime.device",
     "DataError": "petclf.core.errors",
     "PetclfError": "petclf.core.errors",
     "UsageError": "petclf.core.errors",
@@ -39,24 +37,43 @@ _EXPORTS = {
     "export_fastai": "petclf.runtime.pickled",
     "export_onnx": "petclf.runtime.export",
     "load_pickled_learner": "petclf.runtime.pickled",
-    "Interpretation": "petclf.evaluate.interpret",
-    "interpret": "petclf.evaluate.interpret",
-    "interpret_saved": "petclf.evaluate.interpret",
+    "Interpretation": "petclf.evaluate.interpretation",
+    "interpret_saved": "petclf.evaluate.interpretation",
+    "interpret": "petclf.learn.judge",
     "MultiLabelInterpretation": "petclf.evaluate.multilabel",
     "choose_thresholds": "petclf.evaluate.multilabel",
     "TableSpec": "petclf.data.table",
     "quick_learner": "petclf.learn.learner",
-    "run_spec": "petclf.learn.learner",
     "Predictor": "petclf.runtime.predict",
     "register_arch": "petclf.runtime.network",
     "report_saved_model": "petclf.evaluate.report",
     "write_report": "petclf.evaluate.report",
     "TrainOptions": "petclf.core.options",
     "train_folder": "petclf.jobs.run",
-    "TrainResult": "petclf.learn.recipe",
     "find_lr": "petclf.learn.recipe",
     "train": "petclf.learn.recipe",
 }
+
+if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the table above loads each on first use
+    from petclf import audit
+    from petclf.core.errors import DataError, PetclfError, UsageError, WeightsUnavailableError
+    from petclf.core.options import TrainOptions
+    from petclf.data.cachedir import cache_usage, clear_cache
+    from petclf.data.layouts import find_dataset
+    from petclf.data.table import TableSpec
+    from petclf.evaluate.interpretation import Interpretation, interpret_saved
+    from petclf.evaluate.multilabel import MultiLabelInterpretation, choose_thresholds
+    from petclf.evaluate.report import report_saved_model, write_report
+    from petclf.jobs.run import train_folder
+    from petclf.learn.judge import interpret
+    from petclf.learn.learner import quick_learner
+    from petclf.learn.recipe import find_lr, train
+    from petclf.learn.save import save_model
+    from petclf.runtime.export import export_onnx
+    from petclf.runtime.modeldir import load_model
+    from petclf.runtime.network import register_arch
+    from petclf.runtime.pickled import export_fastai, load_pickled_learner
+    from petclf.runtime.predict import Predictor
 
 
 _lazy_getattr, _lazy_dir = lazy_exports(__name__, _EXPORTS)
@@ -76,41 +93,4 @@ def __dir__() -> list[str]:
     return sorted({*_lazy_dir(), "audit"})
 
 
-__all__ = [
-    "CacheUsage",
-    "DataError",
-    "Dataset",
-    "Interpretation",
-    "LoadedModel",
-    "MultiLabelInterpretation",
-    "PetclfError",
-    "Predictor",
-    "TableSpec",
-    "TrainOptions",
-    "TrainResult",
-    "UsageError",
-    "WeightsUnavailableError",
-    "__version__",
-    "audit",
-    "cache_usage",
-    "choose_thresholds",
-    "clear_cache",
-    "export_fastai",
-    "export_onnx",
-    "find_dataset",
-    "find_lr",
-    "interpret",
-    "interpret_saved",
-    "load_model",
-    "load_pickled_learner",
-    "pick_device",
-    "pick_precision",
-    "quick_learner",
-    "register_arch",
-    "report_saved_model",
-    "run_spec",
-    "save_model",
-    "train",
-    "train_folder",
-    "write_report",
-]
+__all__ = sorted([*_EXPORTS, "audit", "__version__"])

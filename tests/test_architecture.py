@@ -7,10 +7,16 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "petclf"
-#: Each part may import only from the parts before it (and from itself).
-LAYERS = ("core", "data", "runtime", "serve", "learn", "evaluate", "audit", "jobs", "cli")
-#: Parts that must work without fastai (at import time: the pickle path imports it on demand).
-NO_FASTAI = ("core", "data", "runtime", "serve")
+#: Each part may import only from the parts before it (and from itself). Evaluation judges predictions (of a saved
+#: model, through runtime) and so sits below training; ``learn.judge`` brings a fastai Learner to it.
+LAYERS = ("core", "data", "runtime", "serve", "evaluate", "learn", "audit", "jobs", "cli")
+#: Parts that must work without fastai (at import time: the pickle path imports it on demand). `petclf report` on a
+#: saved model goes through evaluate only.
+NO_FASTAI = ("core", "data", "runtime", "serve", "evaluate")
+#: Names that are both a package's function and a module, on purpose: ``petclf.audit`` is a callable package whose
+#: call runs ``petclf.audit.audit``, so ``petclf.audit`` is the same object however it is reached; ``petclf.serve``
+#: is only ever the package and ``petclf.serve.serve`` only ever its function (no top-level ``serve``).
+SHARED_NAMES = {"audit", "serve"}
 
 
 def _modules() -> dict[str, Path]:
@@ -62,6 +68,28 @@ def test_data_and_runtime_do_not_import_fastai(part):
     assert not offenders, "\n".join(offenders)
 
 
+def _public_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets):
+            try:
+                return set(ast.literal_eval(node.value))
+            except ValueError:  # __all__ = sorted(_EXPORTS): the table's keys
+                pass
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_EXPORTS" for t in node.targets):
+            return {key.value for key in node.value.keys}
+    return set()
+
+
+def test_no_public_name_is_also_a_module():
+    """``from petclf.evaluate import interpret`` gave a module while ``from petclf import interpret`` gave a function:
+    a name a package exports is never the name of a module, there or anywhere in petclf."""
+    module_names = {name.rsplit(".", 1)[-1] for name in _modules()}
+    clashes = [f"{module} exports {name!r}, also a module name" for module, path in _modules().items()
+               if path.name == "__init__.py" for name in _public_names(path) & module_names - SHARED_NAMES]
+    assert not clashes, "\n".join(clashes)
+
+
 def test_no_import_cycles_between_modules():
     modules = _modules()
     graph = {m: {i for i in _imports(p) if i in modules and i != m and not m.startswith(i + ".")}
@@ -96,3 +124,23 @@ def test_only_the_command_line_imports_the_audit():
                  if module not in ("petclf", "petclf.cli") and _part(module) != "audit"
                  for name in _imports(path) if _part(name) == "audit"]
     assert not offenders, "\n".join(offenders)
+
+
+def _type_checking_imports(path: Path) -> dict[str, str]:
+    """Name → module of the imports under ``if TYPE_CHECKING:`` at the top of ``path``."""
+    found = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            for imp in node.body:
+                if isinstance(imp, ast.ImportFrom):
+                    found |= {alias.asname or alias.name: f"{imp.module}.{alias.name}" if imp.module == "petclf"
+                              else imp.module for alias in imp.names}
+    return found
+
+
+def test_type_checkers_see_the_same_names_the_package_exports():
+    """The TYPE_CHECKING block (for IDEs) and the lazy table (at run time) cannot drift apart."""
+    init = PACKAGE / "__init__.py"
+    table = next(ast.literal_eval(node.value) for node in ast.parse(init.read_text()).body
+                 if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "_EXPORTS")
+    assert _type_checking_imports(init) == table | {"audit": "petclf.audit"}

@@ -103,13 +103,26 @@ def test_help_does_not_load_fastai_or_torch():
 
 
 def test_package_names_stay_the_functions_after_their_modules_load():
-    code = ("import petclf.learn.recipe, petclf.evaluate.interpret, petclf.jobs.run\nimport petclf\n"
-            "from petclf import interpret, train\n"
+    code = ("import petclf.learn.recipe, petclf.learn.judge, petclf.evaluate.interpretation, petclf.jobs.run\n"
+            "import petclf\nfrom petclf import interpret, train\n"
+            "from petclf.learn import interpret as learn_interpret\n"
             "print(callable(train) and train.__name__, callable(interpret) and interpret.__name__, "
-            "petclf.train is train)")
+            "petclf.train is train, learn_interpret is interpret)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["train", "interpret", "True"]
+    assert proc.stdout.split() == ["train", "interpret", "True", "True"]
+
+
+def test_report_on_a_saved_model_loads_no_fastai(pets_run, pets_dir, tmp_path):
+    """Judging a saved model needs torch and the model directory only: fastai (seconds to import) stays out."""
+    args = ["report", str(pets_run / "model"), str(pets_dir), "--out", str(tmp_path / "r")]
+    code = ("import sys\nfrom petclf.cli import main\n"
+            f"code = main({args!r})\n"
+            "print(code, sorted(m for m in sys.modules if m.split('.')[0] in ('fastai', 'fastcore')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "0 []"
+    assert (tmp_path / "r" / "report.html").is_file()
 
 
 def test_report_on_a_folder_of_other_classes_says_so(pets_run, tmp_path, capsys):

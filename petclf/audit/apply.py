@@ -18,7 +18,6 @@ import codecs
 import csv
 import hashlib
 import io
-import json
 import os
 import re
 import shutil
@@ -30,7 +29,7 @@ from petclf.audit.decisions import read_decisions
 from petclf.audit.report import audited_root, read_audit
 from petclf.audit.review import inside
 from petclf.core import log
-from petclf.core.atomic import atomic_path, read_json, write_json_atomic
+from petclf.core.atomic import atomic_path, read_json, read_json_or, write_json_atomic
 from petclf.core.errors import DataError, UsageError
 from petclf.data.images import IMAGE_EXTENSIONS
 from petclf.data.layouts import DEFAULT_LABEL_PAT
@@ -135,11 +134,8 @@ def _done_items(directory: Path, *, write: bool = True) -> tuple[dict[int, str],
     """Items applied by earlier journals that were not undone (item → journal name), and of those the removed."""
     done, removed = {}, {}
     for journal in sorted(directory.glob("apply-*.json")):
-        try:
-            record = json.loads(journal.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if not isinstance(record, dict) or record.get("undone"):
+        record = read_json_or(journal, None)
+        if record is None or record.get("undone"):
             continue
         _recover(journal, record, write=write)
         for entry in record.get("entries", []):

@@ -5,8 +5,9 @@ grey thumbnails correlate, and, after the best of a few small zooms and shifts (
 32×32 grey images differ by little more than re-encoding noise; with embeddings, they must also
 point the same way (cosine). Hashes and correlation alone join different scans of the same digit
 (their thumbnails correlate up to 0.996); the aligned residual keeps them apart (copies ≤ 0.05 of
-the image's spread, other scans ≥ 0.09 on benchmarks/audit.py). Pairs are joined into groups (union-find); a group
-is ``leakage`` when it spans train and valid/test, ``conflicting`` when its members carry different labels.
+the image's spread, other scans ≥ 0.09 on benchmarks/audit.py). Pairs are joined into groups (connected
+components); a group is ``leakage`` when it spans train and valid/test, ``conflicting`` when its members carry
+different labels.
 """
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from petclf.audit.fingerprints import Fingerprints
 
-__all__ = ["NearCopySettings", "find_duplicates", "near_pairs"]
+__all__ = ["NearCopySettings", "find_duplicates", "near_pairs", "popcount"]
 
 
 @dataclass(frozen=True)
@@ -33,13 +36,35 @@ class NearCopySettings:
     min_cosine: float = 0.8  # embedding cosine that confirms a pair, when there are embeddings
 
 
+#: Set bits of each byte value, for NumPy 1.x (np.bitwise_count is NumPy 2's).
+_BITS_IN_BYTE = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.uint8)
+
+
+def popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits of each element of an unsigned integer array (the Hamming distance of an XOR), as uint8.
+
+    NumPy 1.x has no ``np.bitwise_count``; petclf supports it because torch 2.1 and 2.2 (within our floor) are built
+    against NumPy 1, so a NumPy 2 floor would quietly raise torch's.
+
+    Example: ``popcount(np.array([0b1011], dtype=np.uint64))`` → ``array([3], dtype=uint8)``.
+    """
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    return _popcount_by_bytes(x)
+
+
+def _popcount_by_bytes(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x)
+    return _BITS_IN_BYTE[x.view(np.uint8)].reshape(*x.shape, x.itemsize).sum(axis=-1, dtype=np.uint8)
+
+
 def _hamming_pairs(a: np.ndarray, b: np.ndarray, limit_a: int, limit_b: int, block: int = 512) -> np.ndarray:
     """Index pairs (i < j) whose hash distances are within both limits, computed in blocks of rows."""
     n, found = len(a), []
     for start in range(0, n, block):
         stop = min(n, start + block)
-        da = np.bitwise_count(a[start:stop, None] ^ a[None, :])
-        db = np.bitwise_count(b[start:stop, None] ^ b[None, :])
+        da = popcount(a[start:stop, None] ^ a[None, :])
+        db = popcount(b[start:stop, None] ^ b[None, :])
         i, j = np.nonzero((da <= limit_a) & (db <= limit_b))
         i = i + start
         keep = i < j
@@ -103,25 +128,18 @@ def near_pairs(prints: Fingerprints, features: np.ndarray | None = None,
         unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
         cosine = np.einsum("nd,nd->n", unit[i], unit[j])
         keep &= cosine >= settings.min_cosine
-    dist = np.bitwise_count(prints.phash[i] ^ prints.phash[j]).astype(int)
+    dist = popcount(prints.phash[i] ^ prints.phash[j]).astype(int)
     return pd.DataFrame({"i": i[keep], "j": j[keep], "phash": dist[keep], "corr": corr[keep],
                          "residual": residual[keep], "cosine": cosine[keep]})
 
 
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, x: int) -> int:
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+def _groups(n: int, edges: list[tuple[int, int]]) -> np.ndarray:
+    """Each of ``n`` images' group label: the connected components of the copy pairs."""
+    if not n:
+        return np.zeros(0, dtype=int)
+    i, j = np.array(edges, dtype=int).reshape(-1, 2).T
+    graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
 
 
 def find_duplicates(frame: pd.DataFrame, digests: list[str], prints: Fingerprints, features: np.ndarray | None = None,
@@ -133,23 +151,23 @@ def find_duplicates(frame: pd.DataFrame, digests: list[str], prints: Fingerprint
     Example: ``find_duplicates(dataset.frame, digests, fingerprint_files(list(dataset.frame.path)))``.
     """
     n = len(frame)
-    uf = _UnionFind(n)
     score = np.zeros(n)
+    edges: list[tuple[int, int]] = []
     by_digest: dict[str, int] = {}
     for k, digest in enumerate(digests):
         if not digest:
             continue
         if digest in by_digest:
-            uf.union(by_digest[digest], k)
+            edges.append((by_digest[digest], k))
             score[[k, by_digest[digest]]] = 1.0
         else:
             by_digest[digest] = k
     near = near_pairs(prints, features, settings)
     for a, b, r in zip(near.i, near.j, near.residual):
-        uf.union(int(a), int(b))
+        edges.append((int(a), int(b)))
         similarity = 1.0 - float(r)  # 1.0 for the same bytes, about 0.97 for a re-encoded crop
         score[a], score[b] = max(score[a], similarity), max(score[b], similarity)
-    roots = np.array([uf.find(k) for k in range(n)])
+    roots = _groups(n, edges)
     sizes = pd.Series(roots).value_counts()
     members = np.nonzero(sizes.reindex(roots).to_numpy() > 1)[0] if n else np.zeros(0, int)
     columns = ["row", "path", "label", "split", "group", "kind", "leakage", "conflicting", "score"]

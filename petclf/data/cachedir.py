@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import platformdirs
+
 from petclf.core.atomic import TEMP_GLOB
 from petclf.core.errors import UsageError
 
@@ -28,10 +30,17 @@ STALE_TMP_SECONDS = 24 * 3600
 
 
 def cache_dir() -> Path:
-    """petclf's cache folder: ``$PETCLF_CACHE_DIR``, else ``$XDG_CACHE_HOME/petclf``, else ``~/.cache/petclf``."""
+    """petclf's cache folder: ``$PETCLF_CACHE_DIR``, else the platform's user cache folder.
+
+    That is ``$XDG_CACHE_HOME/petclf`` or ``~/.cache/petclf`` on Linux, ``~/Library/Caches/petclf``
+    on macOS, ``%LOCALAPPDATA%\\petclf\\Cache`` on Windows (platformdirs' conventions).
+
+    Example: ``PETCLF_CACHE_DIR=/scratch/petclf petclf train photos/`` puts it on a larger disk.
+    """
     if os.environ.get("PETCLF_CACHE_DIR"):
         return Path(os.environ["PETCLF_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "petclf"
+    # appauthor=False: no vendor folder above ours on Windows.
+    return Path(platformdirs.user_cache_dir("petclf", appauthor=False))
 
 
 def cache_limit_bytes() -> int:

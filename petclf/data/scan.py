@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from petclf.core import log
-from petclf.core.atomic import atomic_path
+from petclf.core.atomic import atomic_path, read_json_or
 from petclf.core.defaults import DEFAULT_SEED, DEFAULT_VALID_PCT
 from petclf.core.errors import DataError
 from petclf.core.safe_text import printable
@@ -165,10 +165,7 @@ def _cache_file(root: Path) -> Path:
 
 
 def _load_cache(path: Path) -> dict:
-    try:
-        cached = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    cached = read_json_or(path, {})
     return cached.get("files", {}) if cached.get("version") == CACHE_VERSION else {}
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 from petclf.core.lazy import lazy_exports
 
 _EXPORTS = {
-    "Interpretation": "petclf.evaluate.interpret",
-    "interpret_files": "petclf.evaluate.interpret",
-    "interpret_saved": "petclf.evaluate.interpret",
+    "Interpretation": "petclf.evaluate.interpretation",
+    "interpret_files": "petclf.evaluate.interpretation",
+    "interpret_saved": "petclf.evaluate.interpretation",
     "MultiLabelInterpretation": "petclf.evaluate.multilabel",
     "choose_thresholds": "petclf.evaluate.multilabel",
     "figure_png": "petclf.evaluate.plots",

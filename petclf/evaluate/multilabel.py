@@ -28,6 +28,9 @@ THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 MIN_POSITIVES_PER_LABEL = 5
 
 
+# F1 from counts, by hand: choose_thresholds scores ~90 thresholds × every label from one set of counts per threshold,
+# which sklearn's f1_score would recount from the (n, labels) masks each time. The figures equal scikit-learn's
+# (tests/evaluate/test_multilabel_metrics.py).
 def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     denom = 2 * tp + fp + fn
     return np.divide(2 * tp, denom, out=np.zeros_like(tp, dtype=np.float64), where=denom > 0)

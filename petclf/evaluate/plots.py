@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from petclf.data.images import read_rgb
-
-if TYPE_CHECKING:
-    from petclf.learn.recipe import TrainResult
 
 __all__ = ["figure_png", "image_grid", "save_figure", "save_lr_find_plot", "save_loss_plot", "thumbnail"]
 
@@ -46,7 +44,17 @@ def save_lr_find_plot(recorder, lr: float, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def save_loss_plot(result: "TrainResult", path: Path) -> Path:
+class LossHistory(Protocol):
+    """What the loss plot reads from a training result (``petclf.learn.TrainResult`` is one).
+
+    A protocol rather than the class itself: evaluation sits below training and imports nothing from it.
+    """
+
+    batch_losses: Sequence[float]
+    history: pd.DataFrame  # one row per epoch, with a valid_loss column
+
+
+def save_loss_plot(result: LossHistory, path: Path) -> Path:
     """Smoothed training loss per batch and validation loss per epoch on one axis."""
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()

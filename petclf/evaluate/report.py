@@ -17,7 +17,7 @@ from markupsafe import Markup
 from petclf.core.atomic import write_json_atomic
 from petclf.core.destinations import output_dir
 from petclf.core.safe_text import csv_safe
-from petclf.evaluate.interpret import AnyInterpretation, Interpretation, interpret_saved
+from petclf.evaluate.interpretation import AnyInterpretation, Interpretation, interpret_saved
 from petclf.evaluate.multilabel import MultiLabelInterpretation
 from petclf.evaluate.plots import figure_png
 from petclf.runtime.modeldir import read_meta

@@ -1,7 +1,6 @@
 """``train_folder``: the whole job behind ``petclf train`` — learner, learning rate, training, files."""
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -21,7 +20,7 @@ from petclf.core.processes import is_main
 from petclf.core.safe_text import csv_safe
 from petclf.data.layouts import split_record
 from petclf.core.defaults import MULTI_LABEL, SINGLE_LABEL
-from petclf.evaluate.interpret import AnyInterpretation, interpret_files
+from petclf.evaluate.interpretation import AnyInterpretation, interpret_files
 from petclf.evaluate.multilabel import MultiLabelInterpretation, choose_thresholds
 from petclf.evaluate.plots import save_loss_plot, save_lr_find_plot
 from petclf.evaluate.report import write_report
@@ -155,7 +154,11 @@ def _resume_state(out: Path, config: dict, resume: bool | None) -> ResumeState |
         if resume:
             raise UsageError(f"--resume: no checkpoint in {checkpoints}; run without --resume to start training.")
         return None
-    previous = json.loads((out / "config.json").read_text()) if (out / "config.json").is_file() else {}
+    stored = out / "config.json"
+    advice = f"delete {checkpoints} to start over."
+    # Missing: a run from an older petclf; damaged: its settings are unknown, so resuming could mix two runs.
+    previous = read_json(stored, missing=DataError(f"{stored} is gone: {advice}"),
+                         unreadable=f"{stored} cannot be read ({{err}}): {advice}") if stored.is_file() else {}
     # A setting a run from an older petclf did not record had the value it then always had.
     changed = sorted(k for k in config if previous.get(k, _UNRECORDED.get(k, config[k])) != config[k] and k != "lr")
     if changed:

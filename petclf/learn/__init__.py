@@ -7,6 +7,7 @@ _EXPORTS = {
     "Checkpoint": "petclf.learn.checkpoint",
     "ResumeState": "petclf.learn.checkpoint",
     "load_checkpoint": "petclf.learn.checkpoint",
+    "interpret": "petclf.learn.judge",
     "RunSpec": "petclf.learn.learner",
     "learner_predictor": "petclf.learn.learner",
     "quick_learner": "petclf.learn.learner",

@@ -10,7 +10,6 @@ count, network and image size, so only the first run with a new network pays the
 from __future__ import annotations
 
 import copy
-import json
 import platform
 from functools import lru_cache
 import time
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 
 from petclf.core import log
-from petclf.core.atomic import write_json_atomic
+from petclf.core.atomic import read_json_or, write_json_atomic
 from petclf.data.cachedir import cache_dir
 
 __all__ = ["CALIBRATION_FILE", "bf16_pays", "cpuinfo_field"]
@@ -51,11 +50,7 @@ def _key(name: str, size: int, training: bool) -> str:
 
 
 def _read(path: Path) -> dict:
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
+    return read_json_or(path, {})
 
 
 def _time_pass(model: nn.Module, x: torch.Tensor, *, bf16: bool, training: bool) -> float:

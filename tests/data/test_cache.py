@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections import namedtuple
 
 import pytest
@@ -144,3 +145,24 @@ def test_bad_budget_is_a_usage_error_on_the_command_line(own_cache, monkeypatch,
     assert main(["cache"]) == 2
     assert "PETCLF_CACHE_MAX_GB='lots'" in capsys.readouterr().err
     assert clear_cache() == 0
+
+
+def test_cache_folder_is_the_platforms_unless_overridden(tmp_path, monkeypatch):
+    """platformdirs knows each platform's place (~/Library/Caches on macOS, %LOCALAPPDATA% on Windows)."""
+    import platformdirs  # noqa: PLC0415
+
+    monkeypatch.delenv("PETCLF_CACHE_DIR", raising=False)
+    calls = []
+    monkeypatch.setattr(platformdirs, "user_cache_dir",
+                        lambda name, appauthor=None: calls.append((name, appauthor)) or str(tmp_path / "platform"))
+    assert cache_dir() == tmp_path / "platform" and calls == [("petclf", False)]
+    monkeypatch.setenv("PETCLF_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+
+
+def test_cache_folder_on_linux_follows_xdg(tmp_path, monkeypatch):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("XDG_CACHE_HOME is the Linux convention")
+    monkeypatch.delenv("PETCLF_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_dir() == tmp_path / "petclf"

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from petclf.evaluate.interpret import Interpretation
+from petclf.evaluate.interpretation import Interpretation
 from petclf.evaluate.report import SECTIONS, write_report
 
 from ..conftest import make_image
@@ -73,6 +73,41 @@ def test_metrics(interp):
     expected_loss = -np.mean(np.log([PROBS[i][t] for i, t in enumerate(TARGETS)]))
     assert m["log_loss"] == pytest.approx(expected_loss)
     assert "top5_accuracy" not in m  # only 3 classes
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")  # sklearn's own call, below
+def test_metrics_equal_scikit_learns():
+    """Ours are scikit-learn's, or agree with them on untied probabilities (log loss and top-5 stay ours)."""
+    from sklearn import metrics as sk  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(7), size=60)
+    targets = rng.choice([0, 1, 2, 3, 5], size=60)  # classes 4 and 6 absent, and maybe predicted
+    interp = Interpretation.from_arrays(probs, targets, classes=[str(i) for i in range(7)])
+    m, preds, labels = interp.metrics(), probs.argmax(axis=1), np.arange(7)
+    assert m["balanced_accuracy"] == pytest.approx(sk.balanced_accuracy_score(targets, preds))
+    assert m["f1_macro"] == pytest.approx(sk.f1_score(targets, preds, average="macro", zero_division=0))
+    assert m["log_loss"] == pytest.approx(sk.log_loss(targets, probs, labels=labels))
+    assert m["top5_accuracy"] == pytest.approx(sk.top_k_accuracy_score(targets, probs, k=5, labels=labels))
+    assert interp.confusion_matrix().to_numpy().tolist() == sk.confusion_matrix(targets, preds, labels=labels).tolist()
+    table = interp.per_class()
+    assert table.loc["macro avg", "f1"] == pytest.approx(
+        sk.f1_score(targets, preds, labels=labels, average="macro", zero_division=0))
+    assert table.loc["weighted avg", "precision"] == pytest.approx(
+        sk.precision_score(targets, preds, labels=labels, average="weighted", zero_division=0))
+
+
+def test_metrics_of_a_split_with_missing_classes_warn_nothing():
+    """A split of one class (new data, `--split all`), or with classes predicted but absent, is no cause to warn."""
+    import warnings  # noqa: PLC0415
+
+    one_class = Interpretation.from_arrays([[0.9, 0.1], [0.8, 0.2]], [0, 0], classes=["cat", "dog"])
+    mixed = Interpretation.from_arrays([[0.9, 0.1], [0.3, 0.7]], [0, 0], classes=["cat", "dog"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert one_class.metrics()["balanced_accuracy"] == 1.0 and one_class.metrics()["f1_macro"] == 1.0
+        assert mixed.metrics()["balanced_accuracy"] == 0.5
+        one_class.per_class(), mixed.per_class(), mixed.confusion_matrix()
 
 
 def test_top5_accuracy_with_many_classes():

@@ -10,7 +10,7 @@ import pytest
 
 from petclf import Predictor
 from petclf.cli import main
-from petclf.evaluate.interpret import interpret_saved
+from petclf.evaluate.interpretation import interpret_saved
 from petclf.evaluate.multilabel import MultiLabelInterpretation, choose_thresholds
 from petclf.runtime.modeldir import read_meta
 

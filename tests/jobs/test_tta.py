@@ -7,7 +7,7 @@ import pytest
 
 from petclf import Predictor, TrainOptions
 from petclf.core.errors import UsageError
-from petclf.evaluate.interpret import interpret_saved
+from petclf.evaluate.interpretation import interpret_saved
 from petclf.jobs.run import train_folder
 
 from ..conftest import TINY

@@ -12,7 +12,7 @@ from petclf.cli import main
 from petclf.core.errors import UsageError
 from petclf.data.layouts import find_dataset
 from petclf.data.scan import check_folder
-from petclf.evaluate.interpret import Interpretation
+from petclf.evaluate.interpretation import Interpretation
 from petclf.learn.task import class_weights
 
 from ..conftest import COLOURS, TINY, make_image

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torchvision
 
-from petclf import quick_learner, run_spec, train
+from petclf import quick_learner, train
+from petclf.learn import run_spec
 from petclf.core.errors import UsageError
 
 from ..conftest import TINY

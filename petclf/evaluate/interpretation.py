@@ -1,17 +1,23 @@
-"""Where a classifier is wrong: predictions computed once, reports as cheap views of them."""
+"""Where a classifier is wrong: predictions computed once, reports as cheap views of them.
+
+No fastai here: a saved model is judged through ``runtime.Predictor`` (``petclf report`` stays
+light). ``interpret(learn)``, the one entry point that takes a fastai ``Learner``, lives beside
+the learner in ``petclf.learn.interpret``.
+"""
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-import fastai.callback.progress  # noqa: F401 - Learner.no_bar, used here
 import torch
-from fastai.learner import Learner
 from matplotlib.figure import Figure
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from petclf.core import log
 from petclf.core.defaults import DEFAULT_SEED, DEFAULT_VALID_PCT, SINGLE_LABEL
@@ -23,8 +29,7 @@ from petclf.data.table import TableSpec
 from petclf.runtime.modeldir import read_meta
 from petclf.runtime.predict import Predictor
 
-__all__ = ["AnyInterpretation", "Interpretation", "MultiLabelInterpretation", "interpret", "interpret_files",
-           "interpret_saved"]
+__all__ = ["AnyInterpretation", "Interpretation", "MultiLabelInterpretation", "interpret_files", "interpret_saved"]
 
 _EPS = 1e-12
 
@@ -71,8 +76,7 @@ class Interpretation:
 
     def confusion_matrix(self, *, normalize: bool = False) -> pd.DataFrame:
         """Counts (or row shares with ``normalize``): rows are actual classes, columns predicted."""
-        n = len(self.classes)
-        counts = np.bincount(self.targets * n + self.preds, minlength=n * n).reshape(n, n)
+        counts = confusion_matrix(self.targets, self.preds, labels=np.arange(len(self.classes)))
         frame = pd.DataFrame(counts, index=list(self.classes), columns=list(self.classes))
         frame.index.name, frame.columns.name = "actual", "predicted"
         if normalize:
@@ -107,12 +111,9 @@ class Interpretation:
         A class's accuracy is the share of its images classified correctly (the CIFAR-10
         tutorial's "accuracy of each class"), which equals its recall.
         """
-        cm = self.confusion_matrix().to_numpy().astype(np.float64)
-        tp, support, predicted = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
-        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-        recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-        denom = precision + recall
-        f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+        # zero_division=0: a class never predicted (or absent) scores 0, not a warning and NaN.
+        precision, recall, f1, support = precision_recall_fscore_support(
+            self.targets, self.preds, labels=np.arange(len(self.classes)), average=None, zero_division=0)
         frame = pd.DataFrame({"precision": precision, "recall": recall, "f1": f1,
                               "support": support.astype(int), "accuracy": recall}, index=list(self.classes))
         weights = support / max(support.sum(), 1)
@@ -134,20 +135,25 @@ class Interpretation:
         """
         n = len(self.targets)
         correct = int((self.preds == self.targets).sum())
-        table = self.per_class().iloc[:-2]
-        present = table.support > 0
-        predicted = np.bincount(self.preds, minlength=len(self.classes)) > 0
         nan = float("nan")
         result = {"split": self.split, "task": SINGLE_LABEL, "n": n, "n_classes": len(self.classes),
                   "correct": correct,
                   "accuracy": correct / n if n else nan,
                   "error_rate": 1 - correct / n if n else nan,
-                  "balanced_accuracy": float(table.recall[present].mean()) if present.any() else nan,
-                  "f1_macro": float(table.f1[present | predicted].mean()) if (present | predicted).any() else nan,
+                  # scikit-learn averages over the classes present (balanced accuracy) and present or
+                  # predicted (macro-F1, labels left out), as documented above.
+                  "balanced_accuracy": _balanced_accuracy(self.targets, self.preds) if n else nan,
+                  "f1_macro": _f1_macro(self.targets, self.preds) if n else nan,
+                  # Ours, not sklearn.metrics.log_loss: the per-item losses are needed for top_losses anyway, and
+                  # log_loss renormalises rows that do not sum to 1 (a calibrated or TTA-averaged model's need not
+                  # be exact); tests/evaluate/test_interpret.py checks the two agree on proper probabilities.
                   "log_loss": float(self.losses.mean()) if n else nan}
         if len(self.classes) > 5:
-            top5 = np.argsort(-self.probs, axis=1)[:, :5]
-            result["top5_accuracy"] = float((top5 == self.targets[:, None]).any(axis=1).mean()) if n else float("nan")
+            # Ours, not sklearn's top_k_accuracy_score: on tied probabilities that one ranks the higher class index
+            # first, so its top-1 could disagree with argmax (preds, the confusion matrix). Untied, they agree
+            # (tests/evaluate/test_interpret.py).
+            top5 = np.argsort(-self.probs, axis=1, kind="stable")[:, :5]
+            result["top5_accuracy"] = float((top5 == self.targets[:, None]).any(axis=1).mean()) if n else nan
         return result
 
     def plot_confusion_matrix(self, *, normalize: bool = False) -> Figure:
@@ -183,28 +189,25 @@ class Interpretation:
 AnyInterpretation = Interpretation | MultiLabelInterpretation
 
 
-def interpret(learn: Learner, *, split: str = "valid") -> AnyInterpretation:
-    """Predict ``split`` ('valid' or 'test') once with ``learn`` and return an ``Interpretation``
-    (a ``MultiLabelInterpretation``, at threshold 0.5, for a multi-label learner).
+def _balanced_accuracy(targets: np.ndarray, preds: np.ndarray) -> float:
+    with _expected_gaps():
+        return float(balanced_accuracy_score(targets, preds))
 
-    Example: ``interpret(learn).most_confused().head()``.
-    """
-    index = {"valid": 1, "test": 2}.get(split)
-    if index is None:
-        raise UsageError(f"split must be 'valid' or 'test'. Received: split={split!r}.")
-    if index >= len(learn.dls.loaders):
-        raise UsageError("this learner has no test split: the data needs a test/ folder (train/valid/test layout).")
-    dl = learn.dls.loaders[index]
-    with learn.no_bar(), learn.no_logging():
-        probs, targets = learn.get_preds(dl=dl)
-    items = list(dl.items["path"]) if hasattr(dl.items, "columns") else [str(i) for i in dl.items]
-    if targets.ndim == 2:  # fastai's MultiCategoryBlock: one-hot targets, sigmoid probabilities
-        return MultiLabelInterpretation.from_arrays(probs.as_subclass(torch.Tensor).float().numpy(),
-                                                    targets.as_subclass(torch.Tensor).numpy(),
-                                                    classes=list(learn.dls.vocab), items=items, split=split)
-    return Interpretation.from_arrays(probs.as_subclass(torch.Tensor).float().numpy(),
-                                      targets.as_subclass(torch.Tensor).numpy(),
-                                      classes=list(learn.dls.vocab), items=items, split=split)
+
+def _f1_macro(targets: np.ndarray, preds: np.ndarray) -> float:
+    with _expected_gaps():
+        return float(f1_score(targets, preds, average="macro", zero_division=0))
+
+
+@contextlib.contextmanager
+def _expected_gaps() -> Iterator[None]:
+    """scikit-learn's warnings about classes a split lacks, which the averages above handle as documented."""
+    with warnings.catch_warnings():
+        # A class predicted but absent from the split, or a split of one class (new data, `--split all`), is expected;
+        # the warnings would only alarm the reader of a report.
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true", category=UserWarning)
+        warnings.filterwarnings("ignore", message="A single label was found", category=UserWarning)
+        yield
 
 
 def interpret_saved(model_dir: str | Path, data: str | Path, *, split: str = "valid", bs: int = 64,
