@@ -254,9 +254,11 @@ class Deadline(Callback):
 
 #: The plan of a budgeted run, beside its checkpoints: a resumed run keeps the schedule it started with.
 PLAN_FILE = "budget.json"
-#: Head-only epochs on cached features cost under this many seconds each on a 2-core CPU (a small MLP on a few
-#: thousand feature rows: 0.1 s on a few dozen); held back for them when a budget is checked.
-HEAD_EPOCH_S = 0.5
+#: Seconds per batch of a head-only epoch on cached features (a small MLP on feature rows), with a margin: 10 epochs
+#: on 1,500 rows took under a second on a 2-core CPU. Held back for them when a budget is checked.
+HEAD_BATCH_S = 0.004
+#: Images of the feature pass (after its first batch) whose pace decides whether the smallest job fits the budget.
+PACE_IMAGES = 256
 #: An all-layer phase shorter than this many batches (or one epoch, when that is shorter) is not worth its cost
 #: after a trained head: a budget that leaves less trains the head alone.
 MIN_BODY_STEPS = 50
@@ -295,12 +297,18 @@ class BudgetClock:
         if self._first is None:  # the first batch pays one-time costs: the pace is taken after it
             self._first = (done, elapsed)
             return
-        pace = (elapsed - self._first[1]) / max(done - self._first[0], 1)
+        counted = done - self._first[0]
+        # One batch's pace ran 20-30% slow on a 2-core CPU (a 30 s budget that the job kept was refused): a few
+        # batches, or a tenth of the pass, make the estimate.
+        if counted < min(PACE_IMAGES, total // 10) and done < total:
+            return
+        pace = (elapsed - self._first[1]) / counted
         self._checked = True
         now = time.perf_counter() - self.started
         features_left = pace * (total - done)
         evaluation = pace * self.eval_images()
-        heads = HEAD_EPOCH_S * self.head_epochs
+        rows = total - len(self.learn.dls.valid.dataset)  # training views: the head's batches come from them
+        heads = HEAD_BATCH_S * self.head_epochs * math.ceil(rows / self.learn.dls.train.bs)
         needed = now + features_left + heads + evaluation + WRITE_SECONDS
         if needed > self.budget_s * (1 + OVERRUN):
             raise BudgetTooShort(

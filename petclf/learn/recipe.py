@@ -15,12 +15,11 @@ from typing import Sequence
 import fastai.callback.progress  # noqa: F401 - Learner.no_bar, used here
 import fastai.callback.schedule  # noqa: F401 - Learner.lr_find and fit_one_cycle, used here
 import pandas as pd
-import torch
 from fastai.callback.core import Callback
 from fastai.learner import Learner
 
 from petclf.core import log
-from petclf.core.errors import TrainingDiverged, UsageError, require_non_negative, require_positive
+from petclf.core.errors import TrainingDiverged, UsageError, require_non_negative
 from petclf.core.defaults import DEFAULT_LR
 from petclf.core.options import (DEFAULT_EPOCHS, DEFAULT_PRETRAINED_EPOCHS, HEAD_LR_FACTOR, TrainOptions,
                                  parse_duration, require_lr)
@@ -36,6 +35,7 @@ from petclf.learn.optim import load_opt_state
 _DEFAULTS = TrainOptions()
 
 __all__ = ["Phase", "TrainResult", "body_phase", "find_lr", "head_phase", "train"]
+
 
 @dataclass(frozen=True)
 class TrainResult:
