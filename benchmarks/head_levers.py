@@ -12,15 +12,12 @@ from pathlib import Path
 
 import torch
 
-from transfer import ARCH, subset  # noqa: I001 - the benchmark beside this one
+from transfer import ARCH, add_data_arguments, subset  # noqa: I001 - the benchmark beside this one
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/flowers5")
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--train-per-class", type=int, default=None)
-    parser.add_argument("--valid-per-class", type=int, default=None)
+    add_data_arguments(parser)
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     from fastai.torch_core import set_seed

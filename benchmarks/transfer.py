@@ -48,6 +48,14 @@ def subset(data: Path, dest: Path, *, train: int | None, valid: int | None) -> P
     return dest
 
 
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The photos (flowers5 beside the project, or a subset of each class) and the image size."""
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/flowers5")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--train-per-class", type=int, default=None)
+    parser.add_argument("--valid-per-class", type=int, default=None)
+
+
 def lite0_body_weights():
     """The package's state dict for tf_efficientnet_lite0 (names mapped by order, as petclf does)."""
     from petclf.learn.models import read_state_dict
@@ -137,10 +145,7 @@ def timed(cmd: list[str], env: dict) -> tuple[float, float, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/flowers5")
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--train-per-class", type=int, default=None)
-    parser.add_argument("--valid-per-class", type=int, default=None)
+    add_data_arguments(parser)
     parser.add_argument("--only", default=",".join(ROWS), help="comma-separated rows: " + ", ".join(ROWS))
     parser.add_argument("--peer", nargs=2, metavar=("KIND", "ARG"), help=argparse.SUPPRESS)  # one peer run
     args = parser.parse_args()

@@ -50,9 +50,10 @@ class ApplyResult:
     skipped: list[str] = field(default_factory=list)  # kept, or already applied
     refused: list[str] = field(default_factory=list)  # with the reason
     dry_run: bool = False
+    undone: bool = False  # the result of an undo: ``applied`` lists what was put back
 
     def summary(self) -> str:
-        verb = "would apply" if self.dry_run else "applied"
+        verb = "would apply" if self.dry_run else "undid" if self.undone else "applied"
         return f"{verb} {len(self.applied)}, skipped {len(self.skipped)}, refused {len(self.refused)}"
 
 
@@ -403,7 +404,7 @@ def _prune_empty(folder: Path, stop: Path) -> None:
 def undo(journal: str | Path) -> ApplyResult:
     """Put back what the apply of ``journal`` changed, last change first; the journal is marked undone.
 
-    Example: ``undo("audit/apply-20261202-121500.json").summary()`` → ``'applied 12, skipped 0, refused 0'``.
+    Example: ``undo("audit/apply-20261202-121500.json").summary()`` → ``'undid 12, skipped 0, refused 0'``.
     """
     journal = Path(journal)
     state = read_json(journal, unreadable=f"journal {journal} cannot be read ({{err}}).",
@@ -411,7 +412,7 @@ def undo(journal: str | Path) -> ApplyResult:
                                          "printed."))
     if not isinstance(state, dict) or state.get("version") != JOURNAL_VERSION:
         raise DataError(f"{journal} is not a petclf apply journal.")
-    result = ApplyResult(journal)
+    result = ApplyResult(journal, undone=True)
     if state.get("undone"):
         result.skipped.append(f"{journal.name} was undone already")
         return result

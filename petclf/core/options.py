@@ -8,7 +8,7 @@ from petclf.core.defaults import (AUGMENTS, BALANCES, DEFAULT_BALANCE, DEFAULT_S
                                   MAX_LR, MAX_SEED, MAX_SIZE, MIN_SIZE, PRECISIONS, THRESHOLD_MODES)
 from petclf.core.errors import UsageError, require_between, require_fraction, require_non_negative, require_positive
 
-__all__ = ["DEFAULT_EPOCHS", "DEFAULT_PRETRAINED_EPOCHS", "HEAD_LR_FACTOR", "TrainOptions", "parse_duration", "require_lr",
+__all__ = ["DEFAULT_EPOCHS", "DEFAULT_PRETRAINED_EPOCHS", "TrainOptions", "parse_duration", "require_lr",
            "require_threshold"]
 
 #: Epochs with all layers training from scratch when neither --epochs nor --time-budget says otherwise.
@@ -18,8 +18,6 @@ DEFAULT_EPOCHS = 5
 #: photos measured (BENCHMARKS.md, "transfer learning"), did not pay for it by default. --epochs N or a time budget
 #: adds them, stopped early when validation stops improving.
 DEFAULT_PRETRAINED_EPOCHS = 0
-#: The head on cached features trains at this multiple of the base learning rate.
-HEAD_LR_FACTOR = 1.0
 #: Seconds per unit of a duration written as 90s, 10m, 1.5h.
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 #: A longer budget than a week is a typing error, not a plan.

@@ -21,8 +21,7 @@ from fastai.learner import Learner
 from petclf.core import log
 from petclf.core.errors import TrainingDiverged, UsageError, require_non_negative
 from petclf.core.defaults import DEFAULT_LR
-from petclf.core.options import (DEFAULT_EPOCHS, DEFAULT_PRETRAINED_EPOCHS, HEAD_LR_FACTOR, TrainOptions,
-                                 parse_duration, require_lr)
+from petclf.core.options import DEFAULT_EPOCHS, DEFAULT_PRETRAINED_EPOCHS, TrainOptions, parse_duration, require_lr
 from petclf.core.processes import is_main, world_size
 from petclf.learn.batchnorm import RefreshBatchNorm
 from petclf.learn.budget import PLAN_FILE, BudgetClock, BudgetPlan
@@ -98,9 +97,13 @@ class Phase:
     div: float
 
 
+#: The head-only phase's one cycle spends nearly all of it warming up, as fastai's ``fine_tune``.
+HEAD_PCT_START = 0.99
+
+
 def head_phase(epochs: int, lr: float) -> Phase:
-    """The head-only phase of a pretrained body: one cycle that spends most of it warming up, as ``fine_tune``."""
-    return Phase("frozen", epochs, slice(lr), 0.99, 25.0)
+    """The head-only phase of a pretrained body (through the whole body, when features are not cached)."""
+    return Phase("frozen", epochs, slice(lr), HEAD_PCT_START, 25.0)
 
 
 def body_phase(epochs: int, lr: float, *, pretrained: bool) -> Phase:
@@ -189,8 +192,8 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
             learn.freeze()
             features = cache_features(learn, mirror=_mirrors(learn), progress=clock.check_head if clock else None)
             history.phase_override = "frozen"
-            train_head(learn, features, head_epochs, lr * HEAD_LR_FACTOR,
-                       cbs=[stop, history, *user] + ([best] if best else []), pct_start=head_phase(1, lr).pct_start,
+            head_cbs = [stop, history, *user] + ([best] if best else [])
+            train_head(learn, features, head_epochs, lr, cbs=head_cbs, pct_start=HEAD_PCT_START,
                        show_bar=_show_bar(progress))
             history.phase_override = None
             done = head_epochs

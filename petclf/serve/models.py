@@ -143,9 +143,11 @@ def model_names(model_dirs: Sequence[str | Path] | Mapping[str, str | Path]) -> 
     names: dict[str, Path] = {}
     for name, directory in pairs:
         if not NAME_PATTERN.fullmatch(name):
+            # 'DIR=café' arrives as the directory 'DIR=café': the example names DIR, not the whole text.
+            given = directory.with_name(directory.name.rpartition("=")[0]) if "=" in directory.name else directory
             raise UsageError(f"{printable(name)!r} cannot be a model name in URLs (from {printable(directory)}): use "
                              "letters, digits, '_', '.' and '-', at most 64; name it with DIR=NAME, e.g. "
-                             f"{printable(directory)}=pets.")
+                             f"{printable(given)}=pets.")
         if name in names:
             raise UsageError(f"two models would be served as {name!r} ({printable(names[name])} and "
                              f"{printable(directory)}): name them with DIR=NAME, e.g. {printable(directory)}=other.")

@@ -68,6 +68,7 @@ def test_apply_twice_then_undo(tmp_path, model_dir, layout):
     assert not again.applied and again.journal is None and sum("already applied" in s for s in again.skipped) == 2
     back = undo(done.journal)
     assert len(back.applied) == 2 - (layout == "csv") and not back.refused
+    assert back.summary().startswith("undid ")  # not "applied"
     after = {k: v for k, v in tree(data).items() if ".petclf-backup-" not in k}
     assert after == before
     assert not [p for p in (data.parent / "petclf-removed").rglob("*") if p.is_file()]

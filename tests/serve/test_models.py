@@ -23,6 +23,9 @@ def test_model_names_from_folders_and_name_suffixes(tmp_path):
         model_names(["a/model", "b/model"])
     with pytest.raises(UsageError, match="cannot be a model name"):
         model_names(["runs/my pets"])
+    # A name that cannot be used: the example keeps the directory given, not the whole text.
+    with pytest.raises(UsageError, match=r"e\.g\. run1/model=pets\.$"):
+        model_names(["run1/model=café"])
     with pytest.raises(UsageError, match="pass \\['runs/pets'\\]"):
         model_names("runs/pets")
 
