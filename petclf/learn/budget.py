@@ -22,7 +22,9 @@ from fastai.learner import Learner
 from petclf.core import log
 from petclf.core.atomic import write_json_atomic
 from petclf.core.errors import UsageError
-from petclf.learn.distributed import bare
+from petclf.core.processes import is_main
+from petclf.learn.batchnorm import MAX_BATCHES
+from petclf.learn.distributed import bare, broadcast
 from petclf.learn.precision import autocast_for, channels_last_for
 
 __all__ = ["FORWARD_SHARE", "INFERENCE_SHARE", "OVERRUN", "PLAN_FILE", "SLACK", "BudgetClock", "BudgetPlan",
@@ -324,10 +326,6 @@ class BudgetClock:
         ``max_epochs`` caps the epochs (None: as many as fit; 0: the head alone). ``stored`` is where the plan is
         kept for a resumed run (read when ``resume_from`` > 0, else written).
         """
-        from petclf.core.processes import is_main  # noqa: PLC0415 - light, but keeps this module's imports few
-        from petclf.learn.batchnorm import MAX_BATCHES  # noqa: PLC0415 - batchnorm imports budget's neighbours
-        from petclf.learn.distributed import broadcast  # noqa: PLC0415
-
         if resume_from and stored is not None and stored.is_file():
             try:
                 return BudgetPlan.from_dict(json.loads(stored.read_text()))
@@ -348,7 +346,7 @@ class BudgetClock:
         fits = plan.planned_train_s + plan.reserve_s <= left
         if pretrained and self.forward_s_per_image is not None and (
                 max_epochs == 0 or not fits or plan.epochs * plan.steps_per_epoch < min(MIN_BODY_STEPS, full)):
-            needed = (min(MIN_BODY_STEPS, full) * step_s + plan.valid_s) if fits or plan.epochs else plan.planned_train_s
+            needed = min(MIN_BODY_STEPS, full) * step_s + plan.valid_s
             if max_epochs != 0:
                 log.info(f"time budget {self.budget_s:.0f} s: {max(left, 0):.0f} s left after the head; a useful "
                          f"all-layer phase needs about {needed + plan.reserve_s:.0f} s at {step_s:.2f} s per batch "

@@ -24,7 +24,7 @@ from fastai.layers import AdaptiveConcatPool2d
 from fastai.learner import Learner
 from torch import nn
 
-from petclf.learn.precision import autocast_for, channels_last_for
+from petclf.learn.precision import autocast_for, autocast_of, channels_last_for
 from petclf.runtime.network import ConcatPool2d
 
 __all__ = ["CachedFeatures", "cache_features", "supports_feature_cache", "train_head"]
@@ -57,15 +57,21 @@ class CachedFeatures:
         return self.seconds / max(self.images, 1)
 
 
-def cache_features(learn: Learner, *, mirror: bool, progress: Progress | None = None) -> CachedFeatures:
+def cache_features(learn: Learner, *, mirror: bool, progress: Progress | None = None,
+                   precision: str | None = None) -> CachedFeatures:
     """Run ``learn``'s body once over the training images (and their mirror images with ``mirror``) and the
     validation images, with validation transforms, and keep the pooled features.
+
+    ``precision`` ('fp32' or 'bf16'/'fp16' autocast) is the pass's own; None: the learner's training precision.
 
     Example: ``feats = cache_features(learn, mirror=True)``; ``feats.x_train.shape`` → ``(2 × n_train, 1024)``.
     """
     train_dl = learn.dls.test_dl(learn.dls.train.items, with_labels=True, bs=learn.dls.train.bs)
-    extractor = nn.Sequential(learn.model[0], learn.model[1][:2]).eval()
     channels_last = channels_last_for(learn)
+    if channels_last:  # the layout training will use anyway (ChannelsLast converts the model at the fit's start)
+        learn.model.to(memory_format=torch.channels_last)
+    extractor = nn.Sequential(learn.model[0], learn.model[1][:2]).eval()
+    autocast = autocast_for(learn) if precision is None else autocast_of(precision, learn.dls.device)
     views = 2 if mirror else 1
     total = len(train_dl.dataset) * views + len(learn.dls.valid.dataset)
     start, done = time.perf_counter(), 0
@@ -78,7 +84,7 @@ def cache_features(learn: Learner, *, mirror: bool, progress: Progress | None = 
                 if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 for view in range(n_views):
-                    with autocast_for(learn):
+                    with autocast:
                         feats.append(extractor(xb.flip(-1) if view else xb).float())
                     targets.append(yb.as_subclass(torch.Tensor))
                 done += len(xb) * n_views

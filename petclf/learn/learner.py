@@ -62,8 +62,11 @@ class RunSpec:
 class PetclfSpec(Callback):
     """Carries the ``RunSpec`` on the learner (``learn.petclf_spec.spec``); does nothing in training."""
 
-    def __init__(self, spec: RunSpec, scan: ScanReport) -> None:
+    def __init__(self, spec: RunSpec, scan: ScanReport, *, requested_precision: str = "auto") -> None:
         self.spec, self.scan = spec, scan
+        # 'auto' lets inference-only passes (the body's cached features) pick their own precision: on a CPU, bf16
+        # can pay for inference where it does not for training.
+        self.requested_precision = requested_precision
 
     @property
     def dataset(self) -> Dataset:
@@ -161,7 +164,7 @@ def quick_learner(
                    table=dataset.table.as_meta() if dataset.table is not None else None)
     learn = Learner(dls, built.model, loss_func=loss_for(dataset, balance=balance, device=dev),
                     splitter=built.splitter, opt_func=fused_adam, metrics=epoch_metrics(task),
-                    cbs=[PetclfSpec(spec, scan), *precision_callbacks(prec, dev)])
+                    cbs=[PetclfSpec(spec, scan, requested_precision=precision), *precision_callbacks(prec, dev)])
     if spec.pretrained:
         learn.freeze()
     log.info(f"data: {dataset.describe()}")

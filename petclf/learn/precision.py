@@ -10,7 +10,7 @@ import torch
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
 
-__all__ = ["CpuAutocast", "ChannelsLast", "autocast_for", "channels_last_for", "precision_callbacks"]
+__all__ = ["CpuAutocast", "ChannelsLast", "autocast_for", "autocast_of", "channels_last_for", "precision_callbacks"]
 
 
 class CpuAutocast(Callback):
@@ -75,6 +75,18 @@ def precision_callbacks(precision: str, device: torch.device) -> list[Callback]:
 def channels_last_for(learn) -> bool:
     """True when ``learn`` trains in channels-last layout (its precision callbacks include ``ChannelsLast``)."""
     return any(isinstance(cb, ChannelsLast) for cb in learn.cbs)
+
+
+def autocast_of(precision: str, device: torch.device) -> "torch.autocast":
+    """The autocast context for a resolved ``precision`` on ``device`` (disabled for fp32).
+
+    Example: ``with autocast_of("bf16", torch.device("cpu")): body(xb)``.
+    """
+    if precision == "fp32":
+        return torch.autocast("cpu", enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type if device.type in ("cuda", "cpu") else "cpu", dtype=dtype,
+                          enabled=device.type in ("cuda", "cpu"))
 
 
 def autocast_for(learn) -> "torch.autocast":

@@ -27,9 +27,10 @@ from petclf.learn.batchnorm import RefreshBatchNorm
 from petclf.learn.budget import PLAN_FILE, BudgetClock, BudgetPlan
 from petclf.learn.callbacks import EarlyStop, History, KeepBest, StopOnNonFinite
 from petclf.learn.checkpoint import Checkpoint, ResumeState
-from petclf.learn.distributed import broadcast, distributed
+from petclf.learn.distributed import bare, broadcast, distributed
 from petclf.learn.features import cache_features, supports_feature_cache, train_head
 from petclf.learn.optim import load_opt_state
+from petclf.runtime.device import pick_precision
 
 _DEFAULTS = TrainOptions()
 
@@ -190,7 +191,8 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
     with _quiet_unless(_show_bar(progress), learn), distributed(learn):
         if head_epochs and done < head_epochs and cached:
             learn.freeze()
-            features = cache_features(learn, mirror=_mirrors(learn), progress=clock.check_head if clock else None)
+            features = cache_features(learn, mirror=_mirrors(learn), progress=clock.check_head if clock else None,
+                                      precision=_feature_precision(learn))
             history.phase_override = "frozen"
             head_cbs = [stop, history, *user] + ([best] if best else [])
             train_head(learn, features, head_epochs, lr, cbs=head_cbs, pct_start=HEAD_PCT_START,
@@ -241,6 +243,16 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
         log.info(f"restored the weights of epoch {best_epoch} (best validation error)")
     return TrainResult(history=history.frame(), lr=lr, best_epoch=best_epoch, seconds=seconds,
                        batch_losses=history.batch_losses, diverged=stop.message, budget=plan)
+
+
+def _feature_precision(learn: Learner) -> str | None:
+    """The body's feature pass runs at inference's precision, timed as prediction's is, when the precision was left
+    to petclf (None: the training precision)."""
+    holder = getattr(learn, "petclf_spec", None)
+    if holder is None or getattr(holder, "requested_precision", None) != "auto":
+        return None
+    return pick_precision("auto", learn.dls.device, model=bare(learn.model), size=holder.spec.pipeline.size,
+                          training=False)
 
 
 def _mirrors(learn: Learner) -> bool:
