@@ -34,6 +34,7 @@ from petclf.core.errors import DataError, UsageError
 from petclf.data.images import IMAGE_EXTENSIONS
 from petclf.data.layouts import DEFAULT_LABEL_PAT
 from petclf.data.scan import file_digest
+from petclf.data.table import table_delimiter
 
 __all__ = ["ApplyResult", "apply_decisions", "undo"]
 
@@ -109,9 +110,9 @@ def _moved(entry: dict) -> bool:
     return Path(entry["dst"]).exists() and not Path(entry["src"]).exists()
 
 
-def _recover(journal: Path, record: dict, *, write: bool) -> bool:
+def _recover(journal: Path, record: dict, *, write: bool) -> None:
     """Settle what a killed apply left ``planned`` in ``journal``: moves and table rewrites that happened
-    become ``done``, the others ``not done``. Returns whether anything was settled (written when ``write``)."""
+    become ``done``, the others ``not done`` (the journal is rewritten when ``write``)."""
     settled = []
     for entry in record.get("entries", []):
         if entry.get("state") == "planned":
@@ -128,7 +129,6 @@ def _recover(journal: Path, record: dict, *, write: bool) -> bool:
         write_json_atomic(journal, record)
         log.warn(f"{journal.name} was left by an apply that stopped halfway; settled from the files: "
                  + "; ".join(settled))
-    return bool(settled)
 
 
 def _done_items(directory: Path, *, write: bool = True) -> tuple[dict[int, str], dict[int, str]]:
@@ -169,14 +169,15 @@ def _groups(items: list[dict]) -> dict[int, list[int]]:
     return groups
 
 
-def _keep_one_per_group(items: list[dict], decisions: dict, removed_before: dict[int, str]) -> dict[int, str]:
+def _keep_one_per_group(groups: dict, items: list[dict], decisions: dict,
+                        removed_before: dict[int, str]) -> dict[int, str]:
     """Items whose removal would leave their copy group with no member: item → why it is kept.
 
     One member stays (the first in audit order of those this apply would remove), so the picture
     remains in the data; ``whole_groups`` in ``apply_decisions`` lets every member go.
     """
     kept = {}
-    for group, members in sorted(_groups(items).items()):
+    for group, members in sorted(groups.items()):
         now = [k for k in members if k in decisions and decisions[k].action == "remove" and k not in removed_before]
         if now and all(k in removed_before or k in now for k in members):
             names = ", ".join(items[k]["path"] for k in members)
@@ -205,7 +206,8 @@ def apply_decisions(decisions_csv: str | Path, *, dry_run: bool = False, whole_g
     decisions, problems = read_decisions(decisions_csv, items, classes)
     result = ApplyResult(None, refused=[f"{decisions_csv.name} {p}" for p in problems], dry_run=dry_run)
     done, removed_before = _done_items(directory, write=not dry_run)
-    kept = {} if whole_groups else _keep_one_per_group(items, decisions, removed_before)
+    groups = _groups(items)
+    kept = {} if whole_groups else _keep_one_per_group(groups, items, decisions, removed_before)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
     label_pat = (settings.get("train_options") or {}).get("label_pat") or DEFAULT_LABEL_PAT
     moves, table_changes, taken, lines = [], {}, set(), {}
@@ -256,7 +258,7 @@ def apply_decisions(decisions_csv: str | Path, *, dry_run: bool = False, whole_g
         result.applied += [lines[k] for k in sorted(table_changes)]  # those left after the rows were matched
     removing = {m["item"] for m in moves if m["action"] == "remove"}
     removing |= {k for k, d in table_changes.items() if d.action == "remove"}
-    for group, members in sorted(_groups(items).items()):
+    for group, members in sorted(groups.items()) if whole_groups else ():  # otherwise one member was kept above
         if any(k in removing for k in members) and all(k in removing or k in removed_before for k in members):
             result.skipped.append(f"copy group {group}: every copy goes ({', '.join(items[k]['path'] for k in members)}),"
                                   " as --remove-whole-groups asked")
@@ -320,12 +322,7 @@ def _read_table_text(path: Path) -> _TableText:
         raise DataError(f"{path} is no longer UTF-8 text: nothing was changed; save it as UTF-8, or audit it "
                         "again.") from None
     lines = re.findall(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+$", text)
-    # The audit's delimiter rule (petclf.data.table._load): tabs for .tsv/.tab, else commas, unless the
-    # header read with commas is one column holding a tab: a TSV named .csv.
-    sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    header = next(csv.reader(lines[:1], delimiter=sep), [])
-    if sep == "," and len(header) == 1 and "\t" in header[0]:
-        sep = "\t"
+    sep = table_delimiter(path, next(csv.reader(lines[:1]), []))  # as the audit read it
     records, rows, consumed = [], [], 0
     reader = csv.reader(iter(lines), delimiter=sep)
     for row in reader:

@@ -11,6 +11,7 @@ import pandas as pd
 from PIL import Image
 
 from petclf.core.atomic import atomic_path, read_json, write_json_atomic
+from petclf.core.errors import DataError
 from petclf.core.safe_text import csv_safe
 from petclf.data.images import read_rgb
 
@@ -97,8 +98,6 @@ def write_audit(found, out: Path) -> dict[str, Path]:
 
 def read_audit(directory: str | Path) -> dict:
     """The audit.json of an audit folder, checked enough for review and apply to rely on."""
-    from petclf.core.errors import DataError  # noqa: PLC0415
-
     path = Path(directory) / "audit.json"
     record = read_json(path, unreadable=f"{path} cannot be read ({{err}}): run the audit again.",
                        missing=DataError(f"{path} does not exist: run `petclf audit DATA --out {directory}` first."))
@@ -124,8 +123,6 @@ def audited_root(record: dict, directory: str | Path) -> Path:
     resolved it against the current folder, which made apply and review act on whatever folder
     of that name the shell was in), for a folder that is gone, and for another folder in its place.
     """
-    from petclf.core.errors import DataError  # noqa: PLC0415
-
     settings = record.get("settings") or {}
     root = Path(str(settings.get("root") or ""))
     if not root.is_absolute():

@@ -44,7 +44,7 @@ def parse_duration(value: str | float | int) -> float:
         raise UsageError(f"a time budget must be a positive duration, and {value!r} is "
                          f"{'negative' if seconds < 0 else 'zero'}: give the time the whole job may take, such as "
                          "90s, 10m or 1.5h.")
-    if not (math.isfinite(seconds) and 0 < seconds <= MAX_BUDGET_S):
+    if not (math.isfinite(seconds) and seconds <= MAX_BUDGET_S):
         raise UsageError(f"a time budget must be a positive duration up to a week, such as 90s, 10m or 1.5h "
                          f"(a bare number is seconds). Received: {value!r}.")
     return seconds

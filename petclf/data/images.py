@@ -7,6 +7,7 @@ it (shorter side to the presize, centre crop), in plain PIL.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import stat
@@ -64,6 +65,12 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+@functools.cache
+def _sixteen_bit_table() -> np.ndarray:
+    """uint8 of every 16-bit value, as the float64 scaling gives it; built once, on the first 16-bit image."""
+    return np.clip(np.arange(65536, dtype=np.float64) * (255.0 / 65535.0), 0, 255).astype(np.uint8)
+
+
 def _wide_to_8bit(img: Image.Image) -> np.ndarray:
     """The uint8 values of a 16-bit, 32-bit integer or float image: 0..65535 (or 0..255 when no value is above
     255) scaled to 0..255.
@@ -72,8 +79,7 @@ def _wide_to_8bit(img: Image.Image) -> np.ndarray:
     16-bit images go through a 65,536-entry table computed with the same formula: the same values either way.
     """
     if img.mode.startswith("I;16"):
-        table = np.clip(np.arange(65536, dtype=np.float64) * (255.0 / 65535.0), 0, 255).astype(np.uint8)
-        return table[np.asarray(img, dtype=np.uint16)]
+        return _sixteen_bit_table()[np.asarray(img, dtype=np.uint16)]
     rows = max(1, (1 << 20) // max(1, img.width))  # about a million pixels per band
     bands = [(y, min(y + rows, img.height)) for y in range(0, img.height, rows)]
     top_value = np.max([np.asarray(img.crop((0, y0, img.width, y1))).max() for y0, y1 in bands]) if bands else 0

@@ -25,7 +25,7 @@ from petclf.core.errors import DataError, UsageError
 from petclf.core.safe_text import printable
 from petclf.data.images import IMAGE_EXTENSIONS, MAX_FILE_BYTES
 
-__all__ = ["FILE_COLUMNS", "LABEL_COLUMNS", "MAX_FILE_NAME_CHARS", "SPLIT_COLUMNS", "TABLE_SUFFIXES", "TableSpec",
+__all__ = ["FILE_COLUMNS", "LABEL_COLUMNS", "MAX_FILE_NAME_CHARS", "SPLIT_COLUMNS", "TABLE_SUFFIXES", "TableSpec", "table_delimiter",
            "is_table", "read_table"]
 
 #: Column names taken as the file column, in this order of preference (compared in lower case).
@@ -83,6 +83,17 @@ class TableRows:
     has_split: bool
 
 
+
+def table_delimiter(path: Path, comma_header: list[str] | None = None) -> str:
+    """The delimiter of a label table: tabs for .tsv/.tab, else commas — unless ``comma_header`` (the header row
+    read with commas) is one cell holding a tab: a TSV named .csv. Apply reads a table by the same rule.
+
+    Example: ``table_delimiter(Path("labels.csv"), ["file\tlabel"])`` → ``'\t'``.
+    """
+    if path.suffix.lower() in (".tsv", ".tab"):
+        return "\t"
+    return "\t" if comma_header is not None and len(comma_header) == 1 and "\t" in comma_header[0] else ","
+
 def _load(source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str, Path | None]:
     """The table, a name for messages, and its folder (None for a DataFrame)."""
     if isinstance(source, pd.DataFrame):
@@ -96,11 +107,11 @@ def _load(source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str, Path | 
     if size > MAX_FILE_BYTES:
         raise DataError(f"label table {path} is {size / 1e9:.1f} GB; tables over {MAX_FILE_BYTES / 1e9:.1f} GB are "
                         "not read. Split it, or pass a DataFrame.")
-    sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    sep = table_delimiter(path)
     try:
         # Every cell as text and only empty cells missing: a class named 'NA' or '007' stays as written.
         frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
-        if sep == "," and len(frame.columns) == 1 and "\t" in str(frame.columns[0]):  # a TSV named .csv
+        if table_delimiter(path, [str(c) for c in frame.columns]) != sep:  # a TSV named .csv
             frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
     except UnicodeDecodeError:
         raise DataError(f"{path} is not UTF-8 text: save it as UTF-8 (CSV UTF-8 in a spreadsheet).") from None

@@ -2,7 +2,7 @@
 
 No fastai here: a saved model is judged through ``runtime.Predictor`` (``petclf report`` stays
 light). ``interpret(learn)``, the one entry point that takes a fastai ``Learner``, lives beside
-the learner in ``petclf.learn.interpret``.
+the learner in ``petclf.learn.judge``.
 """
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ so a kill during the write leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,13 +28,10 @@ BEST_FILE = "best.pt"
 
 
 def save_atomic(obj: object, path: Path) -> None:
-    """``torch.save`` through a temporary file, fsync and rename: the old file survives any crash."""
+    """``torch.save`` through ``atomic_path`` (fsync, then rename): the old file survives any crash."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+        torch.save(obj, tmp)
 
 
 def _plain(obj: object) -> object:

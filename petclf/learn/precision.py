@@ -78,23 +78,21 @@ def channels_last_for(learn) -> bool:
 
 
 def autocast_of(precision: str, device: torch.device) -> "torch.autocast":
-    """The autocast context for a resolved ``precision`` on ``device`` (disabled for fp32).
+    """The autocast context for a resolved ``precision`` on ``device`` (disabled for fp32, and on devices
+    autocast does not serve here).
 
     Example: ``with autocast_of("bf16", torch.device("cpu")): body(xb)``.
     """
-    if precision == "fp32":
+    if precision == "fp32" or device.type not in ("cpu", "cuda"):
         return torch.autocast("cpu", enabled=False)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type if device.type in ("cuda", "cpu") else "cpu", dtype=dtype,
-                          enabled=device.type in ("cuda", "cpu"))
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def autocast_for(learn) -> "torch.autocast":
     """The autocast context matching the precision callbacks on ``learn`` (disabled for fp32)."""
     if any(isinstance(cb, CpuAutocast) for cb in learn.cbs):
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return autocast_of("bf16", torch.device("cpu"))
     for cb in learn.cbs:
         if isinstance(cb, MixedPrecision):
-            dtype = torch.bfloat16 if str(cb.amp_mode).lower().endswith("bf16") else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
+            return autocast_of("bf16" if str(cb.amp_mode).lower().endswith("bf16") else "fp16", torch.device("cuda"))
+    return autocast_of("fp32", torch.device("cpu"))

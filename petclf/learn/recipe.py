@@ -34,7 +34,7 @@ from petclf.runtime.device import pick_precision
 
 _DEFAULTS = TrainOptions()
 
-__all__ = ["Phase", "TrainResult", "body_phase", "find_lr", "head_phase", "train"]
+__all__ = ["TrainResult", "find_lr", "train"]
 
 
 @dataclass(frozen=True)

@@ -73,8 +73,10 @@ def sample_weights(dataset: Dataset, frame) -> np.ndarray:
     Multi-label: an image is as rare as its rarest label; an image without labels as rare as such images are.
     """
     counts = dataset.class_counts("train")
-    train = dataset.frame[dataset.frame.split == "train"]
-    negatives = max(1, int((train.label.map(len) == 0).sum())) if dataset.multi_label else 1
+    negatives = 1
+    if dataset.multi_label:
+        frame_labels = dataset.frame.label[dataset.frame.split == "train"]
+        negatives = max(1, int((frame_labels.map(len) == 0).sum()))
     rarity = (lambda labels: max((1.0 / counts[label] for label in labels), default=1.0 / negatives)) \
         if dataset.multi_label else (lambda label: 1.0 / counts[label])
     return np.array([rarity(label) if split == "train" else 0.0 for label, split in zip(frame.label, frame.split)])

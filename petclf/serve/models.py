@@ -143,11 +143,9 @@ def model_names(model_dirs: Sequence[str | Path] | Mapping[str, str | Path]) -> 
     names: dict[str, Path] = {}
     for name, directory in pairs:
         if not NAME_PATTERN.fullmatch(name):
-            # 'DIR=café' arrives as the directory 'DIR=café': the example names DIR, not the whole text.
-            given = directory.with_name(directory.name.rpartition("=")[0]) if "=" in directory.name else directory
             raise UsageError(f"{printable(name)!r} cannot be a model name in URLs (from {printable(directory)}): use "
                              "letters, digits, '_', '.' and '-', at most 64; name it with DIR=NAME, e.g. "
-                             f"{printable(given)}=pets.")
+                             f"{printable(directory)}=pets.")
         if name in names:
             raise UsageError(f"two models would be served as {name!r} ({printable(names[name])} and "
                              f"{printable(directory)}): name them with DIR=NAME, e.g. {printable(directory)}=other.")
@@ -157,7 +155,9 @@ def model_names(model_dirs: Sequence[str | Path] | Mapping[str, str | Path]) -> 
 
 def _split_name(text: str) -> tuple[str, Path]:
     directory, sep, name = text.rpartition("=")
-    if sep and NAME_PATTERN.fullmatch(name) and not Path(text).exists():
+    # DIR=NAME, also when NAME is not a usable name (model_names says why): the '=' in the last part of a path
+    # that does not exist, so a folder 'a=b' that exists is that folder.
+    if sep and "=" in Path(text).name and not Path(text).exists():
         return name, Path(directory)
     path = Path(text)
     return path.resolve().name if path.name in ("", ".", "..") else path.name, path

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import http
-import json
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from petclf.core.safe_text import one_line
+from petclf.serve.errors import error_response
 
 __all__ = ["protocol_class"]
 
@@ -115,7 +115,7 @@ class _GuardedH11Protocol(H11Protocol):
 
     def _refuse(self, status: int, reason: str) -> None:
         # Written as bytes, not through h11: its state machine is in ERROR (or IDLE) here, and the connection ends.
-        body = json.dumps({"error": reason}).encode()
+        body = error_response(status, reason).body
         head = (f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
                 f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
         self.transport.write(head + body)

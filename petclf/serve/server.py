@@ -145,8 +145,7 @@ def prepare(model_dirs: Sequence[str | Path] | Mapping[str, str | Path], *, host
     config = uvicorn.Config(application, log_config=None, access_log=False, lifespan="on", ws="none",
                             timeout_graceful_shutdown=int(options.timeout_s) + 5, server_header=False,
                             http=protocol_class(max_header_bytes=options.max_header_bytes,
-                                                header_timeout_s=options.header_timeout_s),
-                            h11_max_incomplete_event_size=options.max_header_bytes)
+                                                header_timeout_s=options.header_timeout_s))
 
     class _Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:
