@@ -30,8 +30,8 @@ BEST_FILE = "best.pt"
 def save_atomic(obj: object, path: Path) -> None:
     """``torch.save`` through ``atomic_path`` (fsync, then rename): the old file survives any crash."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def _plain(obj: object) -> object:
