@@ -20,11 +20,11 @@ from petclf.core.defaults import MULTI_LABEL, SINGLE_LABEL
 from petclf.core.errors import PetclfError, UsageError
 from petclf.data.images import Presizer
 from petclf.data.pipeline import Pipeline
-from petclf.runtime.modeldir import load_model
+from petclf.runtime.modeldir import LoadedModel, load_model
 from petclf.runtime.predict import DEFAULT_THRESHOLD
 from petclf.runtime.preprocess import PixelClassifier
 
-__all__ = ["export_onnx", "onnx_input"]
+__all__ = ["export_metadata", "export_onnx", "export_wrapper", "onnx_input"]
 
 
 def onnx_input(image: str | Path | Image.Image, pipeline: Pipeline, *, dtype: str = "uint8") -> np.ndarray:
@@ -48,10 +48,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8",
     except ImportError:
         raise UsageError("ONNX export needs the onnx extras: pip install 'petclf[onnx]'.") from None
     loaded = load_model(model_dir)
-    multi_label = loaded.meta.get("task") == MULTI_LABEL
-    wrapper = PixelClassifier(loaded.model, loaded.pipeline).eval()
-    if multi_label:
-        wrapper = nn.Sequential(wrapper, nn.Sigmoid()).eval()
+    wrapper, outputs = export_wrapper(loaded)
     p = loaded.pipeline.presize
     example = torch.zeros(2, p, p, 3, dtype=torch.uint8 if dtype == "uint8" else torch.float32)
     out = Path(out)
@@ -59,17 +56,38 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8",
     batch = torch.export.Dim("batch", min=1, max=4096)
     try:
         program = torch.onnx.export(wrapper, (example,), dynamo=True, input_names=["pixels"],
-                                    output_names=["probabilities" if multi_label else "logits"],
-                                    dynamic_shapes=({0: batch},), opset_version=opset, verbose=False)
+                                    output_names=outputs, dynamic_shapes=({0: batch},), opset_version=opset,
+                                    verbose=False)
     except Exception as err:  # the exporter raises many kinds; the user needs the reason, not the stack
         raise PetclfError(f"ONNX export of {loaded.meta['arch']['name']} failed: {str(err).splitlines()[0]}") from None
+    info = export_metadata(loaded, dtype=dtype)
+    program.model.metadata_props.update({f"petclf.{key}": value for key, value in info.items()})
+    program.save(str(out))  # one write, metadata included
+    return out
+
+
+def export_wrapper(loaded: LoadedModel) -> tuple[nn.Module, list[str]]:
+    """The module every export target converts (pixels in, preprocessing inside) and its output names.
+
+    Example: ``export_wrapper(load_model("runs/pets/model"))`` → ``(PixelClassifier(...), ["logits"])``.
+    """
+    wrapper = PixelClassifier(loaded.model, loaded.pipeline).eval()
+    if loaded.meta.get("task") == MULTI_LABEL:
+        return nn.Sequential(wrapper, nn.Sigmoid()).eval(), ["probabilities"]
+    return wrapper, ["logits"]
+
+
+def export_metadata(loaded: LoadedModel, *, dtype: str = "uint8") -> dict[str, str]:
+    """The facts a client of an exported graph needs (classes, sizes, input, task), as strings for its metadata.
+
+    Example: ``json.loads(export_metadata(loaded)["classes"])`` → ``["cat", "dog"]``.
+    """
+    p = loaded.pipeline.presize
     info = {"classes": json.dumps(list(loaded.classes)), "size": str(loaded.pipeline.size),
             "presize": str(p), "input": f"RGB pixels (N, {p}, {p}, 3) {dtype}, 0..255, shorter side resized "
                                        f"to {p} then centre-cropped",
             "task": loaded.meta.get("task", SINGLE_LABEL)}
-    if multi_label:
+    if loaded.meta.get("task") == MULTI_LABEL:
         thresholds = loaded.meta.get("thresholds") or [DEFAULT_THRESHOLD] * len(loaded.classes)
         info["thresholds"] = json.dumps([float(t) for t in thresholds])
-    program.model.metadata_props.update({f"petclf.{key}": value for key, value in info.items()})
-    program.save(str(out))  # one write, metadata included
-    return out
+    return info
