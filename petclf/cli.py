@@ -174,12 +174,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from petclf.runtime.export import export_onnx  # noqa: PLC0415
+    from petclf.runtime.targets import export_model, written_bytes  # noqa: PLC0415
 
-    if not args.onnx:
-        raise UsageError("say what to export: --onnx OUT.onnx")
-    path = export_onnx(args.model_dir, args.onnx, dtype=args.dtype)
-    print(f"onnx: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    if args.onnx and (args.format or args.out):
+        raise UsageError("pass either --onnx OUT.onnx or --format FORMAT --out PATH, not both.")
+    if args.onnx:
+        args.format, args.out = "onnx", args.onnx
+    if not args.format or not args.out:
+        raise UsageError("say what to export: --format onnx|openvino|tflite|coreml --out PATH (or --onnx OUT.onnx)")
+    path = export_model(args.model_dir, args.out, format=args.format, dtype=args.dtype)
+    print(f"{args.format}: {path} ({written_bytes(path) / 1e6:.1f} MB)")
     return 0
 
 
@@ -368,9 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also score each image's mirror (default: as the model was trained, --tta or not)")
     predict.set_defaults(func=_cmd_predict)
 
-    export = sub.add_parser("export", help="export a saved model (ONNX with preprocessing inside)")
+    export = sub.add_parser("export", help="export a saved model (ONNX, OpenVINO, TFLite, Core ML; preprocessing "
+                                           "inside)")
     export.add_argument("model_dir", help="model directory written by `petclf train` (OUT/model)")
-    export.add_argument("--onnx", default=None, help="write an ONNX file here")
+    export.add_argument("--format", default=None, help="onnx, openvino, tflite or coreml (each needs its extra: "
+                                                       "pip install 'petclf[FORMAT]')")
+    export.add_argument("--out", default=None, help="where to write it (.onnx, .xml, .tflite, .mlpackage)")
+    export.add_argument("--onnx", default=None, help="write an ONNX file here (same as --format onnx --out OUT)")
     export.add_argument("--dtype", default="uint8", choices=["uint8", "float32"], help="pixel input type")
     export.set_defaults(func=_cmd_export)
 
