@@ -125,7 +125,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--presizes", type=int, nargs="+", default=[96, 192, 336])
-    parser.add_argument("--photos", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/flowers5/valid")
+    parser.add_argument("--photos", type=Path,  # ../shared beside the checkout, as the other benchmarks find it
+                        default=Path(__file__).resolve().parents[2] / "shared/data/flowers5/valid")
     parser.add_argument("--threads", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,6 +36,7 @@ _EXPORTS = {
     "WeightsUnavailableError": "petclf.core.errors",
     "export_fastai": "petclf.runtime.pickled",
     "export_onnx": "petclf.runtime.export",
+    "export_model": "petclf.runtime.targets",
     "load_pickled_learner": "petclf.runtime.pickled",
     "Interpretation": "petclf.evaluate.interpretation",
     "interpret_saved": "petclf.evaluate.interpretation",
@@ -74,6 +75,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the table abov
     from petclf.runtime.network import register_arch
     from petclf.runtime.pickled import export_fastai, load_pickled_learner
     from petclf.runtime.predict import Predictor
+    from petclf.runtime.targets import export_model
 
 
 _lazy_getattr, _lazy_dir = lazy_exports(__name__, _EXPORTS)

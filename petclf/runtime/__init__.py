@@ -21,6 +21,7 @@ _EXPORTS = {
     "ReadBatch": "petclf.runtime.predict",
     "predict_files": "petclf.runtime.predict",
     "PixelClassifier": "petclf.runtime.preprocess",
+    "export_model": "petclf.runtime.targets",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

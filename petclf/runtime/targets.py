@@ -57,14 +57,16 @@ def export_model(model_dir: str | Path, out: str | Path, *, format: str, dtype: 
     if dtype not in ("uint8", "float32"):
         raise UsageError(f"dtype must be 'uint8' or 'float32'. Received: dtype={dtype!r}.")
     if format == "coreml":
-        return export_coreml(model_dir, out)  # a Core ML image input has no dtype choice
+        if dtype != "uint8":
+            raise UsageError("a Core ML export takes a Core ML image (no --dtype choice): leave --dtype out.")
+        return export_coreml(model_dir, out)
     return writers[format](model_dir, out, dtype=dtype)
 
 
 def written_bytes(path: str | Path) -> int:
     """Bytes an export wrote at ``path``: the file, an OpenVINO ``.xml`` with its ``.bin``, or a whole ``.mlpackage``.
 
-    Example: ``written_bytes("pets.xml")`` → ``46_843_112``.
+    Example: ``written_bytes("pets.xml")`` → the size of ``pets.xml`` plus ``pets.bin``.
     """
     path = Path(path)
     if path.is_dir():
