@@ -94,6 +94,8 @@ def test_cli_export_format_writes_the_file(model_dir, tmp_path, capsys):
     assert main(["export", str(model_dir), "--format", "openvino", "--out", str(tmp_path / "m.xml")]) == 0
     assert (tmp_path / "m.xml").is_file() and (tmp_path / "m.bin").is_file()
     assert "openvino: " in capsys.readouterr().out
+    assert main(["export", str(model_dir), "--onnx", str(tmp_path / "m.onnx")]) == 0  # the older spelling still works
+    assert (tmp_path / "m.onnx").is_file() and "onnx: " in capsys.readouterr().out
 
 
 def test_cli_export_explains_unknown_formats_and_missing_arguments(model_dir, tmp_path, capsys):
