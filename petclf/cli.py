@@ -173,6 +173,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                          tta=args.tta)
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from petclf.runtime.explain import explain_files  # noqa: PLC0415
+
+    index = explain_files(args.model_dir, args.images, out=args.out, label=args.class_name, topk=args.topk,
+                          device=args.device)
+    print(f"heat maps: {printable(str(index.parent))} (index: {printable(str(index))})")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from petclf.runtime.export import export_onnx  # noqa: PLC0415
 
@@ -367,6 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                          help="also score each image's mirror (default: as the model was trained, --tta or not)")
     predict.set_defaults(func=_cmd_predict)
+
+    explain = sub.add_parser("explain", help="heat maps (Grad-CAM) of where a saved model looked, one PNG per image")
+    explain.add_argument("model_dir", help="model directory written by `petclf train` (OUT/model)")
+    explain.add_argument("images", nargs="+", help="image files or folders")
+    explain.add_argument("--out", required=True, help="folder for the overlays (PNG), raw maps (.npy) and index.csv")
+    explain.add_argument("--class", dest="class_name", default=None, metavar="NAME",
+                         help="explain this class (default: the predicted one)")
+    explain.add_argument("--topk", type=int, default=1, help="explain the K most likely classes (default %(default)s)")
+    explain.add_argument("--device", default=None, help="cpu, cuda, mps (default: the fastest here)")
+    explain.set_defaults(func=_cmd_explain)
 
     export = sub.add_parser("export", help="export a saved model (ONNX with preprocessing inside)")
     export.add_argument("model_dir", help="model directory written by `petclf train` (OUT/model)")
