@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 from petclf.core.errors import UsageError
 from petclf.core.log import logger
 from petclf.core.safe_text import one_line
-from petclf.serve import page, simple, v2
+from petclf.serve import explain, page, simple, v2
 from petclf.serve.errors import RequestError, error_response
 from petclf.serve.hosts import LOOPBACK_HOSTS, HostGuard, is_loopback_address
 from petclf.serve.metrics import Metrics, ObserveRequests
@@ -92,7 +92,7 @@ def app(model_dirs: Sequence[str | Path] | Mapping[str, str | Path], *,
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(options.cors_origins),
                                      allow_methods=["GET", "POST"], allow_headers=["*"],
                                      expose_headers=["Inference-Header-Content-Length"]))
-    application = Starlette(routes=page.routes() + simple.routes() + v2.routes(), middleware=middleware,
+    application = Starlette(routes=page.routes() + simple.routes() + explain.routes() + v2.routes(), middleware=middleware,
                             exception_handlers={RequestError: _request_error, HTTPException: _http_error,
                                                 Exception: _server_error},
                             lifespan=lifespan)
