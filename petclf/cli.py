@@ -241,7 +241,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from petclf.evaluate.report import report_saved_model  # noqa: PLC0415
 
     page = report_saved_model(args.model_dir, args.data, split=args.split, out=args.out, layout=args.layout,
-                              label_pat=args.label_pat, images=args.images)
+                              label_pat=args.label_pat, images=args.images, heatmaps=args.heatmaps)
     print(f"report: {page}")
     return 0
 
@@ -423,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="regex whose first group is the label (default: the model's, run under a time limit)")
     report.add_argument("--images", default=None,
                         help="for a CSV/TSV DATA: the folder its file names are relative to (default: the table's)")
+    report.add_argument("--heatmaps", action=argparse.BooleanOptionalAction, default=True,
+                        help="draw the top losses beside their Grad-CAM heat maps (default: on; needs petclf[explain])")
     report.set_defaults(func=_cmd_report)
 
     cache = sub.add_parser("cache", help="show (or clear) petclf's cache of scan results and presized images",
