@@ -43,8 +43,9 @@ def plot_top_loss_heatmaps(interp: Interpretation, model_dir: str | Path, *, k: 
     fig = Figure(figsize=(6.6, 2.3 * len(rows)))
     for r, (pixels, predicted, actual, item) in enumerate(rows):
         panels = [(pixels, f"loss {item.loss:.2f}"),
-                  (predicted.overlay(), f"predicted {predicted.label} ({predicted.probability:.2f})"),
-                  (actual.overlay(), f"actual {actual.label} ({actual.probability:.2f})")]
+                  # The evaluation's probabilities (flip TTA included where the model uses it), as the table shows.
+                  (predicted.overlay(), f"predicted {predicted.label} ({item.prob_predicted:.2f})"),
+                  (actual.overlay(), f"actual {actual.label} ({item.prob_actual:.2f})")]
         for c, (picture, title) in enumerate(panels):
             ax = fig.add_subplot(len(rows), 3, 3 * r + c + 1)
             ax.imshow(np.asarray(picture))
