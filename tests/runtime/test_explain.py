@@ -173,3 +173,13 @@ def test_cli_exits_2_for_a_bad_image_or_an_unknown_class(model_dir, tmp_path, ca
     Image.new("RGB", (30, 30)).save(good)
     assert main(["explain", str(model_dir), str(good), "--out", str(tmp_path / "c"), "--class", "zebra"]) == 2
     assert "no class 'zebra'" in capsys.readouterr().err
+
+
+def test_without_captum_the_cli_names_the_extra(model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "captum", None)  # import captum now raises ImportError
+    monkeypatch.setitem(sys.modules, "captum.attr", None)
+    good = tmp_path / "good.png"
+    Image.new("RGB", (30, 30)).save(good)
+    assert main(["explain", str(model_dir), str(good), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "captum, which is not installed" in err and "petclf[explain]" in err
