@@ -1,8 +1,8 @@
 """The report's top losses beside their heat maps: what made the model answer, and where the right class's evidence is.
 
 Each worst item gets a row: the image as the network read it (presized, centre crop), its Grad-CAM
-for the predicted class, and for the actual class (``petclf.runtime.explain``). It costs one forward
-and backward pass of two copies of each image in float32, ``k`` images in all (9 by default).
+for the predicted class, and for the actual class (``petclf.runtime.explain``). It costs one float32 forward
+and backward pass of a batch of two copies of each image, ``k`` images in all (9 by default).
 """
 from __future__ import annotations
 
@@ -35,8 +35,7 @@ def plot_top_loss_heatmaps(interp: Interpretation, model_dir: str | Path, *, k: 
             pixels = explainer.read(item.path)
         except UsageError:
             continue  # gone since the evaluation: the figure shows the others
-        predicted, = explainer.explain_pixels(pixels, label=item.predicted)
-        actual, = explainer.explain_pixels(pixels, label=item.actual) if item.actual != item.predicted else (predicted,)
+        predicted, actual = explainer.explain_pixels(pixels, label=[item.predicted, item.actual])
         rows.append((pixels, predicted, actual, item))
     if not rows:
         return None

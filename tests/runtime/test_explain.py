@@ -63,6 +63,10 @@ def test_the_map_is_hot_where_the_evidence_is(corner):
     assert inside[y, x], (y, x)  # the hottest pixel lies on the square (not mirrored, transposed or shifted)
     assert heat[inside].mean() > 4 * heat[~inside].mean()
     assert not dark.heatmap.any()  # nothing raises the 'dark' score: no heat at all
+    named = explainer.explain_pixels(pixels, label=["dark", "bright"])  # one pass, scores from Grad-CAM's forward
+    assert [e.label for e in named] == ["dark", "bright"]
+    assert named[1].probability == pytest.approx(bright.probability, abs=1e-6)
+    np.testing.assert_allclose(named[1].heatmap, bright.heatmap, rtol=1e-5, atol=1e-7)
     overlay = bright.overlay()
     assert overlay.shape == pixels.shape and overlay.dtype == np.uint8
     # Blended: the square's red/yellow heat and the background's blue differ from a plain copy of the image.
