@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from petclf.core import log
-from petclf.core.errors import UsageError
+from petclf.core.errors import PetclfError, UsageError
 from petclf.evaluate.interpretation import Interpretation
 from petclf.runtime.explain import EXPLAIN_EXTRA, Explainer, explain_available
 
@@ -21,14 +21,19 @@ __all__ = ["plot_top_loss_heatmaps"]
 
 def plot_top_loss_heatmaps(interp: Interpretation, model_dir: str | Path, *, k: int = 9) -> Figure | None:
     """A figure of the ``k`` top losses of ``interp``: image, heat map of the predicted and of the actual class;
-    None (with a warning) when captum is not installed or no item can be read.
+    None (with a warning) when captum is not installed, the network cannot be rebuilt here (a custom
+    architecture) or no item can be read.
 
     Example: ``save_figure(plot_top_loss_heatmaps(interp, "runs/pets/model"), "top_losses_heatmaps.png")``.
     """
     if not explain_available():
         log.warn(f"no heat maps in the report: captum is not installed (pip install 'petclf[{EXPLAIN_EXTRA}]').")
         return None
-    explainer = Explainer(model_dir)
+    try:
+        explainer = Explainer(model_dir)
+    except PetclfError as err:  # a custom architecture this process cannot rebuild: the rest of the report stands
+        log.warn(f"no heat maps in the report: {err}")
+        return None
     rows = []
     for item in interp.top_losses(k).itertuples():
         try:
