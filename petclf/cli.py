@@ -160,8 +160,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"prediction for {demo.image.name}: {top}")
     print(f"files in {out}:")
     for name in ("report.html", "model", "summary.json", "history.csv", "metrics.json", "per_class.csv",
-                 "most_confused.csv", "confusion_matrix.png", "top_losses.png", "top_losses_heatmaps.png", "lr_find.png",
-                 "loss.png"):
+                 "most_confused.csv", "confusion_matrix.png", "top_losses.png", "top_losses_heatmaps.png",
+                 "lr_find.png", "loss.png"):
         if (out / name).exists():
             print(f"  {out / name}")
     return 0

@@ -47,8 +47,8 @@ async def _request_error(request: Request, err: RequestError) -> JSONResponse:
 async def _http_error(request: Request, err: HTTPException) -> JSONResponse:
     path = one_line(request.url.path, limit=200)
     allowed = (err.headers or {}).get("Allow", "")
-    reasons = {404: f"nothing at {path}: the page is at /, the API at /predict, /explain, /health, /metadata, /metrics and "
-                    "/v2/… (the Open Inference Protocol).",
+    reasons = {404: f"nothing at {path}: the page is at /, the API at /predict, /explain, /health, /metadata, "
+                    "/metrics and /v2/… (the Open Inference Protocol).",
                405: f"{one_line(request.method, limit=20)} is not accepted at {path}: "
                     f"use {allowed or 'another method'}."}
     return error_response(err.status_code, reasons.get(err.status_code, one_line(err.detail)), headers=err.headers)
