@@ -91,8 +91,10 @@ def app(model_dirs: Sequence[str | Path] | Mapping[str, str | Path], *,
     if options.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(options.cors_origins),
                                      allow_methods=["GET", "POST"], allow_headers=["*"],
-                                     expose_headers=["Inference-Header-Content-Length"]))
-    application = Starlette(routes=page.routes() + simple.routes() + explain.routes() + v2.routes(), middleware=middleware,
+                                     expose_headers=["Inference-Header-Content-Length", "Petclf-Class",
+                                                     "Petclf-Probability"]))
+    application = Starlette(routes=page.routes() + simple.routes() + explain.routes() + v2.routes(),
+                            middleware=middleware,
                             exception_handlers={RequestError: _request_error, HTTPException: _http_error,
                                                 Exception: _server_error},
                             lifespan=lifespan)
