@@ -24,7 +24,8 @@ def pets_run(pets_dir, tmp_path_factory):
 def test_train_writes_every_promised_file(pets_run):
     for name in ("history.csv", "lr_find.png", "loss.png", "summary.json", "config.json",
                  "model/model.safetensors", "model/petclf.json", "report.html", "metrics.json",
-                 "per_class.csv", "most_confused.csv", "confusion_matrix.png", "top_losses.png"):
+                 "per_class.csv", "most_confused.csv", "confusion_matrix.png", "top_losses.png",
+                 "top_losses_heatmaps.png"):
         assert (pets_run / name).is_file(), name
     history = pd.read_csv(pets_run / "history.csv")
     assert len(history) == 2 and set(history.phase) == {"unfrozen"}
