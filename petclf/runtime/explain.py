@@ -3,9 +3,9 @@
 Grad-CAM (Selvaraju et al. 2017) weighs the last feature map of the network's body by the mean
 gradient of one class's score over it: where the map is hot, the features that raise that class
 are. It comes from captum's ``LayerGradCam`` rather than hand-written hooks. captum, not
-pytorch-grad-cam: both work on petclf's networks without fastai, but ``import captum.attr`` loads
-266 modules (0.7 s here) where ``import pytorch_grad_cam`` loads 1,450 (2.3 s: scikit-learn,
-SciPy, OpenCV) for the same Grad-CAM. Its successors (Grad-CAM++, Layer-CAM, HiResCAM) differ from
+pytorch-grad-cam: both work on petclf's networks without fastai, but after torch ``import captum.attr``
+loads 266 more modules (0.7 s on a busy 2-core machine) where ``import pytorch_grad_cam`` loads 1,450
+(2.3 s: scikit-learn, SciPy, OpenCV) for the same Grad-CAM. Its successors (Grad-CAM++, Layer-CAM, HiResCAM) differ from
 it mostly below the last block; on a body's last feature map, which is a few cells wide, plain
 Grad-CAM is the usual choice and the one people know from fastai's and Keras' lessons.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -312,5 +311,4 @@ def explain_files(model_dir: str | Path, images: Sequence[str | Path], *, out: s
     if failed:
         raise UsageError(f"{len(failed)} of {len(files)} images could not be read: {'; '.join(failed[:5])}"
                          f"{' …' if len(failed) > 5 else ''}. The heat maps of the others are in {folder}.")
-    sys.stdout.flush()
     return index
