@@ -46,6 +46,7 @@ _EXPORTS = {
     "TableSpec": "petclf.data.table",
     "quick_learner": "petclf.learn.learner",
     "Predictor": "petclf.runtime.predict",
+    "Explainer": "petclf.runtime.explain",
     "register_arch": "petclf.runtime.network",
     "report_saved_model": "petclf.evaluate.report",
     "write_report": "petclf.evaluate.report",
@@ -70,6 +71,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the table abov
     from petclf.learn.learner import quick_learner
     from petclf.learn.recipe import find_lr, train
     from petclf.learn.save import save_model
+    from petclf.runtime.explain import Explainer
     from petclf.runtime.export import export_onnx
     from petclf.runtime.modeldir import load_model
     from petclf.runtime.network import register_arch

@@ -160,7 +160,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"prediction for {demo.image.name}: {top}")
     print(f"files in {out}:")
     for name in ("report.html", "model", "summary.json", "history.csv", "metrics.json", "per_class.csv",
-                 "most_confused.csv", "confusion_matrix.png", "top_losses.png", "lr_find.png", "loss.png"):
+                 "most_confused.csv", "confusion_matrix.png", "top_losses.png", "top_losses_heatmaps.png",
+                 "lr_find.png", "loss.png"):
         if (out / name).exists():
             print(f"  {out / name}")
     return 0
@@ -171,6 +172,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     return predict_files(args.model_dir, args.images, topk=args.topk, csv=args.csv, trust_pickle=args.trust_pickle,
                          tta=args.tta)
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from petclf.runtime.explain import explain_files  # noqa: PLC0415
+
+    index = explain_files(args.model_dir, args.images, out=args.out, label=args.class_name, topk=args.topk,
+                          device=args.device)
+    print(f"heat maps: {printable(str(index.parent))} (index: {printable(str(index))})")
+    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -236,7 +246,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from petclf.evaluate.report import report_saved_model  # noqa: PLC0415
 
     page = report_saved_model(args.model_dir, args.data, split=args.split, out=args.out, layout=args.layout,
-                              label_pat=args.label_pat, images=args.images)
+                              label_pat=args.label_pat, images=args.images, heatmaps=args.heatmaps)
     print(f"report: {page}")
     return 0
 
@@ -372,6 +382,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also score each image's mirror (default: as the model was trained, --tta or not)")
     predict.set_defaults(func=_cmd_predict)
 
+    explain = sub.add_parser("explain", help="heat maps (Grad-CAM) of where a saved model looked, one PNG per image")
+    explain.add_argument("model_dir", help="model directory written by `petclf train` (OUT/model)")
+    explain.add_argument("images", nargs="+", help="image files or folders")
+    explain.add_argument("--out", required=True, help="folder for the overlays (PNG), raw maps (.npy) and index.csv")
+    explain.add_argument("--class", dest="class_name", default=None, metavar="NAME",
+                         help="explain this class (default: the predicted one)")
+    explain.add_argument("--topk", type=int, default=1, help="explain the K most likely classes (default %(default)s)")
+    explain.add_argument("--device", default=None, help="cpu, cuda, mps (default: the fastest here)")
+    explain.set_defaults(func=_cmd_explain)
+
     export = sub.add_parser("export", help="export a saved model (ONNX, OpenVINO, TFLite, Core ML; preprocessing "
                                            "inside)")
     export.add_argument("model_dir", help="model directory written by `petclf train` (OUT/model)")
@@ -412,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="regex whose first group is the label (default: the model's, run under a time limit)")
     report.add_argument("--images", default=None,
                         help="for a CSV/TSV DATA: the folder its file names are relative to (default: the table's)")
+    report.add_argument("--heatmaps", action=argparse.BooleanOptionalAction, default=True,
+                        help="draw the top losses beside their Grad-CAM heat maps (default: on; needs petclf[explain])")
     report.set_defaults(func=_cmd_report)
 
     cache = sub.add_parser("cache", help="show (or clear) petclf's cache of scan results and presized images",

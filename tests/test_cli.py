@@ -24,7 +24,8 @@ def pets_run(pets_dir, tmp_path_factory):
 def test_train_writes_every_promised_file(pets_run):
     for name in ("history.csv", "lr_find.png", "loss.png", "summary.json", "config.json",
                  "model/model.safetensors", "model/petclf.json", "report.html", "metrics.json",
-                 "per_class.csv", "most_confused.csv", "confusion_matrix.png", "top_losses.png"):
+                 "per_class.csv", "most_confused.csv", "confusion_matrix.png", "top_losses.png",
+                 "top_losses_heatmaps.png"):
         assert (pets_run / name).is_file(), name
     history = pd.read_csv(pets_run / "history.csv")
     assert len(history) == 2 and set(history.phase) == {"unfrozen"}
@@ -123,6 +124,9 @@ def test_report_on_a_saved_model_loads_no_fastai(pets_run, pets_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "0 []"
     assert (tmp_path / "r" / "report.html").is_file()
+    # The top losses beside their heat maps (on by default), drawn without fastai too.
+    assert (tmp_path / "r" / "top_losses_heatmaps.png").is_file()
+    assert 'alt="valid top losses beside their heat maps"' in (tmp_path / "r" / "report.html").read_text()
 
 
 def test_report_on_a_folder_of_other_classes_says_so(pets_run, tmp_path, capsys):
@@ -142,10 +146,11 @@ def test_report_on_new_data_takes_every_image_with_split_all(pets_run, tmp_path)
     for i in range(5):
         make_image(tmp_path / "new" / f"pug_{i + 50}.jpg", (40, 60, 210), seed=500 + i)
     assert main(["report", str(pets_run / "model"), str(tmp_path / "new"), "--split", "all",
-                 "--out", str(tmp_path / "r")]) == 0
+                 "--out", str(tmp_path / "r"), "--no-heatmaps"]) == 0
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["all"]["n"] == 5  # a single class, and no images held back as "train"
     assert (tmp_path / "r" / "all_per_class.csv").is_file()
+    assert not (tmp_path / "r" / "all_top_losses_heatmaps.png").exists()  # --no-heatmaps
 
 
 # --- Names a stranger chose: they must not break figures, terminals or spreadsheets. ---

@@ -61,8 +61,10 @@ def _prefix(split: str) -> str:
     return "" if split == "valid" else f"{split}_"
 
 
-def _single_label_parts(interp: Interpretation, out: Path, *, top_k: int) -> dict[str, list[dict]]:
-    """Write one split's files (confusion matrix, top losses, most-confused and per-class CSVs); its page blocks."""
+def _single_label_parts(interp: Interpretation, out: Path, *, top_k: int,
+                        heatmaps: str | Path | None = None) -> dict[str, list[dict]]:
+    """Write one split's files (confusion matrix, top losses and, with a model directory ``heatmaps``, their heat
+    maps, most-confused and per-class CSVs); its page blocks."""
     prefix = _prefix(interp.split)
     confused, per_class = interp.most_confused(), interp.per_class()
     confusion = figure_png(interp.plot_confusion_matrix(normalize=len(interp.classes) > 30))
@@ -78,6 +80,14 @@ def _single_label_parts(interp: Interpretation, out: Path, *, top_k: int) -> dic
         "top-losses": [_image(losses, f"{interp.split} top losses"), _table(interp.top_losses(top_k), index=False)],
         "per-class": [_table(per_class)],
     }
+    if heatmaps is not None and interp.items:
+        from petclf.evaluate.heatmaps import plot_top_loss_heatmaps  # noqa: PLC0415 - only when asked for
+
+        figure = plot_top_loss_heatmaps(interp, heatmaps, k=top_k)
+        if figure is not None:
+            png = figure_png(figure)
+            (out / f"{prefix}top_losses_heatmaps.png").write_bytes(png)
+            parts["top-losses"].insert(1, _image(png, f"{interp.split} top losses beside their heat maps"))
     return parts
 
 
@@ -99,14 +109,16 @@ def _multi_label_parts(interp: MultiLabelInterpretation, out: Path, *, top_k: in
 
 
 def write_report(out: str | Path, interps: Sequence[AnyInterpretation], *, summary: dict | None = None,
-                 history: pd.DataFrame | None = None, loss_png: Path | None = None, top_k: int = 9) -> Path:
+                 history: pd.DataFrame | None = None, loss_png: Path | None = None, top_k: int = 9,
+                 heatmaps: str | Path | None = None) -> Path:
     """Write the figures and tables of each split in ``interps``, ``metrics.json`` and ``report.html`` into
     ``out``; return the HTML path.
 
     Single-label splits get a confusion matrix, most-confused pairs, top losses and per-class
     figures; multi-label splits per-label figures, the labels most often missed and added, and
     top losses with given and predicted label sets. Files of the validation split have plain
-    names; other splits get a prefix (``test_per_class.csv``).
+    names; other splits get a prefix (``test_per_class.csv``). ``heatmaps``: the model directory of the
+    predictions, to draw each single-label top loss beside its Grad-CAM heat maps (``top_losses_heatmaps.png``).
 
     Example: ``write_report("runs/pets", [interpret(learn)], summary=summary)``.
     """
@@ -122,8 +134,10 @@ def write_report(out: str | Path, interps: Sequence[AnyInterpretation], *, summa
     sections["learning-curves"].append(_table(history, index=False) if history is not None
                                        else _text("No training history (saved model)."))
     for interp in interps:
-        split_parts = (_multi_label_parts if isinstance(interp, MultiLabelInterpretation)
-                       else _single_label_parts)(interp, out, top_k=top_k)
+        if isinstance(interp, MultiLabelInterpretation):
+            split_parts = _multi_label_parts(interp, out, top_k=top_k)
+        else:
+            split_parts = _single_label_parts(interp, out, top_k=top_k, heatmaps=heatmaps)
         title = {"kind": "title", "text": f"{interp.split} split ({len(interp.targets)} images)"}
         for key, blocks in split_parts.items():
             sections[key] += [title, *blocks]
@@ -156,12 +170,14 @@ def _fmt(value) -> str:
 
 def report_saved_model(model_dir: str | Path, data: str | Path, *, split: str = "valid",
                        out: str | Path | None = None, layout: str | None = None,
-                       label_pat: str | None = None, images: str | Path | None = None) -> Path:
+                       label_pat: str | None = None, images: str | Path | None = None,
+                       heatmaps: bool = True) -> Path:
     """Evaluate a saved model on a split of ``data`` and write the report files; return ``report.html``.
 
     ``out`` defaults to ``report-<split>`` beside the model directory; ``layout`` and ``label_pat``
     override the ones the model was trained with; ``images`` is the folder a table's file names are
-    relative to (default: the table's folder).
+    relative to (default: the table's folder). ``heatmaps``: draw the top losses beside their Grad-CAM heat maps
+    (needs captum: ``pip install 'petclf[explain]'``; skipped with a warning without it).
 
     Example: ``report_saved_model("runs/caltech/model", "data/caltech10", split="test")``.
     """
@@ -170,4 +186,4 @@ def report_saved_model(model_dir: str | Path, data: str | Path, *, split: str = 
     target = output_dir(out if out is not None else model_dir.resolve().parent / f"report-{split}",
                         what="the report files")
     interp = interpret_saved(model_dir, data, split=split, layout=layout, label_pat=label_pat, images=images)
-    return write_report(target, [interp], summary=summary)
+    return write_report(target, [interp], summary=summary, heatmaps=model_dir if heatmaps else None)

@@ -123,7 +123,8 @@ def _write_results(learn: Learner, out: Path, result: TrainResult, interps: list
     thresholds = getattr(interps[0], "thresholds", None)  # the validation split's, for a multi-label model
     model_dir = save_model(learn, out / "model", summary=summary, thresholds=thresholds, tta=tta)
     write_json_atomic(out / "summary.json", summary)
-    write_report(out, interps, summary=summary, history=result.history, loss_png=out / "loss.png")
+    write_report(out, interps, summary=summary, history=result.history, loss_png=out / "loss.png",
+                 heatmaps=model_dir)
     return model_dir
 
 

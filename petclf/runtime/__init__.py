@@ -6,6 +6,9 @@ from petclf.core.lazy import lazy_exports
 _EXPORTS = {
     "pick_device": "petclf.runtime.device",
     "pick_precision": "petclf.runtime.device",
+    "Explainer": "petclf.runtime.explain",
+    "Explanation": "petclf.runtime.explain",
+    "explain_files": "petclf.runtime.explain",
     "export_onnx": "petclf.runtime.export",
     "onnx_input": "petclf.runtime.export",
     "LoadedModel": "petclf.runtime.modeldir",

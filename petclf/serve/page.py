@@ -37,7 +37,8 @@ async def index(request: Request) -> HTMLResponse:
     cards = [model.card() for model in state.models.values()]
     # Relative URLs: the page keeps working when the app is mounted under a prefix.
     page_models = [{"name": model.name, "max_images": state.options.max_images,
-                    "predict_url": f"models/{model.name}/predict" + ("" if model.multi_label else f"?topk={PAGE_TOPK}")}
+                    "predict_url": f"models/{model.name}/predict" + ("" if model.multi_label else f"?topk={PAGE_TOPK}"),
+                    "explain_url": f"models/{model.name}/explain"}
                    for model in state.models.values()]
     nonce = secrets.token_urlsafe(16)
     html = _templates.get_template("index.html").render(cards=cards, page_models=page_models, nonce=nonce)

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 from petclf.core.errors import UsageError
 from petclf.core.log import logger
 from petclf.core.safe_text import one_line
-from petclf.serve import page, simple, v2
+from petclf.serve import explain, page, simple, v2
 from petclf.serve.errors import RequestError, error_response
 from petclf.serve.hosts import LOOPBACK_HOSTS, HostGuard, is_loopback_address
 from petclf.serve.metrics import Metrics, ObserveRequests
@@ -47,8 +47,8 @@ async def _request_error(request: Request, err: RequestError) -> JSONResponse:
 async def _http_error(request: Request, err: HTTPException) -> JSONResponse:
     path = one_line(request.url.path, limit=200)
     allowed = (err.headers or {}).get("Allow", "")
-    reasons = {404: f"nothing at {path}: the page is at /, the API at /predict, /health, /metadata, /metrics and "
-                    "/v2/… (the Open Inference Protocol).",
+    reasons = {404: f"nothing at {path}: the page is at /, the API at /predict, /explain, /health, /metadata, "
+                    "/metrics and /v2/… (the Open Inference Protocol).",
                405: f"{one_line(request.method, limit=20)} is not accepted at {path}: "
                     f"use {allowed or 'another method'}."}
     return error_response(err.status_code, reasons.get(err.status_code, one_line(err.detail)), headers=err.headers)
@@ -91,8 +91,10 @@ def app(model_dirs: Sequence[str | Path] | Mapping[str, str | Path], *,
     if options.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(options.cors_origins),
                                      allow_methods=["GET", "POST"], allow_headers=["*"],
-                                     expose_headers=["Inference-Header-Content-Length"]))
-    application = Starlette(routes=page.routes() + simple.routes() + v2.routes(), middleware=middleware,
+                                     expose_headers=["Inference-Header-Content-Length", "Petclf-Class",
+                                                     "Petclf-Probability"]))
+    application = Starlette(routes=page.routes() + simple.routes() + explain.routes() + v2.routes(),
+                            middleware=middleware,
                             exception_handlers={RequestError: _request_error, HTTPException: _http_error,
                                                 Exception: _server_error},
                             lifespan=lifespan)

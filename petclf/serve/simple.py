@@ -16,7 +16,7 @@ from petclf.serve.body import ascii_count, content_type, parse_multipart, read_b
 from petclf.serve.errors import RequestError
 from petclf.serve.state import ServerState, server_state
 
-__all__ = ["routes"]
+__all__ = ["request_images", "routes"]
 
 # A raw body is taken as one image under these media types (or none at all, as `curl --data-binary` without -H
 # would send one if it did not default to form encoding).
@@ -53,6 +53,10 @@ async def _images(request: Request, state: ServerState) -> list[tuple[str, bytes
     files = [p for p in parts if p.filename is not None]
     return [(f"file {k + 1} ({printable(p.filename)!r})" if p.filename else f"file {k + 1}", p.data)
             for k, p in enumerate(files)]
+
+
+#: The images of a request as ``/predict`` reads them, for the other routes that take images (the heat map's).
+request_images = _images
 
 
 async def predict(request: Request) -> JSONResponse:

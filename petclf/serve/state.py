@@ -45,6 +45,7 @@ class ServerState:
     decoder: ThreadPoolExecutor | None = None
     worker: ThreadPoolExecutor | None = None
     budget: PixelBudget | None = None  # pixels decoded at once, all requests together
+    explainers: dict = field(default_factory=dict)  # model name → its heat maps' Explainer, built on first use
     # 'new' → 'running' (by the app's lifespan, or by the first request where a host app does not run the
     # lifespan of apps mounted in it) → 'stopped' (lifespan shutdown, after the requests in flight).
     phase: str = "new"
@@ -109,6 +110,13 @@ class ServerState:
         if not self.ready:
             raise _not_ready()
         return await self.batchers[model.name].submit(pixels)
+
+    async def decode_encoded(self, model: ServedModel, images: list[tuple[str, bytes]]) -> np.ndarray:
+        """(n, presize, presize, 3) uint8 pixels of encoded ``images`` (name, bytes), under the pixel budget, for
+        routes that do more than predict (heat maps)."""
+        if not self.ready:
+            raise _not_ready()
+        return await self._decode(model, images)
 
     async def _decode(self, model: ServedModel, images: list[tuple[str, bytes]]) -> np.ndarray:
         """(n, presize, presize, 3) uint8 pixels of encoded ``images`` (name, bytes), decoded in parallel, off the

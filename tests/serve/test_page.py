@@ -41,3 +41,22 @@ def test_upload_an_image_and_see_its_label(browser, server, model_dir, tmp_path)
     assert not problems, problems  # no script errors, no Content-Security-Policy violations
     assert all(url.startswith((server.url, "blob:", "data:")) for url in requests), requests  # works offline
     page.close()
+
+
+def test_the_heat_map_box_shows_the_servers_overlay(browser, server, tmp_path):
+    path = tmp_path / "photo.png"
+    path.write_bytes(image_bytes(33))
+    page = browser.new_page()
+    problems = []
+    page.on("console", lambda message: message.type in ("error", "warning") and problems.append(message.text))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.goto(server.url + "/")
+    page.check("#explain")
+    page.set_input_files("#files", [str(path)])
+    heat = page.wait_for_selector(".result img.heat")
+    page.wait_for_function("node => node.complete && node.naturalWidth > 0", arg=heat)
+    assert heat.evaluate("node => node.naturalWidth") == 48  # the PNG decoded: the policy let its blob: URL load
+    label = page.locator(".result .label").first.inner_text()
+    assert page.locator(".result p.why").inner_text() == f"where the model looked for {label}"
+    assert not problems, problems
+    page.close()

@@ -1,0 +1,43 @@
+"""POST /explain through a real uvicorn server: a PNG heat map of one image, under the limits of /predict."""
+from __future__ import annotations
+
+import io
+from urllib.parse import quote, unquote
+
+from PIL import Image
+
+from .conftest import CLASSES, image_bytes
+
+
+def test_explain_answers_a_png_of_the_predicted_class(client):
+    data = image_bytes(7)
+    predicted = client.post("/predict?topk=1", content=data, headers={"Content-Type": "image/png"}).json()
+    top = predicted["predictions"][0][0]
+    response = client.post("/explain", content=data, headers={"Content-Type": "image/png"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    picture = Image.open(io.BytesIO(response.content))
+    assert picture.format == "PNG" and picture.size == (48, 48)  # the presized square the model read
+    assert unquote(response.headers["Petclf-Class"]) == top["label"]
+    assert abs(float(response.headers["Petclf-Probability"]) - top["probability"]) < 1e-4
+
+
+def test_explain_another_class_by_name_as_multipart(client):
+    files = {"image": ("cat.png", image_bytes(8), "image/png")}
+    response = client.post(f"/models/pets/explain?class={quote(CLASSES[3])}", files=files)
+    assert response.status_code == 200, response.text
+    assert unquote(response.headers["Petclf-Class"]) == "<b>owl</b>"
+
+
+def test_explain_refusals(client):
+    png = {"Content-Type": "image/png"}
+    unknown = client.post("/explain?class=zebra", content=image_bytes(9), headers=png)
+    assert unknown.status_code == 400 and "no class 'zebra'" in unknown.json()["error"]
+    two = client.post("/explain", files=[("image", ("a.png", image_bytes(1), "image/png")),
+                                          ("image", ("b.png", image_bytes(2), "image/png"))])
+    assert two.status_code == 400 and "one image" in two.json()["error"]
+    broken = client.post("/explain", content=b"not an image", headers=png)
+    assert broken.status_code == 422 and "not an image" in broken.json()["error"]
+    huge = client.post("/explain", content=b"\0" * (3 * 1024 * 1024), headers=png)  # the server takes 2 MB
+    assert huge.status_code == 413
+    assert client.post("/models/nope/explain", content=image_bytes(3), headers=png).status_code == 404
