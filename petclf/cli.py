@@ -167,7 +167,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from petclf.runtime.predict import predict_files  # noqa: PLC0415
+    from petclf.jobs.predict import predict_files  # noqa: PLC0415
 
     return predict_files(args.model_dir, args.images, topk=args.topk, csv=args.csv, trust_pickle=args.trust_pickle,
                          tta=args.tta)

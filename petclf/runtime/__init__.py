@@ -19,7 +19,6 @@ _EXPORTS = {
     "load_pickled_learner": "petclf.runtime.pickled",
     "Predictor": "petclf.runtime.predict",
     "ReadBatch": "petclf.runtime.predict",
-    "predict_files": "petclf.runtime.predict",
     "PixelClassifier": "petclf.runtime.preprocess",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
