@@ -272,7 +272,7 @@ def test_a_label_pattern_stored_in_a_model_runs_under_a_time_limit(pets_run, tmp
     import shutil
     import time
 
-    import petclf.data.layouts
+    import petclf.data.label_pattern
 
     model = tmp_path / "model"
     shutil.copytree(pets_run / "model", model)
@@ -281,7 +281,7 @@ def test_a_label_pattern_stored_in_a_model_runs_under_a_time_limit(pets_run, tmp
     (model / "petclf.json").write_text(json.dumps(meta))
     make_image(tmp_path / "data" / ("a" * 32 + "_1.png"), (200, 40, 40), seed=1)
     make_image(tmp_path / "data" / "pug_1.jpg", (40, 60, 210), seed=2)
-    monkeypatch.setattr(petclf.data.layouts, "UNTRUSTED_PATTERN_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(petclf.data.label_pattern, "UNTRUSTED_PATTERN_TIMEOUT_S", 2.0)
     start = time.perf_counter()
     assert main(["report", str(model), str(tmp_path / "data"), "--split", "all", "--out", str(tmp_path / "r")]) == 2
     assert time.perf_counter() - start < 30

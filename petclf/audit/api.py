@@ -12,7 +12,8 @@ import pandas as pd
 from petclf.core import log
 from petclf.core.errors import UsageError
 from petclf.core.options import DEFAULT_EPOCHS, TrainOptions
-from petclf.data.layouts import Dataset, find_dataset
+from petclf.data.dataset import Dataset
+from petclf.data.layouts import find_dataset
 from petclf.data.scan import scan_dataset, scan_files
 from petclf.data.table import TableSpec
 from petclf.audit.duplicates import NearCopySettings, find_duplicates

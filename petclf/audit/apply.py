@@ -32,7 +32,7 @@ from petclf.core import log
 from petclf.core.atomic import atomic_path, read_json, read_json_or, write_json_atomic
 from petclf.core.errors import DataError, UsageError
 from petclf.data.images import IMAGE_EXTENSIONS
-from petclf.data.layouts import DEFAULT_LABEL_PAT
+from petclf.data.label_pattern import DEFAULT_LABEL_PAT
 from petclf.data.scan import file_digest
 from petclf.data.table import table_delimiter
 

@@ -31,7 +31,7 @@ from torch import nn
 from petclf.core import log
 from petclf.core.errors import DataError, UsageError, WeightsUnavailableError
 from petclf.core.options import TrainOptions
-from petclf.data.layouts import Dataset
+from petclf.data.dataset import Dataset
 from petclf.data.pipeline import Pipeline, make_pipeline
 from petclf.runtime.network import ConcatPool2d
 from petclf.runtime.predict import Predictor

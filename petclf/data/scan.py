@@ -26,7 +26,9 @@ from petclf.core.errors import DataError
 from petclf.core.safe_text import printable
 from petclf.data.cachedir import cache_dir
 from petclf.data.images import UnreadableImage, file_problem, pixel_problem, to_rgb
-from petclf.data.layouts import Dataset, check_dataset, find_dataset
+from petclf.data.checks import check_dataset
+from petclf.data.dataset import Dataset
+from petclf.data.layouts import find_dataset
 from petclf.data.table import TableSpec
 
 __all__ = ["IMBALANCE_RATIO", "FileCheck", "ScanReport", "check_file", "class_table", "count_reasons", "file_digest",

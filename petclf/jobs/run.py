@@ -18,7 +18,7 @@ from petclf.core.errors import DataError, PetclfError, TrainingDiverged, UsageEr
 from petclf.core.options import TrainOptions
 from petclf.core.processes import is_main
 from petclf.core.safe_text import csv_safe
-from petclf.data.layouts import split_record
+from petclf.data.saved_split import split_record
 from petclf.core.defaults import MULTI_LABEL, SINGLE_LABEL
 from petclf.evaluate.interpretation import AnyInterpretation, interpret_files
 from petclf.evaluate.multilabel import MultiLabelInterpretation, choose_thresholds

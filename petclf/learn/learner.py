@@ -20,7 +20,9 @@ from petclf.core import log
 from petclf.core.defaults import BALANCES, MAX_SEED, MAX_SIZE, MIN_SIZE, MULTI_LABEL, SINGLE_LABEL
 from petclf.core.errors import UsageError, require_between, require_positive
 from petclf.core.options import TrainOptions
-from petclf.data.layouts import Dataset, find_dataset, keep_split
+from petclf.data.dataset import Dataset
+from petclf.data.layouts import find_dataset
+from petclf.data.saved_split import keep_split
 from petclf.data.pipeline import Pipeline, make_pipeline
 from petclf.data.scan import ScanReport, scan_dataset
 from petclf.data.table import TableSpec

@@ -20,7 +20,7 @@ from petclf.core.errors import require_positive
 from petclf.data.cachedir import cache_limit_bytes
 from petclf.data.imagecache import CacheUnavailable, PresizedImages, cache_bytes
 from petclf.data.images import read_rgb, to_rgb
-from petclf.data.layouts import Dataset
+from petclf.data.dataset import Dataset
 from petclf.data.pipeline import Pipeline
 from petclf.learn.task import sample_weights
 

@@ -18,7 +18,7 @@ from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
 from fastai.metrics import ActivationType, accuracy, accuracy_multi, error_rate, skm_to_fastai
 
 from petclf.core.defaults import MULTI_LABEL, SINGLE_LABEL
-from petclf.data.layouts import Dataset
+from petclf.data.dataset import Dataset
 
 __all__ = ["MAX_POS_WEIGHT", "class_weights", "epoch_metrics", "loss_for", "sample_weights", "selection_key",
            "task_name"]
