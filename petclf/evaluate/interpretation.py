@@ -186,6 +186,8 @@ class Interpretation:
                           suptitle="top losses: predicted/actual, loss, probability of the prediction")
 
 
+# Either, where the task is checked before task-specific tables; what both offer is InterpretationLike
+# (petclf.evaluate.protocol).
 AnyInterpretation = Interpretation | MultiLabelInterpretation
 
 
