@@ -27,7 +27,7 @@ from petclf.learn.batchnorm import RefreshBatchNorm
 from petclf.learn.budget import PLAN_FILE, BudgetClock, BudgetPlan
 from petclf.learn.callbacks import EarlyStop, History, KeepBest, StopOnNonFinite
 from petclf.learn.checkpoint import Checkpoint, ResumeState
-from petclf.learn.distributed import bare, broadcast, distributed
+from petclf.learn.distributed import bare, broadcast, data_parallel
 from petclf.learn.features import cache_features, supports_feature_cache, train_head
 from petclf.learn.optim import load_opt_state
 from petclf.runtime.device import pick_precision
@@ -188,7 +188,7 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
     done = _restore(learn, resume, best)
     plan = None
     start = time.perf_counter()
-    with _quiet_unless(_show_bar(progress), learn), distributed(learn):
+    with _quiet_unless(_show_bar(progress), learn), data_parallel(learn):
         if head_epochs and done < head_epochs and cached:
             learn.freeze()
             features = cache_features(learn, mirror=_mirrors(learn), progress=clock.check_head if clock else None,
