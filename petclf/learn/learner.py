@@ -38,7 +38,7 @@ from petclf.runtime.predict import Predictor
 #: One source of truth: quick_learner's defaults are those of TrainOptions.
 _DEFAULTS = TrainOptions()
 
-__all__ = ["quick_learner", "learner_predictor", "RunSpec", "run_spec"]
+__all__ = ["quick_learner", "learner_predictor", "RunSpec", "run_spec", "run_spec_holder"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class RunSpec:
 
 
 class PetclfSpec(Callback):
-    """Carries the ``RunSpec`` on the learner (``learn.petclf_spec.spec``); does nothing in training."""
+    """Carries the ``RunSpec`` on the learner (``run_spec_holder(learn).spec``); does nothing in training."""
 
     def __init__(self, spec: RunSpec, scan: ScanReport, *, requested_precision: str = "auto") -> None:
         self.spec, self.scan = spec, scan
@@ -76,13 +76,24 @@ class PetclfSpec(Callback):
         return self.scan.dataset
 
 
+def run_spec_holder(learn: Learner) -> PetclfSpec | None:
+    """The callback ``quick_learner`` put on ``learn`` (its RunSpec, scan and dataset), or None for another Learner.
+
+    Found by its type, not by the attribute fastai derives from a callback's class name, so renaming the class
+    cannot silently lose the run's settings.
+
+    Example: ``run_spec_holder(learn).dataset.count("valid")`` → ``359``.
+    """
+    return next((cb for cb in learn.cbs if isinstance(cb, PetclfSpec)), None)
+
+
 def run_spec(learn: Learner) -> RunSpec:
     """The ``RunSpec`` of a learner made by ``quick_learner``.
 
     Example: ``run_spec(learn).classes`` → ``('cat', 'dog')``.
     """
-    holder = getattr(learn, "petclf_spec", None)
-    if not isinstance(holder, PetclfSpec):
+    holder = run_spec_holder(learn)
+    if holder is None:
         raise UsageError("this Learner was not made by petclf.quick_learner, so it carries no petclf spec.")
     return holder.spec
 

@@ -29,6 +29,7 @@ from petclf.learn.callbacks import EarlyStop, History, KeepBest, StopOnNonFinite
 from petclf.learn.checkpoint import Checkpoint, ResumeState
 from petclf.learn.distributed import bare, broadcast, data_parallel
 from petclf.learn.features import cache_features, supports_feature_cache, train_head
+from petclf.learn.learner import run_spec_holder
 from petclf.learn.optim import load_opt_state
 from petclf.runtime.device import pick_precision
 
@@ -184,7 +185,7 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
     if checkpoints is not None and is_main():
         fit_cbs.append(Checkpoint(Path(checkpoints), lr=lr, saved_epochs=resume.epochs_done if resume else 0))
     clock = None if budget_s is None else BudgetClock(learn, budget_s=budget_s, started=started,
-                                                      head_epochs=head_epochs)
+                                                      eval_images=_eval_images(learn), head_epochs=head_epochs)
     done = _restore(learn, resume, best)
     plan = None
     start = time.perf_counter()
@@ -248,8 +249,8 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
 def _feature_precision(learn: Learner) -> str | None:
     """The body's feature pass runs at inference's precision, timed as prediction's is, when the precision was left
     to petclf (None: the training precision)."""
-    holder = getattr(learn, "petclf_spec", None)
-    if holder is None or getattr(holder, "requested_precision", None) != "auto":
+    holder = run_spec_holder(learn)
+    if holder is None or holder.requested_precision != "auto":
         return None
     return pick_precision("auto", learn.dls.device, model=bare(learn.model), size=holder.spec.pipeline.size,
                           training=False)
@@ -257,8 +258,17 @@ def _feature_precision(learn: Learner) -> str | None:
 
 def _mirrors(learn: Learner) -> bool:
     """Whether the training images' mirror images are fair training views (the augmentation flips)."""
-    holder = getattr(learn, "petclf_spec", None)
+    holder = run_spec_holder(learn)
     return holder is not None and holder.spec.pipeline.augment == "standard"
+
+
+def _eval_images(learn: Learner) -> int:
+    """Images the evaluation after training predicts: validation and test of a quick_learner's run; of another
+    Learner, whose test images petclf does not know, its validation set."""
+    holder = run_spec_holder(learn)
+    if holder is None:
+        return len(learn.dls.valid_ds)
+    return holder.dataset.count("valid") + holder.dataset.count("test")
 
 
 def _restore(learn: Learner, resume: ResumeState | None, best: KeepBest | None) -> int:
