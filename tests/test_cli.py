@@ -303,3 +303,21 @@ def test_predict_skips_fifos_and_images_over_the_scans_pixel_limit(pets_run, tmp
     assert main(["predict", str(pets_run / "model"), str(tmp_path / "pipe.jpg"), str(big)]) == 1
     err = capsys.readouterr().err
     assert "not a regular file" in err and "too large to decode safely" in err
+
+
+def test_train_and_check_declare_the_data_options_alike():
+    """--layout/--label-pat/--valid-pct/--seed/--strict: one declaration, TrainOptions' defaults and help."""
+    from petclf.cli import build_parser
+    from petclf.core.options import TrainOptions
+
+    actions = {}
+    for name, sub in build_parser()._subparsers._group_actions[0].choices.items():
+        if name in ("train", "check", "audit"):
+            actions[name] = {a.dest: (a.default, a.help, a.choices) for a in sub._actions
+                             if a.dest in ("layout", "label_pat", "valid_pct", "seed", "strict")}
+    assert actions["train"] == actions["check"] == actions["audit"] and len(actions["train"]) == 5
+    d = TrainOptions()
+    assert {k: v[0] for k, v in actions["train"].items()} == {"layout": d.layout, "label_pat": d.label_pat,
+                                                               "valid_pct": d.valid_pct, "seed": d.seed,
+                                                               "strict": d.strict}
+    assert all(v[1] for v in actions["train"].values())  # each has its help

@@ -181,8 +181,7 @@ def audit(data, *, out: str | Path | None = None, model: str | Path | None = Non
     started = time.perf_counter()
     seconds: dict = {}
     options = _options(options, layout, table, train_options)
-    spec = TableSpec(images=options.images, fn_col=options.fn_col, label_col=options.label_col,
-                     valid_col=options.valid_col, label_delim=options.label_delim)
+    spec = TableSpec.from_fields(options)
     dataset = find_dataset(data, layout=options.layout, label_pat=options.label_pat, valid_pct=options.valid_pct,
                            seed=options.seed, table=spec)
     if dataset.multi_label:

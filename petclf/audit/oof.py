@@ -162,7 +162,7 @@ def probabilities_from_trainings(data, dataset: Dataset, codes: np.ndarray, clas
     for k in range(int(fold.max()) + 1):
         start = time.perf_counter()
         record = {"root": str(dataset.root), "files": {r: ("valid" if f == k else "train") for r, f in zip(rel, fold)}}
-        learn = quick_learner(data, split=record, **options.learner_settings())
+        learn = quick_learner(data, split=record, options=options)
         # keep_best off: choosing the epoch by the held-out fold's error would use the very labels under audit.
         result = train(learn, epochs=options.epochs, freeze_epochs=options.freeze_epochs, lr=lr,
                        lr_find=options.lr_find, progress=False,

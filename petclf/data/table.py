@@ -54,6 +54,18 @@ class TableSpec:
     valid_col: str | None = None  # column of the split: is_valid (true/false) or split (train/valid/test)
     label_delim: str | None = None  # splits a label cell into several labels: the task becomes multi-label
 
+    @classmethod
+    def from_fields(cls, source: object) -> "TableSpec":
+        """The spec of anything holding the five fields by name: TrainOptions, parsed command-line arguments, or a
+        dict such as a saved model's data record (a field it lacks is None).
+
+        Example: ``TableSpec.from_fields(TrainOptions(label_delim=" ")).label_delim`` → ``' '``.
+        """
+        get = source.get if isinstance(source, dict) else (lambda name: getattr(source, name, None))
+        images = get("images")
+        return cls(images=None if images is None else str(images), fn_col=get("fn_col"), label_col=get("label_col"),
+                   valid_col=get("valid_col"), label_delim=get("label_delim"))
+
     def as_meta(self) -> dict:
         """The fields a saved model keeps (no folder: a model file should not carry the trainer's paths)."""
         return {"fn_col": self.fn_col, "label_col": self.label_col, "valid_col": self.valid_col,

@@ -230,9 +230,7 @@ def interpret_saved(model_dir: str | Path, data: str | Path, *, split: str = "va
         raise UsageError(f"split must be 'valid', 'test' or 'all'. Received: split={split!r}.")
     info = read_meta(model_dir).get("data") or {}
     pattern = label_pat if label_pat is not None else info.get("label_pat")
-    table = TableSpec(images=None if images is None else str(images), fn_col=info.get("fn_col"),
-                      label_col=info.get("label_col"), valid_col=info.get("valid_col"),
-                      label_delim=info.get("label_delim"))
+    table = TableSpec.from_fields({**info, "images": images})
     options = dict(label_pat=pattern, trusted_pattern=label_pat is not None or pattern is None,
                    valid_pct=info.get("valid_pct", DEFAULT_VALID_PCT), seed=info.get("seed", DEFAULT_SEED),
                    trainable=False, table=table)

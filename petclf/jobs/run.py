@@ -5,7 +5,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 from fastai.callback.core import Callback
@@ -15,7 +15,7 @@ from petclf.core import log
 from petclf.core.atomic import read_json, write_json_atomic
 from petclf.core.destinations import output_dir
 from petclf.core.errors import DataError, PetclfError, TrainingDiverged, UsageError
-from petclf.core.options import TrainOptions
+from petclf.core.options import TrainOptions, resolve_options
 from petclf.core.processes import is_main
 from petclf.core.safe_text import csv_safe
 from petclf.data.saved_split import split_record
@@ -50,8 +50,8 @@ class RunResult:
 
 
 def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-out",
-                 options: TrainOptions = TrainOptions(), progress: bool | None = None, resume: bool | None = None,
-                 cbs: Sequence[Callback] = (), started: float | None = None) -> RunResult:
+                 options: TrainOptions | None = None, progress: bool | None = None, resume: bool | None = None,
+                 cbs: Sequence[Callback] = (), started: float | None = None, **settings: Any) -> RunResult:
     """Train a classifier on the images in ``path`` (a folder or a label table) and write model, history, plots
     and summary to ``out``.
 
@@ -61,8 +61,12 @@ def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-o
     ``True`` insists on one; ``False`` starts over). ``options.time_budget`` counts from ``started``
     (a ``time.perf_counter()`` value, e.g. when the command began; default: this call).
 
-    Example: ``train_folder("pets/images", out="runs/pets", options=TrainOptions(arch="resnet50"))``.
+    ``settings`` are TrainOptions fields by name (``arch="resnet18"``), winning over ``options``.
+
+    Example: ``train_folder("pets/images", out="runs/pets", options=TrainOptions(arch="resnet50"))``;
+    ``train_folder("pets/images", out="runs/pets", arch="resnet50", epochs=3)``.
     """
+    options = resolve_options(options, "train_folder", **settings)
     options.validate()
     out = output_dir(out)
     data = "a DataFrame" if isinstance(path, pd.DataFrame) else str(Path(path).resolve())
@@ -71,7 +75,7 @@ def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-o
     # A resumed run trains and validates on the files it started with, whatever the folder holds now.
     split = _stored_split(out) if state is not None else None
     start = time.perf_counter() if started is None else started
-    learn = quick_learner(path, **options.learner_settings(), split=split)
+    learn = quick_learner(path, options=options, split=split)
     if is_main():  # under a launcher, one process writes every file
         _write_skipped(run_spec_holder(learn).scan.skipped, out)
         write_json_atomic(out / "config.json", config)
@@ -83,10 +87,9 @@ def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-o
         if is_main():
             save_lr_find_plot(learn.recorder, lr, out / "lr_find.png")
     try:
-        result = train(learn, epochs=options.epochs, freeze_epochs=options.freeze_epochs, lr=lr, progress=progress,
-                       patience=options.patience,
-                       checkpoints=out / CHECKPOINT_DIR, resume=state, feature_cache=options.feature_cache,
-                       time_budget=options.time_budget, started=start, cbs=cbs)
+        # lr_find ran above (its plot is a file of the run): train is given its choice, not asked again.
+        result = train(learn, options=options, lr=lr, lr_find=False, progress=progress,
+                       checkpoints=out / CHECKPOINT_DIR, resume=state, started=start, cbs=cbs)
     except KeyboardInterrupt:
         if (out / CHECKPOINT_DIR / CHECKPOINT_FILE).is_file():
             log.info(f"stopped; the checkpoint in {out / CHECKPOINT_DIR} keeps the finished epochs: "

@@ -19,7 +19,7 @@ from torch import nn
 from petclf.core import log
 from petclf.core.defaults import BALANCES, MAX_SEED, MAX_SIZE, MIN_SIZE, MULTI_LABEL, SINGLE_LABEL
 from petclf.core.errors import UsageError, require_between, require_positive
-from petclf.core.options import TrainOptions
+from petclf.core.options import UNSET, TrainOptions, resolve_options
 from petclf.data.dataset import Dataset
 from petclf.data.layouts import find_dataset
 from petclf.data.saved_split import keep_split
@@ -34,9 +34,6 @@ from petclf.learn.precision import precision_callbacks
 from petclf.learn.task import epoch_metrics, loss_for, task_name
 from petclf.runtime.device import pick_device, pick_precision
 from petclf.runtime.predict import Predictor
-
-#: One source of truth: quick_learner's defaults are those of TrainOptions.
-_DEFAULTS = TrainOptions()
 
 __all__ = ["quick_learner", "learner_predictor", "RunSpec", "run_spec", "run_spec_holder"]
 
@@ -101,28 +98,29 @@ def run_spec(learn: Learner) -> RunSpec:
 def quick_learner(
     path: str | Path | pd.DataFrame,
     *,
-    arch: str | Callable | nn.Module = _DEFAULTS.arch,
-    size: int = _DEFAULTS.size,
-    bs: int = _DEFAULTS.bs,
-    valid_pct: float = _DEFAULTS.valid_pct,
-    seed: int = _DEFAULTS.seed,
-    label_pat: str | None = _DEFAULTS.label_pat,
-    layout: str = _DEFAULTS.layout,
-    pretrained: bool = _DEFAULTS.pretrained,
-    weights: str | Path | None = _DEFAULTS.weights,
-    device: str | torch.device | None = _DEFAULTS.device,
-    precision: str = _DEFAULTS.precision,
-    augment: str = _DEFAULTS.augment,
+    options: TrainOptions | None = None,
+    arch: str | Callable | nn.Module = UNSET,
+    size: int = UNSET,
+    bs: int = UNSET,
+    valid_pct: float = UNSET,
+    seed: int = UNSET,
+    label_pat: str | None = UNSET,
+    layout: str = UNSET,
+    pretrained: bool = UNSET,
+    weights: str | Path | None = UNSET,
+    device: str | torch.device | None = UNSET,
+    precision: str = UNSET,
+    augment: str = UNSET,
     num_workers: int | None = None,
-    strict: bool = _DEFAULTS.strict,
-    cache: bool | None = _DEFAULTS.image_cache,
+    strict: bool = UNSET,
+    cache: bool | None = UNSET,
     split: dict | None = None,
-    images: str | Path | None = _DEFAULTS.images,
-    fn_col: str | None = _DEFAULTS.fn_col,
-    label_col: str | None = _DEFAULTS.label_col,
-    valid_col: str | None = _DEFAULTS.valid_col,
-    label_delim: str | None = _DEFAULTS.label_delim,
-    balance: str = _DEFAULTS.balance,
+    images: str | Path | None = UNSET,
+    fn_col: str | None = UNSET,
+    label_col: str | None = UNSET,
+    valid_col: str | None = UNSET,
+    label_delim: str | None = UNSET,
+    balance: str = UNSET,
 ) -> Learner:
     """Build a fastai ``Learner`` for the images in ``path``, ready for ``lr_find`` and ``fine_tune``.
 
@@ -139,12 +137,25 @@ def quick_learner(
     hardware computes it natively. Single-label metrics are error rate and accuracy. ``split``
     (a record from ``data.split_record``) fixes which files train and validate, as a resumed run needs.
 
+    ``options`` (a ``TrainOptions``) gives every setting at once; keywords given beside it win. Left out, a
+    setting is TrainOptions' default.
+
     Example::
 
         learn = quick_learner("pets/images", arch="resnet34")
+        learn = quick_learner("pets/images", options=TrainOptions(arch="resnet18", size=160), bs=32)
         learn.fine_tune(4, base_lr=learn.lr_find().valley)
         learn = quick_learner("planet/train.csv", images="planet/train-jpg", label_delim=" ")
     """
+    o = resolve_options(options, "quick_learner", arch=arch, size=size, bs=bs, valid_pct=valid_pct, seed=seed,
+                        label_pat=label_pat, layout=layout, pretrained=pretrained, weights=weights, device=device,
+                        precision=precision, augment=augment, strict=strict, cache=cache, images=images,
+                        fn_col=fn_col, label_col=label_col, valid_col=valid_col, label_delim=label_delim,
+                        balance=balance)
+    arch, size, bs, valid_pct, seed, label_pat = o.arch, o.size, o.bs, o.valid_pct, o.seed, o.label_pat
+    layout, pretrained, weights, device, precision, augment = o.layout, o.pretrained, o.weights, o.device, \
+        o.precision, o.augment
+    strict, cache, balance = o.strict, o.image_cache, o.balance
     require_positive(size=size, bs=bs)
     require_between(MIN_SIZE, MAX_SIZE, size=size)
     require_between(0, MAX_SEED, seed=seed)
@@ -155,8 +166,7 @@ def quick_learner(
     prec = pick_precision(precision, dev)  # refuses an impossible choice before the scan
     set_seed(seed, reproducible=False)
     with main_process_first():  # process 0 fills the scan and image caches; the others then read them
-        table = TableSpec(images=None if images is None else str(images), fn_col=fn_col, label_col=label_col,
-                          valid_col=valid_col, label_delim=label_delim)
+        table = TableSpec.from_fields(o)
         dataset = find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed,
                                trainable=split is None, table=table)
         scan = scan_dataset(dataset if split is None else keep_split(dataset, split), strict=strict)
