@@ -1,4 +1,7 @@
-"""The ``petclf`` command: parses arguments and calls the library."""
+"""The ``petclf`` command: parses arguments and calls the library.
+
+Long on purpose: every command's arguments and the call they make, read in one place (no logic of its own).
+"""
 from __future__ import annotations
 
 import argparse

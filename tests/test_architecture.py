@@ -160,3 +160,14 @@ def test_no_module_defines_a_name_that_is_also_a_module_beside_it():
             clashes += [f"{path.relative_to(PACKAGE.parent)} defines {name!r}, also a module of its package"
                         for name in sorted(defined & siblings - SHARED_NAMES)]
     assert not clashes, "\n".join(clashes)
+
+
+#: A module longer than this says why in its docstring, with these words.
+MAX_LINES, LONG_REASON = 400, "Long on purpose:"
+
+
+def test_no_module_is_long_without_saying_why():
+    long = [f"{path.relative_to(PACKAGE.parent)}: {n} lines" for path in PACKAGE.rglob("*.py")
+            if (n := len(path.read_text().splitlines())) > MAX_LINES
+            and LONG_REASON not in (ast.get_docstring(ast.parse(path.read_text())) or "")]
+    assert not long, f"over {MAX_LINES} lines without {LONG_REASON!r} in the docstring:\n" + "\n".join(long)
