@@ -22,8 +22,8 @@ __version__ = "0.1.0"
 
 # Names load their module on first use (PEP 562), so `import petclf` and `petclf --help` stay
 # fast: fastai and torch are imported only when something that needs them is touched. Only what
-# users call, construct or catch is here; the rest (run_spec, pick_precision, CacheUsage, the
-# classes functions return) is imported from its module, e.g. `from petclf.learn import run_spec`.
+# users call, construct or catch is here; the rest (run_settings, pick_precision, CacheUsage, the
+# classes functions return) is imported from its module, e.g. `from petclf.learn import run_settings`.
 _EXPORTS = {
     "load_model": "petclf.runtime.modeldir",
     "save_model": "petclf.learn.save",

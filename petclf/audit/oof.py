@@ -149,7 +149,7 @@ def probabilities_from_trainings(data, dataset: Dataset, codes: np.ndarray, clas
     ``per_class_reference`` of its training images per class, distances of its held-out images over
     their median (so that folds compare).
     """
-    from petclf.learn.learner import learner_predictor, quick_learner, run_spec  # noqa: PLC0415
+    from petclf.learn.learner import learner_predictor, quick_learner, run_settings  # noqa: PLC0415
     from petclf.learn.recipe import train  # noqa: PLC0415
     from petclf.learn.distributed import bare  # noqa: PLC0415
 
@@ -177,7 +177,7 @@ def probabilities_from_trainings(data, dataset: Dataset, codes: np.ndarray, clas
         reference = np.concatenate([rng.permutation(np.nonzero((fold != k) & (codes == c))[0])[:per_class_reference]
                                     for c in range(len(classes))])
         rows = np.concatenate([held, reference])
-        feats = embed(bare(learn.model), run_spec(learn).pipeline, [paths[i] for i in rows],
+        feats = embed(bare(learn.model), run_settings(learn).pipeline, [paths[i] for i in rows],
                       device=learn.dls.device, precision=options.precision)
         is_ref = np.zeros(len(rows), bool)
         is_ref[len(held):] = True

@@ -26,7 +26,7 @@ from petclf.evaluate.plots import save_loss_plot, save_lr_find_plot
 from petclf.evaluate.report import write_report
 from petclf.learn.checkpoint import CHECKPOINT_FILE, ResumeState, load_checkpoint
 from petclf.learn.distributed import broadcast
-from petclf.learn.learner import learner_predictor, quick_learner, run_spec, run_spec_holder
+from petclf.learn.learner import learner_predictor, quick_learner, run_settings, run_settings_callback
 from petclf.learn.recipe import TrainResult, find_lr, train
 from petclf.learn.save import save_model
 
@@ -77,10 +77,10 @@ def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-o
     start = time.perf_counter() if started is None else started
     learn = quick_learner(path, options=options, split=split)
     if is_main():  # under a launcher, one process writes every file
-        _write_skipped(run_spec_holder(learn).scan.skipped, out)
+        _write_skipped(run_settings_callback(learn).scan.skipped, out)
         write_json_atomic(out / "config.json", config)
         if split is None:
-            write_json_atomic(out / SPLIT_FILE, split_record(run_spec_holder(learn).dataset))
+            write_json_atomic(out / SPLIT_FILE, split_record(run_settings_callback(learn).dataset))
     lr = options.lr
     if options.lr_find and state is None:
         lr = broadcast(find_lr(learn, progress=progress))
@@ -190,7 +190,7 @@ def _write_skipped(skipped: pd.DataFrame, out: Path) -> None:
 def _all_skipped(learn: Learner, interps: list[AnyInterpretation]) -> pd.DataFrame:
     """The scan's skipped files, then those that could not be read when the trained model was evaluated."""
     late = [(path, f"could not be read for the {i.split} evaluation: {reason}") for i in interps for path, reason in i.skipped]
-    return pd.concat([run_spec_holder(learn).scan.skipped, pd.DataFrame(late, columns=["path", "reason"])], ignore_index=True)
+    return pd.concat([run_settings_callback(learn).scan.skipped, pd.DataFrame(late, columns=["path", "reason"])], ignore_index=True)
 
 
 def _evaluate(learn: Learner, *, threshold: str | float, tta: bool) -> list[AnyInterpretation]:
@@ -200,7 +200,7 @@ def _evaluate(learn: Learner, *, threshold: str | float, tta: bool) -> list[AnyI
     each image and its mirror are scored, as the saved model's ``Predictor`` will by default.
     """
     predictor = learner_predictor(learn, tta=tta)
-    frame = run_spec_holder(learn).dataset.frame
+    frame = run_settings_callback(learn).dataset.frame
     interps = [interpret_files(predictor, list(part.path), list(part.label), split=split)
                for split in ("valid", "test") if len(part := frame[frame.split == split])]
     if isinstance(interps[0], MultiLabelInterpretation):
@@ -230,14 +230,14 @@ _TEST_METRICS = {SINGLE_LABEL: ("error_rate", "accuracy", "balanced_accuracy", "
 
 
 def _summary(learn: Learner, result: TrainResult, interps: list[AnyInterpretation], *, seconds: float) -> dict:
-    spec = run_spec(learn)
-    dataset = run_spec_holder(learn).dataset
+    spec = run_settings(learn)
+    dataset = run_settings_callback(learn).dataset
     best = result.best
     summary = {
         "task": spec.task, "classes": list(spec.classes), "arch": spec.arch.name, "pretrained": spec.pretrained,
         "device": spec.device, "precision": spec.precision, "layout": spec.layout, "balance": spec.balance,
         "size": spec.pipeline.size, "n_train": dataset.count("train"), "n_valid": dataset.count("valid"),
-        "n_test": dataset.count("test"), "n_skipped": len(run_spec_holder(learn).scan.skipped),
+        "n_test": dataset.count("test"), "n_skipped": len(run_settings_callback(learn).scan.skipped),
         "lr": result.lr, "epochs": int(len(result.history)), "best_epoch": result.best_epoch,
     }
     valid = interps[0].metrics()

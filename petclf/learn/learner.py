@@ -35,11 +35,11 @@ from petclf.learn.task import epoch_metrics, loss_for, task_name
 from petclf.runtime.device import pick_device, pick_precision
 from petclf.runtime.predict import Predictor
 
-__all__ = ["quick_learner", "learner_predictor", "RunSpec", "run_spec", "run_spec_holder"]
+__all__ = ["quick_learner", "learner_predictor", "RunSettings", "run_settings", "run_settings_callback"]
 
 
 @dataclass(frozen=True)
-class RunSpec:
+class RunSettings:
     """Everything about a learner that a saved model or a report needs to know."""
 
     arch: ArchSpec
@@ -58,10 +58,10 @@ class RunSpec:
     table: dict | None = None  # csv layout: the columns and label delimiter used (TableSpec.as_meta)
 
 
-class PetclfSpec(Callback):
-    """Carries the ``RunSpec`` on the learner (``run_spec_holder(learn).spec``); does nothing in training."""
+class RunSettingsCallback(Callback):
+    """Carries the ``RunSettings`` on the learner (``run_settings_callback(learn).spec``); does nothing in training."""
 
-    def __init__(self, spec: RunSpec, scan: ScanReport, *, requested_precision: str = "auto") -> None:
+    def __init__(self, spec: RunSettings, scan: ScanReport, *, requested_precision: str = "auto") -> None:
         self.spec, self.scan = spec, scan
         # 'auto' lets inference-only passes (the body's cached features) pick their own precision: on a CPU, bf16
         # can pay for inference where it does not for training.
@@ -73,23 +73,23 @@ class PetclfSpec(Callback):
         return self.scan.dataset
 
 
-def run_spec_holder(learn: Learner) -> PetclfSpec | None:
-    """The callback ``quick_learner`` put on ``learn`` (its RunSpec, scan and dataset), or None for another Learner.
+def run_settings_callback(learn: Learner) -> RunSettingsCallback | None:
+    """The callback ``quick_learner`` put on ``learn`` (its RunSettings, scan and dataset), or None for another Learner.
 
     Found by its type, not by the attribute fastai derives from a callback's class name, so renaming the class
     cannot silently lose the run's settings.
 
-    Example: ``run_spec_holder(learn).dataset.count("valid")`` → ``359``.
+    Example: ``run_settings_callback(learn).dataset.count("valid")`` → ``359``.
     """
-    return next((cb for cb in learn.cbs if isinstance(cb, PetclfSpec)), None)
+    return next((cb for cb in learn.cbs if isinstance(cb, RunSettingsCallback)), None)
 
 
-def run_spec(learn: Learner) -> RunSpec:
-    """The ``RunSpec`` of a learner made by ``quick_learner``.
+def run_settings(learn: Learner) -> RunSettings:
+    """The ``RunSettings`` of a learner made by ``quick_learner``.
 
-    Example: ``run_spec(learn).classes`` → ``('cat', 'dog')``.
+    Example: ``run_settings(learn).classes`` → ``('cat', 'dog')``.
     """
-    holder = run_spec_holder(learn)
+    holder = run_settings_callback(learn)
     if holder is None:
         raise UsageError("this Learner was not made by petclf.quick_learner, so it carries no petclf spec.")
     return holder.spec
@@ -180,14 +180,14 @@ def quick_learner(
         dls = make_dataloaders(dataset, pipeline, bs=bs, device=dev, num_workers=workers, cache=cache,
                                balanced=balance == "sampler")
     task = task_name(dataset)
-    spec = RunSpec(arch=built.spec, pipeline=pipeline, classes=tuple(dataset.classes), layout=dataset.layout,
+    spec = RunSettings(arch=built.spec, pipeline=pipeline, classes=tuple(dataset.classes), layout=dataset.layout,
                    label_pat=label_pat, valid_pct=valid_pct,
                    data_path=str(dataset.root), device=str(dev), precision=prec,
                    pretrained=bool(pretrained or weights is not None), seed=seed, task=task, balance=balance,
                    table=dataset.table.as_meta() if dataset.table is not None else None)
     learn = Learner(dls, built.model, loss_func=loss_for(dataset, balance=balance, device=dev),
                     splitter=built.splitter, opt_func=fused_adam, metrics=epoch_metrics(task),
-                    cbs=[PetclfSpec(spec, scan, requested_precision=precision), *precision_callbacks(prec, dev)])
+                    cbs=[RunSettingsCallback(spec, scan, requested_precision=precision), *precision_callbacks(prec, dev)])
     if spec.pretrained:
         learn.freeze()
     log.info(f"data: {dataset.describe()}")
@@ -208,7 +208,7 @@ def learner_predictor(learn: Learner, *, precision: str = "auto", tta: bool = Fa
 
     Example: ``learner_predictor(learn).predict("cat.jpg")``.
     """
-    spec = run_spec(learn)
+    spec = run_settings(learn)
     model = copy.deepcopy(bare(learn.model)).float().cpu()
     return Predictor.from_network(model, spec.classes, spec.pipeline, device=learn.dls.device, precision=precision,
                                   multi_label=spec.task == MULTI_LABEL, tta=tta)

@@ -30,7 +30,7 @@ from petclf.learn.callbacks import EarlyStop, History, KeepBest, StopOnNonFinite
 from petclf.learn.checkpoint import Checkpoint, ResumeState
 from petclf.learn.distributed import bare, broadcast, data_parallel
 from petclf.learn.features import cache_features, supports_feature_cache, train_head
-from petclf.learn.learner import run_spec_holder
+from petclf.learn.learner import run_settings_callback
 from petclf.learn.optim import load_opt_state
 from petclf.runtime.device import pick_precision
 
@@ -256,7 +256,7 @@ def train(learn: Learner, *, options: TrainOptions | None = None, epochs: int | 
 def _feature_precision(learn: Learner) -> str | None:
     """The body's feature pass runs at inference's precision, timed as prediction's is, when the precision was left
     to petclf (None: the training precision)."""
-    holder = run_spec_holder(learn)
+    holder = run_settings_callback(learn)
     if holder is None or holder.requested_precision != "auto":
         return None
     return pick_precision("auto", learn.dls.device, model=bare(learn.model), size=holder.spec.pipeline.size,
@@ -265,14 +265,14 @@ def _feature_precision(learn: Learner) -> str | None:
 
 def _mirrors(learn: Learner) -> bool:
     """Whether the training images' mirror images are fair training views (the augmentation flips)."""
-    holder = run_spec_holder(learn)
+    holder = run_settings_callback(learn)
     return holder is not None and holder.spec.pipeline.augment == "standard"
 
 
 def _eval_images(learn: Learner) -> int:
     """Images the evaluation after training predicts: validation and test of a quick_learner's run; of another
     Learner, whose test images petclf does not know, its validation set."""
-    holder = run_spec_holder(learn)
+    holder = run_settings_callback(learn)
     if holder is None:
         return len(learn.dls.valid_ds)
     return holder.dataset.count("valid") + holder.dataset.count("test")

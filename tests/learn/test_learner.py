@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from petclf import quick_learner, train
-from petclf.learn import run_spec
+from petclf.learn import run_settings
 from petclf.core.errors import UsageError
 
 from ..conftest import TINY
@@ -15,7 +15,7 @@ from ..conftest import TINY
 
 def test_quick_learner_on_pets_layout(pets_dir):
     learn = quick_learner(pets_dir, **TINY)
-    spec = run_spec(learn)
+    spec = run_settings(learn)
     assert spec.classes == ("Egyptian_Mau", "american_pit_bull_terrier", "pug")
     assert spec.layout == "pets" and spec.device == "cpu"
     xb, yb = learn.dls.one_batch()
@@ -67,7 +67,7 @@ def test_lr_find_returns_a_positive_suggestion(pets_dir):
 
 def test_bf16_precision_on_cpu_adds_autocast(pets_dir):
     learn = quick_learner(pets_dir, precision="bf16", **TINY)
-    assert run_spec(learn).precision == "bf16"
+    assert run_settings(learn).precision == "bf16"
     preds, _ = learn.get_preds(ds_idx=1)
     assert preds.dtype == torch.float32  # losses and metrics stay fp32
 
@@ -150,10 +150,10 @@ def test_quick_learner_defaults_are_train_options_defaults():
 def test_options_and_keywords_give_the_same_learner_and_keywords_win(pets_dir):
     from petclf import TrainOptions
 
-    by_keywords = run_spec(quick_learner(pets_dir, **TINY, seed=3, valid_pct=0.3))
-    by_options = run_spec(quick_learner(pets_dir, options=TrainOptions(**TINY, seed=3, valid_pct=0.3)))
+    by_keywords = run_settings(quick_learner(pets_dir, **TINY, seed=3, valid_pct=0.3))
+    by_options = run_settings(quick_learner(pets_dir, options=TrainOptions(**TINY, seed=3, valid_pct=0.3)))
     assert by_options == by_keywords
-    mixed = run_spec(quick_learner(pets_dir, options=TrainOptions(**{**TINY, "size": 64}, seed=3), size=32,
+    mixed = run_settings(quick_learner(pets_dir, options=TrainOptions(**{**TINY, "size": 64}, seed=3), size=32,
                                    valid_pct=0.3))
     assert mixed == by_keywords  # size=32 given beside options won over its 64
 

@@ -10,7 +10,7 @@ import torch
 from petclf.data.layouts import find_dataset
 from petclf.data.pipeline import make_pipeline
 from petclf.data.table import TableSpec
-from petclf.learn.learner import run_spec_holder
+from petclf.learn.learner import run_settings_callback
 from petclf.learn.loaders import make_dataloaders
 from petclf.learn.task import class_weights, sample_weights
 
@@ -64,7 +64,7 @@ def test_a_batch_larger_than_the_training_set_is_reduced_saying_so(pets_dir, cap
     from ..conftest import TINY
 
     learn = quick_learner(pets_dir, **{**TINY, "bs": 64})
-    n_train = run_spec_holder(learn).dataset.count("train")
+    n_train = run_settings_callback(learn).dataset.count("train")
     assert n_train == 24 and learn.dls.train.bs == 12 and len(learn.dls.train) == 2
     assert "bs=64 is more than the 24 training images: batches of 12" in capsys.readouterr().err
 
