@@ -13,7 +13,7 @@ _EXPORTS = {
     "quick_learner": "petclf.learn.learner",
     "run_settings": "petclf.learn.learner",
     "make_dataloaders": "petclf.learn.loaders",
-    "ArchSpec": "petclf.learn.models",
+    "ArchRecord": "petclf.learn.models",
     "build_model": "petclf.learn.models",
     "TrainResult": "petclf.learn.recipe",
     "find_lr": "petclf.learn.recipe",

@@ -28,7 +28,7 @@ from petclf.data.scan import ScanReport, scan_dataset
 from petclf.data.table import TableSpec
 from petclf.learn.distributed import bare, broadcast, main_process_first
 from petclf.learn.loaders import make_dataloaders
-from petclf.learn.models import ArchSpec, build_model, check_arch
+from petclf.learn.models import ArchRecord, build_model, check_arch
 from petclf.learn.optim import fused_adam
 from petclf.learn.precision import precision_callbacks
 from petclf.learn.task import epoch_metrics, loss_for, task_name
@@ -42,7 +42,7 @@ __all__ = ["quick_learner", "learner_predictor", "RunSettings", "run_settings", 
 class RunSettings:
     """Everything about a learner that a saved model or a report needs to know."""
 
-    arch: ArchSpec
+    arch: ArchRecord
     pipeline: Pipeline
     classes: tuple[str, ...]
     layout: str
