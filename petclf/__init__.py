@@ -42,7 +42,7 @@ _EXPORTS = {
     "interpret": "petclf.learn.judge",
     "MultiLabelInterpretation": "petclf.evaluate.multilabel",
     "choose_thresholds": "petclf.evaluate.multilabel",
-    "TableSpec": "petclf.data.table",
+    "TableFormat": "petclf.data.table",
     "quick_learner": "petclf.learn.learner",
     "Predictor": "petclf.runtime.predict",
     "register_arch": "petclf.runtime.network",
@@ -60,7 +60,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the table abov
     from petclf.core.options import TrainOptions
     from petclf.data.cachedir import cache_usage, clear_cache
     from petclf.data.layouts import find_dataset
-    from petclf.data.table import TableSpec
+    from petclf.data.table import TableFormat
     from petclf.evaluate.interpretation import Interpretation, interpret_saved
     from petclf.evaluate.multilabel import MultiLabelInterpretation, choose_thresholds
     from petclf.evaluate.report import report_saved_model, write_report

@@ -126,9 +126,9 @@ def _duration(text: str) -> float:
 
 
 def _table_spec(args: argparse.Namespace):
-    from petclf.data.table import TableSpec  # noqa: PLC0415
+    from petclf.data.table import TableFormat  # noqa: PLC0415
 
-    return TableSpec.from_fields(args)
+    return TableFormat.from_fields(args)
 
 
 def _options(args: argparse.Namespace):

@@ -15,7 +15,7 @@ from petclf.core.options import DEFAULT_EPOCHS, TrainOptions
 from petclf.data.dataset import Dataset
 from petclf.data.layouts import find_dataset
 from petclf.data.scan import scan_dataset, scan_files
-from petclf.data.table import TableSpec
+from petclf.data.table import TableFormat
 from petclf.audit.duplicates import NearCopySettings, find_duplicates
 from petclf.audit.fingerprints import fingerprint_files
 from petclf.audit.issues import find_label_issues, overlapping_classes
@@ -70,7 +70,7 @@ def _require_extras() -> None:
                          f"(or pip install {' '.join(missing)}).")
 
 
-def _options(options: TrainOptions | None, layout: str, table: TableSpec | None, overrides: dict) -> TrainOptions:
+def _options(options: TrainOptions | None, layout: str, table: TableFormat | None, overrides: dict) -> TrainOptions:
     options = replace(options or TrainOptions(), **overrides)
     if table is not None:
         options = replace(options, images=table.images, fn_col=table.fn_col, label_col=table.label_col,
@@ -161,7 +161,7 @@ def _class_summary(frame, classes, issues, dups, outliers) -> pd.DataFrame:
 
 
 def audit(data, *, out: str | Path | None = None, model: str | Path | None = None, folds: int = DEFAULT_FOLDS,
-          options: TrainOptions | None = None, layout: str = "auto", table: TableSpec | None = None,
+          options: TrainOptions | None = None, layout: str = "auto", table: TableFormat | None = None,
           near: NearCopySettings = NearCopySettings(), outlier: OutlierSettings = OutlierSettings(),
           **train_options) -> Audit:
     """Audit the labelled images of ``data`` (any layout ``petclf train`` reads): label issues, copies, outliers.
@@ -181,7 +181,7 @@ def audit(data, *, out: str | Path | None = None, model: str | Path | None = Non
     started = time.perf_counter()
     seconds: dict = {}
     options = _options(options, layout, table, train_options)
-    spec = TableSpec.from_fields(options)
+    spec = TableFormat.from_fields(options)
     dataset = find_dataset(data, layout=options.layout, label_pat=options.label_pat, valid_pct=options.valid_pct,
                            seed=options.seed, table=spec)
     if dataset.multi_label:

@@ -30,7 +30,7 @@ _EXPORTS = {
     "check_file": "petclf.data.scan",
     "check_folder": "petclf.data.scan",
     "class_table": "petclf.data.scan",
-    "TableSpec": "petclf.data.table",
+    "TableFormat": "petclf.data.table",
     "read_table": "petclf.data.table",
     "scan_dataset": "petclf.data.scan",
 }

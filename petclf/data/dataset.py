@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from petclf.data.table import TableSpec
+from petclf.data.table import TableFormat
 
 __all__ = ["Dataset"]
 
@@ -23,7 +23,7 @@ class Dataset:
     root: Path
     skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["path", "reason"]), repr=False)
     multi_label: bool = False
-    table: TableSpec | None = None  # how a table was read (the columns used), for the csv layout
+    table: TableFormat | None = None  # how a table was read (the columns used), for the csv layout
 
     @property
     def classes(self) -> list[str]:

@@ -36,7 +36,7 @@ from petclf.data.label_pattern import (DEFAULT_LABEL_PAT, UNTRUSTED_PATTERN_TIME
 from petclf.data.listing import Listing, class_dirs, existing_dir, list_images
 from petclf.data.saved_split import keep_split, split_record
 from petclf.data.splits import random_split, random_split_multi
-from petclf.data.table import TableSpec, is_table, read_table
+from petclf.data.table import TableFormat, is_table, read_table
 
 # The names users import from here, wherever they live now.
 __all__ = [
@@ -96,7 +96,7 @@ def _class_frame(folder: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     return pd.DataFrame(rows, columns=["path", "label"]), skipped
 
 
-def _table_dataset(source, *, table: TableSpec, valid_pct: float, seed: int) -> Dataset:
+def _table_dataset(source, *, table: TableFormat, valid_pct: float, seed: int) -> Dataset:
     """The csv layout: rows of a table file or DataFrame, split by its split column or at random."""
     rows = read_table(source, spec=table)
     frame = rows.frame
@@ -132,7 +132,7 @@ def _folder_split_frame(path: Path, *, valid_pct: float, seed: int) -> tuple[pd.
 
 def find_dataset(path: Path | str | pd.DataFrame, *, layout: str = "auto", label_pat: str | None = None,
                  valid_pct: float = DEFAULT_VALID_PCT, seed: int = DEFAULT_SEED, trainable: bool = True,
-                 trusted_pattern: bool = True, table: TableSpec | None = None) -> Dataset:
+                 trusted_pattern: bool = True, table: TableFormat | None = None) -> Dataset:
     """Find labelled images in a folder or a table (``path``) and split them into train/valid(/test).
 
     A CSV/TSV file or a DataFrame is read as the csv layout, with ``table`` saying how (columns,
@@ -157,7 +157,7 @@ def find_dataset(path: Path | str | pd.DataFrame, *, layout: str = "auto", label
     require_fraction(valid_pct=valid_pct)
     require_between(0, MAX_SEED, seed=seed)
     if layout == "csv" or (layout == "auto" and is_table(path)):
-        dataset = _table_dataset(path, table=table or TableSpec(), valid_pct=valid_pct, seed=seed)
+        dataset = _table_dataset(path, table=table or TableFormat(), valid_pct=valid_pct, seed=seed)
         if trainable:
             check_dataset(dataset)
         return dataset

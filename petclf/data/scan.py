@@ -29,7 +29,7 @@ from petclf.data.images import UnreadableImage, file_problem, pixel_problem, to_
 from petclf.data.checks import check_dataset
 from petclf.data.dataset import Dataset
 from petclf.data.layouts import find_dataset
-from petclf.data.table import TableSpec
+from petclf.data.table import TableFormat
 
 __all__ = ["IMBALANCE_RATIO", "FileCheck", "ScanReport", "check_file", "class_table", "count_reasons", "file_digest",
            "reason_kind", "scan_files", "scan_dataset", "check_folder"]
@@ -328,7 +328,7 @@ def scan_dataset(dataset: Dataset, *, strict: bool = False, workers: int | None 
 
 def check_folder(path: str | Path | pd.DataFrame, *, layout: str = "auto", label_pat: str | None = None,
                  valid_pct: float = DEFAULT_VALID_PCT, seed: int = DEFAULT_SEED, strict: bool = False,
-                 trainable: bool = True, trusted_pattern: bool = True, table: TableSpec | None = None,
+                 trainable: bool = True, trusted_pattern: bool = True, table: TableFormat | None = None,
                  log_results: bool = True) -> ScanReport:
     """Find the dataset in ``path`` (a folder or a table) and scan it, as training would (``petclf check``).
 

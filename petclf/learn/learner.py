@@ -25,7 +25,7 @@ from petclf.data.layouts import find_dataset
 from petclf.data.saved_split import keep_split
 from petclf.data.pipeline import Pipeline, make_pipeline
 from petclf.data.scan import ScanReport, scan_dataset
-from petclf.data.table import TableSpec
+from petclf.data.table import TableFormat
 from petclf.learn.distributed import bare, broadcast, main_process_first
 from petclf.learn.loaders import make_dataloaders
 from petclf.learn.models import ArchRecord, build_model, check_arch
@@ -55,7 +55,7 @@ class RunSettings:
     seed: int
     task: str = SINGLE_LABEL  # or MULTI_LABEL: several labels per image, a sigmoid each
     balance: str = "none"  # how skewed classes were countered: 'none', 'sampler', 'weights'
-    table: dict | None = None  # csv layout: the columns and label delimiter used (TableSpec.as_meta)
+    table: dict | None = None  # csv layout: the columns and label delimiter used (TableFormat.as_meta)
 
 
 class RunSettingsCallback(Callback):
@@ -166,7 +166,7 @@ def quick_learner(
     prec = pick_precision(precision, dev)  # refuses an impossible choice before the scan
     set_seed(seed, reproducible=False)
     with main_process_first():  # process 0 fills the scan and image caches; the others then read them
-        table = TableSpec.from_fields(o)
+        table = TableFormat.from_fields(o)
         dataset = find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed,
                                trainable=split is None, table=table)
         scan = scan_dataset(dataset if split is None else keep_split(dataset, split), strict=strict)

@@ -9,7 +9,7 @@ import torch
 
 from petclf.data.layouts import find_dataset
 from petclf.data.pipeline import make_pipeline
-from petclf.data.table import TableSpec
+from petclf.data.table import TableFormat
 from petclf.learn.learner import run_settings_callback
 from petclf.learn.loaders import make_dataloaders
 from petclf.learn.task import class_weights, sample_weights
@@ -31,7 +31,7 @@ def negatives_table(tmp_path) -> Path:
 
 @pytest.mark.parametrize("balance", ["none", "sampler"])
 def test_images_without_labels_train_as_all_zero_targets(negatives_table, balance):
-    ds = find_dataset(negatives_table, table=TableSpec(label_delim=" "))
+    ds = find_dataset(negatives_table, table=TableFormat(label_delim=" "))
     assert ds.classes == ["green", "red"] and (ds.frame.label.map(len) == 0).sum() == 6
     dls = make_dataloaders(ds, make_pipeline(size=16, augment="none"), bs=4, device=torch.device("cpu"), cache=False,
                            balanced=balance == "sampler")
