@@ -12,7 +12,7 @@ import pandas as pd
 from petclf.core import log
 from petclf.core.errors import UsageError
 from petclf.core.options import DEFAULT_EPOCHS, TrainOptions
-from petclf.data.dataset import Dataset
+from petclf.data.dataset import LabelledImages
 from petclf.data.layouts import find_dataset
 from petclf.data.scan import scan_dataset, scan_files
 from petclf.data.table import TableFormat
@@ -40,7 +40,7 @@ class Audit:
     as the review page and ``apply`` use them), ``counts``, ``seconds``, ``settings``.
     """
 
-    dataset: Dataset = field(repr=False)
+    dataset: LabelledImages = field(repr=False)
     label_issues: pd.DataFrame = field(repr=False)
     duplicates: pd.DataFrame = field(repr=False)
     outliers: pd.DataFrame = field(repr=False)
@@ -83,7 +83,7 @@ def _options(options: TrainOptions | None, layout: str, table: TableFormat | Non
     return options
 
 
-def _oof(data, dataset: Dataset, codes, classes, fold, options: TrainOptions, model) -> OutOfSample:
+def _oof(data, dataset: LabelledImages, codes, classes, fold, options: TrainOptions, model) -> OutOfSample:
     paths = list(dataset.frame.path)
     seconds = {}
     if model is not None or options.pretrained:

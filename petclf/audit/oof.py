@@ -31,7 +31,7 @@ from torch import nn
 from petclf.core import log
 from petclf.core.errors import DataError, UsageError, WeightsUnavailableError
 from petclf.core.options import TrainOptions
-from petclf.data.dataset import Dataset
+from petclf.data.dataset import LabelledImages
 from petclf.data.pipeline import Pipeline, make_pipeline
 from petclf.runtime.network import ConcatPool2d
 from petclf.runtime.predict import Predictor
@@ -140,7 +140,7 @@ def pretrained_body(options: TrainOptions, n_classes: int) -> tuple[nn.Module, P
     return built.model, make_pipeline(size=options.size, stats=built.stats)
 
 
-def probabilities_from_trainings(data, dataset: Dataset, codes: np.ndarray, classes: tuple[str, ...],
+def probabilities_from_trainings(data, dataset: LabelledImages, codes: np.ndarray, classes: tuple[str, ...],
                                  fold: np.ndarray, options: TrainOptions, *, per_class_reference: int = 64
                                  ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Train one network per fold (from the train options) and predict the fold it did not see.

@@ -16,7 +16,7 @@ _EXPORTS = {
     "Presizer": "petclf.data.images",
     "read_rgb": "petclf.data.images",
     "DEFAULT_LABEL_PAT": "petclf.data.label_pattern",
-    "Dataset": "petclf.data.dataset",
+    "LabelledImages": "petclf.data.dataset",
     "IMAGE_EXTENSIONS": "petclf.data.images",
     "detect_layout": "petclf.data.detection",
     "find_dataset": "petclf.data.layouts",

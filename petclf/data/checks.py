@@ -5,12 +5,12 @@ import pandas as pd
 
 from petclf.core import log
 from petclf.core.errors import DataError
-from petclf.data.dataset import Dataset
+from petclf.data.dataset import LabelledImages
 
 __all__ = ["check_dataset", "drop_unknown_labels", "refuse_unseen_labels"]
 
 
-def check_dataset(dataset: Dataset) -> None:
+def check_dataset(dataset: LabelledImages) -> None:
     """Refuse a dataset that cannot train a classifier (no images, one class, no validation images)."""
     if dataset.count("train") == 0:
         raise DataError(f"no training images found in {dataset.root} ({dataset.layout} layout).")

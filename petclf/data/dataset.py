@@ -8,11 +8,11 @@ import pandas as pd
 
 from petclf.data.table import TableFormat
 
-__all__ = ["Dataset"]
+__all__ = ["LabelledImages"]
 
 
 @dataclass(frozen=True)
-class Dataset:
+class LabelledImages:
     """Labelled image files: one row per file with columns ``path``, ``label``, ``split``.
 
     In a multi-label dataset each ``label`` is a tuple of labels; otherwise it is one string.

@@ -15,7 +15,7 @@ The Oxford-IIIT Pet archive as downloaded (``images/`` beside ``annotations/``) 
 pets layout of its ``images/`` folder; with ``layout="auto"``, sub-folders that hold photos,
 masks or annotations rather than one class each are refused with a hint instead of trained on.
 
-This module reads each layout into a Dataset; its parts live beside it: ``listing`` (a folder's files),
+This module reads each layout into a LabelledImages; its parts live beside it: ``listing`` (a folder's files),
 ``detection`` (which layout), ``label_pattern`` (labels from names, a stranger's pattern under a time limit),
 ``splits`` (random splits), ``saved_split`` (a run's split kept), ``checks`` (can it train), ``dataset``.
 """
@@ -29,7 +29,7 @@ from petclf.core import log
 from petclf.core.defaults import DEFAULT_SEED, DEFAULT_VALID_PCT, LAYOUTS, MAX_SEED
 from petclf.core.errors import DataError, UsageError, require_between, require_fraction
 from petclf.data.checks import check_dataset, drop_unknown_labels, refuse_unseen_labels
-from petclf.data.dataset import Dataset
+from petclf.data.dataset import LabelledImages
 from petclf.data.detection import VALID_NAMES, detect_folder, detect_layout, explicit_folder, refuse_non_classes
 from petclf.data.label_pattern import (DEFAULT_LABEL_PAT, UNTRUSTED_PATTERN_TIMEOUT_S, compile_label_pattern,
                                        match_labels)
@@ -42,7 +42,7 @@ from petclf.data.table import TableFormat, is_table, read_table
 __all__ = [
     "DEFAULT_LABEL_PAT",
     "UNTRUSTED_PATTERN_TIMEOUT_S",
-    "Dataset",
+    "LabelledImages",
     "check_dataset",
     "find_dataset",
     "detect_layout",
@@ -96,7 +96,7 @@ def _class_frame(folder: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     return pd.DataFrame(rows, columns=["path", "label"]), skipped
 
 
-def _table_dataset(source, *, table: TableFormat, valid_pct: float, seed: int) -> Dataset:
+def _table_dataset(source, *, table: TableFormat, valid_pct: float, seed: int) -> LabelledImages:
     """The csv layout: rows of a table file or DataFrame, split by its split column or at random."""
     rows = read_table(source, spec=table)
     frame = rows.frame
@@ -107,7 +107,7 @@ def _table_dataset(source, *, table: TableFormat, valid_pct: float, seed: int) -
         refuse_unseen_labels(frame, rows.spec.valid_col)
     else:
         frame = drop_unknown_labels(frame)
-    return Dataset(frame=frame.reset_index(drop=True), layout="csv", root=rows.root,
+    return LabelledImages(frame=frame.reset_index(drop=True), layout="csv", root=rows.root,
                    skipped=pd.DataFrame(rows.skipped, columns=["path", "reason"]), multi_label=rows.multi_label,
                    table=rows.spec)
 
@@ -132,7 +132,7 @@ def _folder_split_frame(path: Path, *, valid_pct: float, seed: int) -> tuple[pd.
 
 def find_dataset(path: Path | str | pd.DataFrame, *, layout: str = "auto", label_pat: str | None = None,
                  valid_pct: float = DEFAULT_VALID_PCT, seed: int = DEFAULT_SEED, trainable: bool = True,
-                 trusted_pattern: bool = True, table: TableFormat | None = None) -> Dataset:
+                 trusted_pattern: bool = True, table: TableFormat | None = None) -> LabelledImages:
     """Find labelled images in a folder or a table (``path``) and split them into train/valid(/test).
 
     A CSV/TSV file or a DataFrame is read as the csv layout, with ``table`` saying how (columns,
@@ -146,7 +146,7 @@ def find_dataset(path: Path | str | pd.DataFrame, *, layout: str = "auto", label
     ``UNTRUSTED_PATTERN_TIMEOUT_S`` seconds.
 
     With ``layout="auto"``, the Oxford-IIIT Pet archive (``images/`` beside ``annotations/``)
-    gives the pets layout of its ``images/`` folder (the Dataset's root), and class folders that
+    gives the pets layout of its ``images/`` folder (the LabelledImages's root), and class folders that
     look like photo, mask or annotation folders are refused with a hint.
 
     Example: ``find_dataset("pets/images").describe()`` →
@@ -182,7 +182,7 @@ def find_dataset(path: Path | str | pd.DataFrame, *, layout: str = "auto", label
             raise DataError(f"layout 'folders' needs a {root}/train sub-folder, with valid/ (or val/) and/or test/.")
         frame, skipped = _folder_split_frame(root, valid_pct=valid_pct, seed=seed)
         frame = drop_unknown_labels(frame)
-    dataset = Dataset(frame=frame.reset_index(drop=True), layout=chosen, root=root,
+    dataset = LabelledImages(frame=frame.reset_index(drop=True), layout=chosen, root=root,
                       skipped=pd.DataFrame(skipped, columns=["path", "reason"]))
     if trainable:
         check_dataset(dataset)

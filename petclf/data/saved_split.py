@@ -9,12 +9,12 @@ import pandas as pd
 
 from petclf.core import log
 from petclf.core.errors import DataError
-from petclf.data.dataset import Dataset
+from petclf.data.dataset import LabelledImages
 
 __all__ = ["keep_split", "split_record"]
 
 
-def split_record(dataset: Dataset) -> dict:
+def split_record(dataset: LabelledImages) -> dict:
     """The split of ``dataset`` as plain data (file paths relative to its root), to fix it for a run's life.
 
     Example: ``json.dumps(split_record(ds))``; ``keep_split(find_dataset(root), record)`` gives it back.
@@ -23,7 +23,7 @@ def split_record(dataset: Dataset) -> dict:
     return {"root": root, "files": {os.path.relpath(p, root): s for p, s in zip(dataset.frame.path, dataset.frame.split)}}
 
 
-def keep_split(dataset: Dataset, record: dict) -> Dataset:
+def keep_split(dataset: LabelledImages, record: dict) -> LabelledImages:
     """``dataset`` with the split of ``record`` (from ``split_record``): a resumed run trains and validates on the
     same files as before, whatever random split the folder would give now.
 

@@ -20,7 +20,7 @@ from petclf.core import log
 from petclf.core.defaults import BALANCES, MAX_SEED, MAX_SIZE, MIN_SIZE, MULTI_LABEL, SINGLE_LABEL
 from petclf.core.errors import UsageError, require_between, require_positive
 from petclf.core.options import UNSET, TrainOptions, resolve_options
-from petclf.data.dataset import Dataset
+from petclf.data.dataset import LabelledImages
 from petclf.data.layouts import find_dataset
 from petclf.data.saved_split import keep_split
 from petclf.data.pipeline import Pipeline, make_pipeline
@@ -68,7 +68,7 @@ class RunSettingsCallback(Callback):
         self.requested_precision = requested_precision
 
     @property
-    def dataset(self) -> Dataset:
+    def dataset(self) -> LabelledImages:
         """The images used (after the scan left out unreadable ones)."""
         return self.scan.dataset
 
