@@ -10,7 +10,8 @@ def test_every_public_name_resolves():
 
 
 def test_internals_are_not_top_level_names():
-    for name in ("run_settings", "pick_precision", "pick_device", "CacheUsage", "LoadedModel", "TrainResult", "LabelledImages"):
+    for name in ("run_settings", "pick_precision", "pick_device", "CacheUsage", "LoadedModel", "TrainResult",
+                 "LabelledImages"):
         assert name not in petclf.__all__
     from petclf.data.cachedir import CacheUsage  # noqa: PLC0415 - still importable from their modules
     from petclf.learn import run_settings  # noqa: PLC0415

@@ -155,8 +155,10 @@ def test_no_module_defines_a_name_that_is_also_a_module_beside_it():
         siblings |= {d.name for d in package.iterdir() if (d / "__init__.py").is_file()}
         for path in package.glob("*.py"):
             tree = ast.parse(path.read_text())
-            defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
-            defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+            kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+            defined = {n.name for n in tree.body if isinstance(n, kinds)}
+            defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+                        if isinstance(t, ast.Name)}
             clashes += [f"{path.relative_to(PACKAGE.parent)} defines {name!r}, also a module of its package"
                         for name in sorted(defined & siblings - SHARED_NAMES)]
     assert not clashes, "\n".join(clashes)

@@ -48,7 +48,8 @@ class _TableText:
 
 
 def _read_table_text(path: Path) -> _TableText:
-    """``path`` read as the audit read it, keeping each record's text so unchanged rows are written back as they were."""
+    """``path`` read as the audit read it, keeping each record's text so unchanged rows are written back as they
+    were."""
     raw = path.read_bytes()
     bom = raw.startswith(codecs.BOM_UTF8)
     try:

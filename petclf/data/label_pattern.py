@@ -43,7 +43,8 @@ def compile_label_pattern(label_pat: str) -> re.Pattern:
     except re.error as err:
         raise UsageError(f"label_pat {label_pat!r} is not a valid regular expression: {err}.") from None
     if pattern.groups < 1:
-        raise UsageError(f"label_pat {label_pat!r} has no group: put the label in parentheses, e.g. {DEFAULT_LABEL_PAT!r}.")
+        raise UsageError(f"label_pat {label_pat!r} has no group: put the label in parentheses, "
+                         f"e.g. {DEFAULT_LABEL_PAT!r}.")
     return pattern
 
 

@@ -20,7 +20,8 @@ def split_record(dataset: LabelledImages) -> dict:
     Example: ``json.dumps(split_record(ds))``; ``keep_split(find_dataset(root), record)`` gives it back.
     """
     root = str(dataset.root)
-    return {"root": root, "files": {os.path.relpath(p, root): s for p, s in zip(dataset.frame.path, dataset.frame.split)}}
+    files = {os.path.relpath(p, root): s for p, s in zip(dataset.frame.path, dataset.frame.split)}
+    return {"root": root, "files": files}
 
 
 def keep_split(dataset: LabelledImages, record: dict) -> LabelledImages:
@@ -40,7 +41,8 @@ def keep_split(dataset: LabelledImages, record: dict) -> LabelledImages:
     known = np.array([r in files for r in rel], dtype=bool)
     new = frame[~known]
     present = set(rel)
-    gone = [(str(dataset.root / r), "gone since the run started (it was in its split)") for r in files if r not in present]
+    gone = [(str(dataset.root / r), "gone since the run started (it was in its split)") for r in files
+            if r not in present]
     added = [(p, "added since the run started: a fresh run (another --out) uses it") for p in new.path]
     if gone or added:
         log.warn(f"the run keeps its split: {len(gone)} files are gone and {len(added)} are new since it started; "

@@ -25,8 +25,8 @@ from petclf.core.errors import DataError, UsageError
 from petclf.core.safe_text import printable
 from petclf.data.images import IMAGE_EXTENSIONS, MAX_FILE_BYTES
 
-__all__ = ["FILE_COLUMNS", "LABEL_COLUMNS", "MAX_FILE_NAME_CHARS", "SPLIT_COLUMNS", "TABLE_SUFFIXES", "TableFormat", "table_delimiter",
-           "is_table", "read_table"]
+__all__ = ["FILE_COLUMNS", "LABEL_COLUMNS", "MAX_FILE_NAME_CHARS", "SPLIT_COLUMNS", "TABLE_SUFFIXES", "TableFormat",
+           "table_delimiter", "is_table", "read_table"]
 
 #: Column names taken as the file column, in this order of preference (compared in lower case).
 FILE_COLUMNS = ("file_name", "fname", "filename", "image", "image_id", "path", "file", "image_path", "filepath")

@@ -190,7 +190,8 @@ def _write_skipped(skipped: pd.DataFrame, out: Path) -> None:
 def _all_skipped(learn: Learner, interps: list[AnyInterpretation]) -> pd.DataFrame:
     """The scan's skipped files, then those that could not be read when the trained model was evaluated."""
     late = [(path, f"could not be read for the {i.split} evaluation: {reason}") for i in interps for path, reason in i.skipped]
-    return pd.concat([run_settings_callback(learn).scan.skipped, pd.DataFrame(late, columns=["path", "reason"])], ignore_index=True)
+    return pd.concat([run_settings_callback(learn).scan.skipped, pd.DataFrame(late, columns=["path", "reason"])],
+                     ignore_index=True)
 
 
 def _evaluate(learn: Learner, *, threshold: str | float, tta: bool) -> list[AnyInterpretation]:

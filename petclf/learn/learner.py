@@ -187,7 +187,8 @@ def quick_learner(
                    table=dataset.table.as_meta() if dataset.table is not None else None)
     learn = Learner(dls, built.model, loss_func=loss_for(dataset, balance=balance, device=dev),
                     splitter=built.splitter, opt_func=fused_adam, metrics=epoch_metrics(task),
-                    cbs=[RunSettingsCallback(spec, scan, requested_precision=precision), *precision_callbacks(prec, dev)])
+                    cbs=[RunSettingsCallback(spec, scan, requested_precision=precision),
+                         *precision_callbacks(prec, dev)])
     if spec.pretrained:
         learn.freeze()
     log.info(f"data: {dataset.describe()}")

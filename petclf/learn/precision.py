@@ -10,7 +10,8 @@ import torch
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
 
-__all__ = ["CpuAutocast", "ChannelsLastCallback", "autocast_for", "autocast_of", "channels_last_for", "precision_callbacks"]
+__all__ = ["CpuAutocast", "ChannelsLastCallback", "autocast_for", "autocast_of", "channels_last_for",
+           "precision_callbacks"]
 
 
 class CpuAutocast(Callback):
