@@ -119,6 +119,7 @@ def torch_train(data: Path, work: Path, epochs: int, *, arch: str = ARCH, size: 
 
 def petclf_train(data: Path, work: Path, epochs: int) -> dict:
     from petclf import quick_learner, save_model, train
+    from petclf.learn import run_settings
 
     start = time.perf_counter()
     learn = quick_learner(data, arch=ARCH, size=SIZE, bs=BS, pretrained=False)
@@ -126,7 +127,7 @@ def petclf_train(data: Path, work: Path, epochs: int) -> dict:
     wall = time.perf_counter() - start
     save_model(learn, work / "petclf-model")
     return {"wall_s": wall, "images": epochs * len(learn.dls.train_ds), "error": float(result.best["error_rate"]),
-            "precision": learn.petclf_spec.spec.precision}
+            "precision": run_settings(learn).precision}
 
 
 def _body_weights(work: Path) -> Path:

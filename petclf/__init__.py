@@ -22,8 +22,8 @@ __version__ = "0.1.0"
 
 # Names load their module on first use (PEP 562), so `import petclf` and `petclf --help` stay
 # fast: fastai and torch are imported only when something that needs them is touched. Only what
-# users call, construct or catch is here; the rest (run_spec, pick_precision, CacheUsage, the
-# classes functions return) is imported from its module, e.g. `from petclf.learn import run_spec`.
+# users call, construct or catch is here; the rest (run_settings, pick_precision, CacheUsage, the
+# classes functions return) is imported from its module, e.g. `from petclf.learn import run_settings`.
 _EXPORTS = {
     "load_model": "petclf.runtime.modeldir",
     "save_model": "petclf.learn.save",
@@ -43,7 +43,7 @@ _EXPORTS = {
     "interpret": "petclf.learn.judge",
     "MultiLabelInterpretation": "petclf.evaluate.multilabel",
     "choose_thresholds": "petclf.evaluate.multilabel",
-    "TableSpec": "petclf.data.table",
+    "TableFormat": "petclf.data.table",
     "quick_learner": "petclf.learn.learner",
     "Predictor": "petclf.runtime.predict",
     "Explainer": "petclf.runtime.explain",
@@ -62,7 +62,7 @@ if TYPE_CHECKING:  # what IDEs and type checkers see; at run time the table abov
     from petclf.core.options import TrainOptions
     from petclf.data.cachedir import cache_usage, clear_cache
     from petclf.data.layouts import find_dataset
-    from petclf.data.table import TableSpec
+    from petclf.data.table import TableFormat
     from petclf.evaluate.interpretation import Interpretation, interpret_saved
     from petclf.evaluate.multilabel import MultiLabelInterpretation, choose_thresholds
     from petclf.evaluate.report import report_saved_model, write_report

@@ -1,4 +1,7 @@
-"""The ``petclf`` command: parses arguments and calls the library."""
+"""The ``petclf`` command: parses arguments and calls the library.
+
+Long on purpose: every command's arguments and the call they make, read in one place (no logic of its own).
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +12,7 @@ import warnings
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Sequence
 
-from petclf.core.defaults import AUGMENTS, BALANCES, DEFAULT_LR, DEFAULT_SEED, DEFAULT_VALID_PCT, LAYOUTS, PRECISIONS
+from petclf.core.defaults import AUGMENTS, BALANCES, DEFAULT_LR, LAYOUTS, PRECISIONS
 from petclf.core.errors import PetclfError, UsageError
 from petclf.core.safe_text import printable
 
@@ -52,11 +55,7 @@ def _add_train_options(p: argparse.ArgumentParser, *, evaluation: bool = True) -
                         "base rate for a pretrained body)")
     p.add_argument("--lr-find", action="store_true",
                    help="choose the learning rate with lr_find and plot it (lr_find.png); costs a short training")
-    p.add_argument("--valid-pct", type=float, default=d.valid_pct, help="held-out share without valid/ (default %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="split and initialisation seed (default %(default)s)")
-    p.add_argument("--label-pat", default=None, help="regex whose first group is the label (Pets layout)")
-    p.add_argument("--layout", default=d.layout, choices=LAYOUTS)
-    _add_table_options(p)
+    _add_data_options(p)
     p.add_argument("--balance", default=d.balance, choices=BALANCES,
                    help="skewed classes: sampler draws classes equally often, weights weights the loss "
                         "(default %(default)s)")
@@ -74,11 +73,24 @@ def _add_train_options(p: argparse.ArgumentParser, *, evaluation: bool = True) -
         p.add_argument("--tta", action="store_true",
                        help="evaluate each image and its mirror (flip-invariant photos; the saved model predicts so "
                             "too)")
-    p.add_argument("--strict", action="store_true", help="stop on unreadable files instead of skipping them")
     p.add_argument("--no-image-cache", action="store_true",
                    help="decode images every epoch instead of caching them pre-resized on disk")
     p.add_argument("--no-feature-cache", action="store_true",
                    help="run frozen epochs through the whole body (with augmentation) instead of on cached features")
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    """How to read and split the data, as every command that reads a labelled folder takes it; defaults and help
+    are TrainOptions' (its fields' metadata)."""
+    from petclf.core.options import TrainOptions  # noqa: PLC0415 - light: no fastai
+
+    d, about = TrainOptions(), {f.name: f.metadata.get("help", "") for f in fields(TrainOptions)}
+    p.add_argument("--valid-pct", type=float, default=d.valid_pct, help=about["valid_pct"] + " (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help=about["seed"] + " (default %(default)s)")
+    p.add_argument("--label-pat", default=d.label_pat, help=about["label_pat"])
+    p.add_argument("--layout", default=d.layout, choices=LAYOUTS, help=about["layout"])
+    p.add_argument("--strict", action="store_true", default=d.strict, help=about["strict"])
+    _add_table_options(p)
 
 
 def _add_table_options(p: argparse.ArgumentParser) -> None:
@@ -114,10 +126,9 @@ def _duration(text: str) -> float:
 
 
 def _table_spec(args: argparse.Namespace):
-    from petclf.data.table import TableSpec  # noqa: PLC0415
+    from petclf.data.table import TableFormat  # noqa: PLC0415
 
-    return TableSpec(images=args.images, fn_col=args.fn_col, label_col=args.label_col, valid_col=args.valid_col,
-                     label_delim=args.label_delim)
+    return TableFormat.from_fields(args)
 
 
 def _options(args: argparse.Namespace):
@@ -168,7 +179,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from petclf.runtime.predict import predict_files  # noqa: PLC0415
+    from petclf.jobs.predict import predict_files  # noqa: PLC0415
 
     return predict_files(args.model_dir, args.images, topk=args.topk, csv=args.csv, trust_pickle=args.trust_pickle,
                          tta=args.tta)
@@ -354,12 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="scan an image folder: unreadable files, conversions, leakage")
     check.add_argument("path", help="image folder or label table, in any layout `petclf train` reads")
-    check.add_argument("--layout", default="auto", choices=LAYOUTS)
-    _add_table_options(check)
-    check.add_argument("--label-pat", default=None, help="regex whose first group is the label (Pets layout)")
-    check.add_argument("--valid-pct", type=float, default=DEFAULT_VALID_PCT)
-    check.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    check.add_argument("--strict", action="store_true", help="exit with an error if any file is unusable")
+    _add_data_options(check)
     check.add_argument("--out", default="petclf-check",
                        help=f"where the whole lists go (skipped.csv, converted.csv) when they are longer than "
                             f"{CHECK_SHOWN} files (default %(default)s)")

@@ -10,13 +10,14 @@ def test_every_public_name_resolves():
 
 
 def test_internals_are_not_top_level_names():
-    for name in ("run_spec", "pick_precision", "pick_device", "CacheUsage", "LoadedModel", "TrainResult", "Dataset"):
+    for name in ("run_settings", "pick_precision", "pick_device", "CacheUsage", "LoadedModel", "TrainResult",
+                 "LabelledImages"):
         assert name not in petclf.__all__
     from petclf.data.cachedir import CacheUsage  # noqa: PLC0415 - still importable from their modules
-    from petclf.learn import run_spec  # noqa: PLC0415
+    from petclf.learn import run_settings  # noqa: PLC0415
     from petclf.runtime.device import pick_precision  # noqa: PLC0415
 
-    assert run_spec and pick_precision and CacheUsage
+    assert run_settings and pick_precision and CacheUsage
 
 
 def test_the_readme_names_are_exported():

@@ -144,3 +144,32 @@ def test_type_checkers_see_the_same_names_the_package_exports():
     table = next(ast.literal_eval(node.value) for node in ast.parse(init.read_text()).body
                  if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "_EXPORTS")
     assert _type_checking_imports(init) == table | {"audit": "petclf.audit"}
+
+
+def test_no_module_defines_a_name_that_is_also_a_module_beside_it():
+    """``learn.distributed.distributed`` and ``serve.simple.metrics`` read like ``learn.distributed`` and
+    ``serve.metrics``: within a package, a function, class or constant is never named like a module of it."""
+    clashes = []
+    for package in [PACKAGE, *(p.parent for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE)]:
+        siblings = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+        siblings |= {d.name for d in package.iterdir() if (d / "__init__.py").is_file()}
+        for path in package.glob("*.py"):
+            tree = ast.parse(path.read_text())
+            kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+            defined = {n.name for n in tree.body if isinstance(n, kinds)}
+            defined |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+                        if isinstance(t, ast.Name)}
+            clashes += [f"{path.relative_to(PACKAGE.parent)} defines {name!r}, also a module of its package"
+                        for name in sorted(defined & siblings - SHARED_NAMES)]
+    assert not clashes, "\n".join(clashes)
+
+
+#: A module longer than this says why in its docstring, with these words.
+MAX_LINES, LONG_REASON = 400, "Long on purpose:"
+
+
+def test_no_module_is_long_without_saying_why():
+    long = [f"{path.relative_to(PACKAGE.parent)}: {n} lines" for path in PACKAGE.rglob("*.py")
+            if (n := len(path.read_text().splitlines())) > MAX_LINES
+            and LONG_REASON not in (ast.get_docstring(ast.parse(path.read_text())) or "")]
+    assert not long, f"over {MAX_LINES} lines without {LONG_REASON!r} in the docstring:\n" + "\n".join(long)

@@ -277,7 +277,7 @@ def test_a_label_pattern_stored_in_a_model_runs_under_a_time_limit(pets_run, tmp
     import shutil
     import time
 
-    import petclf.data.layouts
+    import petclf.data.label_pattern
 
     model = tmp_path / "model"
     shutil.copytree(pets_run / "model", model)
@@ -286,7 +286,7 @@ def test_a_label_pattern_stored_in_a_model_runs_under_a_time_limit(pets_run, tmp
     (model / "petclf.json").write_text(json.dumps(meta))
     make_image(tmp_path / "data" / ("a" * 32 + "_1.png"), (200, 40, 40), seed=1)
     make_image(tmp_path / "data" / "pug_1.jpg", (40, 60, 210), seed=2)
-    monkeypatch.setattr(petclf.data.layouts, "UNTRUSTED_PATTERN_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(petclf.data.label_pattern, "UNTRUSTED_PATTERN_TIMEOUT_S", 2.0)
     start = time.perf_counter()
     assert main(["report", str(model), str(tmp_path / "data"), "--split", "all", "--out", str(tmp_path / "r")]) == 2
     assert time.perf_counter() - start < 30
@@ -308,3 +308,21 @@ def test_predict_skips_fifos_and_images_over_the_scans_pixel_limit(pets_run, tmp
     assert main(["predict", str(pets_run / "model"), str(tmp_path / "pipe.jpg"), str(big)]) == 1
     err = capsys.readouterr().err
     assert "not a regular file" in err and "too large to decode safely" in err
+
+
+def test_train_and_check_declare_the_data_options_alike():
+    """--layout/--label-pat/--valid-pct/--seed/--strict: one declaration, TrainOptions' defaults and help."""
+    from petclf.cli import build_parser
+    from petclf.core.options import TrainOptions
+
+    actions = {}
+    for name, sub in build_parser()._subparsers._group_actions[0].choices.items():
+        if name in ("train", "check", "audit"):
+            actions[name] = {a.dest: (a.default, a.help, a.choices) for a in sub._actions
+                             if a.dest in ("layout", "label_pat", "valid_pct", "seed", "strict")}
+    assert actions["train"] == actions["check"] == actions["audit"] and len(actions["train"]) == 5
+    d = TrainOptions()
+    assert {k: v[0] for k, v in actions["train"].items()} == {"layout": d.layout, "label_pat": d.label_pat,
+                                                               "valid_pct": d.valid_pct, "seed": d.seed,
+                                                               "strict": d.strict}
+    assert all(v[1] for v in actions["train"].values())  # each has its help

@@ -12,9 +12,10 @@ import pandas as pd
 from petclf.core import log
 from petclf.core.errors import UsageError
 from petclf.core.options import DEFAULT_EPOCHS, TrainOptions
-from petclf.data.layouts import Dataset, find_dataset
+from petclf.data.dataset import LabelledImages
+from petclf.data.layouts import find_dataset
 from petclf.data.scan import scan_dataset, scan_files
-from petclf.data.table import TableSpec
+from petclf.data.table import TableFormat
 from petclf.audit.duplicates import NearCopySettings, find_duplicates
 from petclf.audit.fingerprints import fingerprint_files
 from petclf.audit.issues import find_label_issues, overlapping_classes
@@ -39,7 +40,7 @@ class Audit:
     as the review page and ``apply`` use them), ``counts``, ``seconds``, ``settings``.
     """
 
-    dataset: Dataset = field(repr=False)
+    dataset: LabelledImages = field(repr=False)
     label_issues: pd.DataFrame = field(repr=False)
     duplicates: pd.DataFrame = field(repr=False)
     outliers: pd.DataFrame = field(repr=False)
@@ -69,7 +70,7 @@ def _require_extras() -> None:
                          f"(or pip install {' '.join(missing)}).")
 
 
-def _options(options: TrainOptions | None, layout: str, table: TableSpec | None, overrides: dict) -> TrainOptions:
+def _options(options: TrainOptions | None, layout: str, table: TableFormat | None, overrides: dict) -> TrainOptions:
     options = replace(options or TrainOptions(), **overrides)
     if table is not None:
         options = replace(options, images=table.images, fn_col=table.fn_col, label_col=table.label_col,
@@ -82,7 +83,7 @@ def _options(options: TrainOptions | None, layout: str, table: TableSpec | None,
     return options
 
 
-def _oof(data, dataset: Dataset, codes, classes, fold, options: TrainOptions, model) -> OutOfSample:
+def _oof(data, dataset: LabelledImages, codes, classes, fold, options: TrainOptions, model) -> OutOfSample:
     paths = list(dataset.frame.path)
     seconds = {}
     if model is not None or options.pretrained:
@@ -160,7 +161,7 @@ def _class_summary(frame, classes, issues, dups, outliers) -> pd.DataFrame:
 
 
 def audit(data, *, out: str | Path | None = None, model: str | Path | None = None, folds: int = DEFAULT_FOLDS,
-          options: TrainOptions | None = None, layout: str = "auto", table: TableSpec | None = None,
+          options: TrainOptions | None = None, layout: str = "auto", table: TableFormat | None = None,
           near: NearCopySettings = NearCopySettings(), outlier: OutlierSettings = OutlierSettings(),
           **train_options) -> Audit:
     """Audit the labelled images of ``data`` (any layout ``petclf train`` reads): label issues, copies, outliers.
@@ -180,8 +181,7 @@ def audit(data, *, out: str | Path | None = None, model: str | Path | None = Non
     started = time.perf_counter()
     seconds: dict = {}
     options = _options(options, layout, table, train_options)
-    spec = TableSpec(images=options.images, fn_col=options.fn_col, label_col=options.label_col,
-                     valid_col=options.valid_col, label_delim=options.label_delim)
+    spec = TableFormat.from_fields(options)
     dataset = find_dataset(data, layout=options.layout, label_pat=options.label_pat, valid_pct=options.valid_pct,
                            seed=options.seed, table=spec)
     if dataset.multi_label:

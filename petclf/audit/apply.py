@@ -14,10 +14,6 @@ and undo do the same from any folder. ``undo`` leaves a file that changed after 
 """
 from __future__ import annotations
 
-import codecs
-import csv
-import hashlib
-import io
 import os
 import re
 import shutil
@@ -28,13 +24,12 @@ from pathlib import Path
 from petclf.audit.decisions import read_decisions
 from petclf.audit.report import audited_root, read_audit
 from petclf.audit.review import inside
+from petclf.audit.table_edit import plan_table_rewrite, write_table
 from petclf.core import log
 from petclf.core.atomic import atomic_path, read_json, read_json_or, write_json_atomic
 from petclf.core.errors import DataError, UsageError
-from petclf.data.images import IMAGE_EXTENSIONS
-from petclf.data.layouts import DEFAULT_LABEL_PAT
+from petclf.data.label_pattern import DEFAULT_LABEL_PAT
 from petclf.data.scan import file_digest
-from petclf.data.table import table_delimiter
 
 __all__ = ["ApplyResult", "apply_decisions", "undo"]
 
@@ -187,16 +182,42 @@ def _keep_one_per_group(groups: dict, items: list[dict], decisions: dict,
     return kept
 
 
+@dataclass
+class _Plan:
+    """What an apply will do, decided before anything is touched: the moves, the table's new content, and the
+    result a dry run reports."""
+
+    result: ApplyResult
+    directory: Path
+    root: Path
+    layout: str
+    stamp: str
+    moves: list[dict] = field(default_factory=list)  # journal entries, each 'planned'
+    table: dict | None = None  # the table's rewrite (``plan_table_rewrite``), csv layout
+
+
 def apply_decisions(decisions_csv: str | Path, *, dry_run: bool = False, whole_groups: bool = False) -> ApplyResult:
     """Carry out ``decisions_csv`` (written by ``petclf review``) on the audited data; returns what was done.
 
     The data folder is the audited one wherever apply runs (audit.json holds its absolute path and
     identity). One member of each copy group is kept when every member is marked remove, unless
-    ``whole_groups``.
+    ``whole_groups``. The changes are planned first, then carried out; ``dry_run`` reports the same plan and
+    touches nothing.
 
     Example: ``apply_decisions("audit/decisions.csv").journal`` → ``Path('audit/apply-20261202-121500.json')``.
     """
-    decisions_csv = Path(decisions_csv)
+    plan = _plan(Path(decisions_csv), dry_run=dry_run, whole_groups=whole_groups)
+    if not dry_run:
+        _execute(plan)
+    return plan.result
+
+
+def _plan(decisions_csv: Path, *, dry_run: bool, whole_groups: bool) -> _Plan:
+    """Every change the decisions ask for, checked against the files; refusals and skips go into the result.
+
+    Earlier journals that a killed apply left half-done are settled from the files (written back unless
+    ``dry_run``).
+    """
     if not decisions_csv.is_file():
         raise UsageError(f"{decisions_csv} does not exist: review the audit first (`petclf review DIR`).")
     directory = decisions_csv.parent.resolve()
@@ -209,8 +230,9 @@ def apply_decisions(decisions_csv: str | Path, *, dry_run: bool = False, whole_g
     groups = _groups(items)
     kept = {} if whole_groups else _keep_one_per_group(groups, items, decisions, removed_before)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    plan = _Plan(result, directory, root, layout, stamp)
     label_pat = (settings.get("train_options") or {}).get("label_pat") or DEFAULT_LABEL_PAT
-    moves, table_changes, taken, lines = [], {}, set(), {}
+    moves, table_changes, taken, lines = plan.moves, {}, set(), {}
     for k, decision in sorted(decisions.items()):
         item = items[k]
         rel = item["path"]
@@ -252,9 +274,8 @@ def apply_decisions(decisions_csv: str | Path, *, dry_run: bool = False, whole_g
                       "size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": item["digest"], "state": "planned"})
         shown = os.path.relpath(dst, root) if decision.action == "relabel" else str(dst)
         result.applied.append(f"{decision.action} {rel} → {shown}")
-    table_plan = None
     if table_changes:
-        table_plan = _rewrite_table(settings, root, items, table_changes, stamp, result.refused)
+        plan.table = plan_table_rewrite(settings, root, items, table_changes, stamp, result.refused)
         result.applied += [lines[k] for k in sorted(table_changes)]  # those left after the rows were matched
     removing = {m["item"] for m in moves if m["action"] == "remove"}
     removing |= {k for k, d in table_changes.items() if d.action == "remove"}
@@ -262,133 +283,31 @@ def apply_decisions(decisions_csv: str | Path, *, dry_run: bool = False, whole_g
         if any(k in removing for k in members) and all(k in removing or k in removed_before for k in members):
             result.skipped.append(f"copy group {group}: every copy goes ({', '.join(items[k]['path'] for k in members)}),"
                                   " as --remove-whole-groups asked")
-    if dry_run or not (moves or table_plan):
-        return result
-    journal = directory / f"apply-{stamp}.json"
+    return plan
+
+
+def _execute(plan: _Plan) -> None:
+    """Carry out ``plan``, each change recorded in a new journal before and after it is made."""
+    if not (plan.moves or plan.table):
+        return
+    journal = plan.directory / f"apply-{plan.stamp}.json"
     entries: list[dict] = []
-    state = {"version": JOURNAL_VERSION, "created": stamp, "audit": str(directory), "root": str(root),
-             "layout": layout, "entries": entries, "table": None, "undone": False}
-    result.journal = journal
-    for move in moves:
+    state = {"version": JOURNAL_VERSION, "created": plan.stamp, "audit": str(plan.directory), "root": str(plan.root),
+             "layout": plan.layout, "entries": entries, "table": None, "undone": False}
+    plan.result.journal = journal
+    for move in plan.moves:
         entries.append(move)
         write_json_atomic(journal, state)  # before the move: a crash leaves the plan on disk
         _move(Path(move["src"]), Path(move["dst"]))
         move["state"] = "done"
         write_json_atomic(journal, state)
-    if table_plan:
-        state["table"] = table_plan
+    if plan.table:
+        state["table"] = plan.table
         write_json_atomic(journal, state)
-        _write_table(state["table"])
+        write_table(state["table"])
         state["table"]["state"] = "done"
         del state["table"]["text"]  # the table itself holds it now
         write_json_atomic(journal, state)
-    return result
-
-
-def _item_keys(root: Path, paths: dict[int, str]) -> tuple[dict[str, int], dict[str, int]]:
-    """Each item's absolute, normalised path (and the same without its extension) → item."""
-    base = os.path.normpath(os.path.abspath(root))
-    full = {os.path.normpath(os.path.join(base, p)): k for k, p in paths.items()}
-    return full, {os.path.splitext(p)[0]: k for p, k in full.items()}
-
-
-def _row_item(name: str, base: str, full: dict[str, int], bare: dict[str, int]) -> int | None:
-    """The item a table row names (a name with or without its extension, as the audit read it), or None."""
-    # Both sides absolute: a relative key never equals an absolute target (the cause of applies that changed nothing).
-    target = os.path.normpath(os.path.join(base, name.strip()))
-    k = full.get(target)
-    if k is None and os.path.splitext(target)[1].lower() not in IMAGE_EXTENSIONS:
-        k = bare.get(target)
-    return k
-
-
-@dataclass
-class _TableText:
-    """A table as its bytes hold it: records (each with its own line ending), delimiter, byte order mark."""
-
-    records: list[str]  # the raw text of each record, header first, line ending included
-    rows: list[list[str]]  # the same records parsed
-    sep: str
-    bom: bool
-
-
-def _read_table_text(path: Path) -> _TableText:
-    """``path`` read as the audit read it, keeping each record's text so unchanged rows are written back as they were."""
-    raw = path.read_bytes()
-    bom = raw.startswith(codecs.BOM_UTF8)
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is no longer UTF-8 text: nothing was changed; save it as UTF-8, or audit it "
-                        "again.") from None
-    lines = re.findall(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+$", text)
-    sep = table_delimiter(path, next(csv.reader(lines[:1]), []))  # as the audit read it
-    records, rows, consumed = [], [], 0
-    reader = csv.reader(iter(lines), delimiter=sep)
-    for row in reader:
-        records.append("".join(lines[consumed:reader.line_num]))  # a quoted cell may span lines
-        rows.append(row)
-        consumed = reader.line_num
-    return _TableText(records, rows, sep, bom)
-
-
-def _record(cells: list[str], sep: str, like: str) -> str:
-    """One record in the table's delimiter, ending as the record it replaces ends."""
-    buf = io.StringIO()
-    ending = like[len(like.rstrip("\r\n")):]
-    csv.writer(buf, delimiter=sep, lineterminator=ending).writerow(cells)
-    return buf.getvalue()
-
-
-def _rewrite_table(settings: dict, root: Path, items: list[dict], changes: dict, stamp: str,
-                   refused: list[str]) -> dict | None:
-    """The plan for the table: the file, its backup, the new content (not written yet); None when no change is left.
-
-    A decision whose file no row names any more is refused (into ``refused``) and left out of the plan.
-    """
-    path = Path(settings.get("table_file") or "")
-    if not path.is_file():
-        raise DataError(f"the audited table {path} is gone: nothing was changed.")
-    spec = settings.get("table") or {}
-    table = _read_table_text(path)
-    header = [c.strip() for c in (table.rows[0] if table.rows else [])]
-    fn_col, label_col = spec.get("fn_col"), spec.get("label_col")
-    if fn_col not in header or label_col not in header:
-        raise DataError(f"{path} no longer has the columns {fn_col!r} and {label_col!r}: audit it again.")
-    fn_at, label_at = header.index(fn_col), header.index(label_col)
-    full, bare = _item_keys(root, {k: items[k]["path"] for k in changes})
-    base = os.path.normpath(os.path.abspath(root))
-    records, found = [table.records[0]], set()
-    for record, row in zip(table.records[1:], table.rows[1:]):
-        k = _row_item(row[fn_at], base, full, bare) if len(row) > fn_at else None
-        if k is None:
-            records.append(record)
-            continue
-        found.add(k)
-        if changes[k].action == "relabel":
-            cells = list(row) + [""] * (label_at + 1 - len(row))
-            cells[label_at] = changes[k].label
-            records.append(_record(cells, table.sep, record))
-        # remove: the record is left out
-    for k in sorted(set(changes) - found):
-        refused.append(f"{items[k]['path']}: no row of {path.name} names it any more; audit it again")
-        del changes[k]
-    if not changes:
-        return None
-    data = (codecs.BOM_UTF8 if table.bom else b"") + "".join(records).encode("utf-8")
-    backup = path.with_name(f"{path.stem}.petclf-backup-{stamp}{path.suffix}")
-    return {"path": str(path), "backup": str(backup), "new_digest": hashlib.blake2b(data, digest_size=16).hexdigest(),
-            "items": sorted(changes), "removed": sorted(k for k, d in changes.items() if d.action == "remove"),
-            "text": data.decode("utf-8"), "state": "planned"}
-
-
-def _write_table(plan: dict) -> None:
-    path, backup = Path(plan["path"]), Path(plan["backup"])
-    if not backup.exists():
-        shutil.copy2(path, backup)
-    with atomic_path(path) as tmp:
-        # Bytes as planned: the byte order mark and the line endings stay (text mode would translate them).
-        tmp.write_bytes(plan["text"].encode("utf-8"))
 
 
 def _prune_empty(folder: Path, stop: Path) -> None:

@@ -31,7 +31,7 @@ from torch import nn
 from petclf.core import log
 from petclf.core.errors import DataError, UsageError, WeightsUnavailableError
 from petclf.core.options import TrainOptions
-from petclf.data.layouts import Dataset
+from petclf.data.dataset import LabelledImages
 from petclf.data.pipeline import Pipeline, make_pipeline
 from petclf.runtime.network import ConcatPool2d
 from petclf.runtime.predict import Predictor
@@ -140,7 +140,7 @@ def pretrained_body(options: TrainOptions, n_classes: int) -> tuple[nn.Module, P
     return built.model, make_pipeline(size=options.size, stats=built.stats)
 
 
-def probabilities_from_trainings(data, dataset: Dataset, codes: np.ndarray, classes: tuple[str, ...],
+def probabilities_from_trainings(data, dataset: LabelledImages, codes: np.ndarray, classes: tuple[str, ...],
                                  fold: np.ndarray, options: TrainOptions, *, per_class_reference: int = 64
                                  ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Train one network per fold (from the train options) and predict the fold it did not see.
@@ -149,7 +149,7 @@ def probabilities_from_trainings(data, dataset: Dataset, codes: np.ndarray, clas
     ``per_class_reference`` of its training images per class, distances of its held-out images over
     their median (so that folds compare).
     """
-    from petclf.learn.learner import learner_predictor, quick_learner, run_spec  # noqa: PLC0415
+    from petclf.learn.learner import learner_predictor, quick_learner, run_settings  # noqa: PLC0415
     from petclf.learn.recipe import train  # noqa: PLC0415
     from petclf.learn.distributed import bare  # noqa: PLC0415
 
@@ -162,7 +162,7 @@ def probabilities_from_trainings(data, dataset: Dataset, codes: np.ndarray, clas
     for k in range(int(fold.max()) + 1):
         start = time.perf_counter()
         record = {"root": str(dataset.root), "files": {r: ("valid" if f == k else "train") for r, f in zip(rel, fold)}}
-        learn = quick_learner(data, split=record, **options.learner_settings())
+        learn = quick_learner(data, split=record, options=options)
         # keep_best off: choosing the epoch by the held-out fold's error would use the very labels under audit.
         result = train(learn, epochs=options.epochs, freeze_epochs=options.freeze_epochs, lr=lr,
                        lr_find=options.lr_find, progress=False,
@@ -177,7 +177,7 @@ def probabilities_from_trainings(data, dataset: Dataset, codes: np.ndarray, clas
         reference = np.concatenate([rng.permutation(np.nonzero((fold != k) & (codes == c))[0])[:per_class_reference]
                                     for c in range(len(classes))])
         rows = np.concatenate([held, reference])
-        feats = embed(bare(learn.model), run_spec(learn).pipeline, [paths[i] for i in rows],
+        feats = embed(bare(learn.model), run_settings(learn).pipeline, [paths[i] for i in rows],
                       device=learn.dls.device, precision=options.precision)
         is_ref = np.zeros(len(rows), bool)
         is_ref[len(held):] = True

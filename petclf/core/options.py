@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from petclf.core.defaults import (AUGMENTS, BALANCES, DEFAULT_BALANCE, DEFAULT_SEED, DEFAULT_VALID_PCT, LAYOUTS,
                                   MAX_LR, MAX_SEED, MAX_SIZE, MIN_SIZE, PRECISIONS, THRESHOLD_MODES)
 from petclf.core.errors import UsageError, require_between, require_fraction, require_non_negative, require_positive
 
-__all__ = ["DEFAULT_EPOCHS", "DEFAULT_PRETRAINED_EPOCHS", "TrainOptions", "parse_duration", "require_lr",
-           "require_threshold"]
+__all__ = ["DEFAULT_EPOCHS", "DEFAULT_PRETRAINED_EPOCHS", "UNSET", "TrainOptions", "parse_duration", "require_lr",
+           "require_threshold", "resolve_options"]
 
 #: Epochs with all layers training from scratch when neither --epochs nor --time-budget says otherwise.
 DEFAULT_EPOCHS = 5
@@ -79,10 +80,11 @@ class TrainOptions:
     patience: int = 1  # all-layer epochs in a row without a new best before training stops; 0: never stop early
     lr: float | None = None  # None: DEFAULT_LR (2e-3), or lr_find's suggestion with lr_find=True
     lr_find: bool = False  # choose the rate with fastai's lr_find (and plot it) instead of the default
-    valid_pct: float = DEFAULT_VALID_PCT  # share of images held out when the data has no valid/ folder
-    seed: int = DEFAULT_SEED  # fixes the split and the initial weights
-    label_pat: str | None = None  # regex whose first group is the label (Pets layout)
-    layout: str = "auto"  # 'pets', 'folders', 'classes', 'csv' (a table file) or 'auto'
+    # The options of reading the data carry their help (the command line's too) in their metadata.
+    valid_pct: float = field(default=DEFAULT_VALID_PCT, metadata={"help": "held-out share without valid/"})
+    seed: int = field(default=DEFAULT_SEED, metadata={"help": "split and initialisation seed"})
+    label_pat: str | None = field(default=None, metadata={"help": "regex whose first group is the label (Pets layout)"})
+    layout: str = field(default="auto", metadata={"help": "pets, folders, classes, csv (a table file) or auto"})
     images: str | None = None  # csv layout: the folder file names are relative to (default: the table's folder)
     fn_col: str | None = None  # csv layout: file name column (default: found by name, e.g. fname, image_id)
     label_col: str | None = None  # csv layout: label column (default: found by name, e.g. label, labels)
@@ -96,7 +98,7 @@ class TrainOptions:
     precision: str = "auto"  # 'auto', 'fp32', 'bf16', 'fp16'
     augment: str = "standard"  # 'standard', 'no-flip' (text, digits), 'none'
     tta: bool = False  # evaluate (and predict, by default) on each image and its mirror; needs 'standard'
-    strict: bool = False  # refuse unreadable files instead of skipping them
+    strict: bool = field(default=False, metadata={"help": "stop on unreadable files instead of skipping them"})
     image_cache: bool | None = None  # decode each image once into a presized cache; None: when under 4 GiB
     feature_cache: bool = True  # frozen epochs train the head on body features computed once
 
@@ -123,12 +125,34 @@ class TrainOptions:
             if value not in choices:
                 raise UsageError(f"unknown {name} {value!r}: expected one of {', '.join(choices)}.")
 
-    def learner_settings(self) -> dict:
-        """The keyword arguments of ``quick_learner`` these options set.
 
-        Example: ``quick_learner("pets/images", **TrainOptions(arch="resnet18").learner_settings())``.
-        """
-        names = ("arch", "size", "bs", "valid_pct", "seed", "label_pat", "layout", "pretrained", "weights", "device",
-                 "precision", "augment", "strict", "images", "fn_col", "label_col", "valid_col", "label_delim",
-                 "balance")
-        return {**{n: getattr(self, n) for n in names}, "cache": self.image_cache}
+
+class _Unset:
+    """A keyword not given to an entry point: its value comes from ``options`` (TrainOptions' default without)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<from options>"
+
+
+#: Default of the keywords of ``quick_learner``, ``train`` and ``train_folder`` that ``options`` also sets.
+UNSET: Any = _Unset()
+#: Keywords whose name differs from their TrainOptions field: the one mapping between them.
+_KEYWORD_FIELDS = {"cache": "image_cache"}
+
+
+def resolve_options(options: TrainOptions | None, caller: str, /, **keywords: Any) -> TrainOptions:
+    """``options`` (default ``TrainOptions()``) with each keyword that was given (not ``UNSET``) put in its place.
+
+    Example: ``resolve_options(TrainOptions(arch="resnet50"), "train", epochs=3).epochs`` → ``3``.
+    """
+    if options is not None and not isinstance(options, TrainOptions):
+        raise UsageError(f"{caller}: options must be a TrainOptions. Received: {type(options).__name__}.")
+    names = {f.name for f in fields(TrainOptions)}
+    given = {_KEYWORD_FIELDS.get(k, k): v for k, v in keywords.items() if v is not UNSET}
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise UsageError(f"{caller} got unknown settings {', '.join(unknown)}: expected fields of TrainOptions "
+                         f"({', '.join(sorted(names))}).")
+    return replace(options or TrainOptions(), **given)

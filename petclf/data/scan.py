@@ -26,8 +26,10 @@ from petclf.core.errors import DataError
 from petclf.core.safe_text import printable
 from petclf.data.cachedir import cache_dir
 from petclf.data.images import UnreadableImage, file_problem, pixel_problem, to_rgb
-from petclf.data.layouts import Dataset, check_dataset, find_dataset
-from petclf.data.table import TableSpec
+from petclf.data.checks import check_dataset
+from petclf.data.dataset import LabelledImages
+from petclf.data.layouts import find_dataset
+from petclf.data.table import TableFormat
 
 __all__ = ["IMBALANCE_RATIO", "FileCheck", "ScanReport", "check_file", "class_table", "count_reasons", "file_digest",
            "reason_kind", "scan_files", "scan_dataset", "check_folder"]
@@ -49,7 +51,7 @@ class FileCheck:
 class ScanReport:
     """A scanned dataset: what is kept, what is skipped and why, and what looks wrong."""
 
-    dataset: Dataset = field(repr=False)
+    dataset: LabelledImages = field(repr=False)
     skipped: pd.DataFrame = field(repr=False)  # path, reason
     notes: pd.DataFrame = field(repr=False)  # path, note (files read after a conversion)
     warnings: tuple[str, ...] = ()
@@ -227,7 +229,7 @@ def _leakage(frame: pd.DataFrame) -> list[str]:
 IMBALANCE_RATIO = 5.0
 
 
-def _class_problems(dataset: Dataset) -> list[str]:
+def _class_problems(dataset: LabelledImages) -> list[str]:
     counts = dataset.class_counts("train")
     if counts.empty:
         return []
@@ -245,7 +247,7 @@ def _class_problems(dataset: Dataset) -> list[str]:
     return problems
 
 
-def _counts_line(dataset: Dataset) -> str:
+def _counts_line(dataset: LabelledImages) -> str:
     """Training images per class in one line: each class when there are few, else the range."""
     counts = dataset.class_counts("train")
     what = "label" if dataset.multi_label else "class"
@@ -255,7 +257,7 @@ def _counts_line(dataset: Dataset) -> str:
             f"({printable(counts.index[0])}), median {int(counts.median())}; `petclf check` lists them all")
 
 
-def class_table(dataset: Dataset) -> pd.DataFrame:
+def class_table(dataset: LabelledImages) -> pd.DataFrame:
     """Images per class (rows) and split (columns), classes by training count, largest first.
 
     Example: ``class_table(find_dataset("digits")).loc["seven", "train"]`` → ``144``.
@@ -286,7 +288,7 @@ def count_reasons(reasons: Iterable[str]) -> list[tuple[str, int]]:
     return Counter(map(reason_kind, reasons)).most_common()
 
 
-def scan_dataset(dataset: Dataset, *, strict: bool = False, workers: int | None = None,
+def scan_dataset(dataset: LabelledImages, *, strict: bool = False, workers: int | None = None,
                  trainable: bool = True, log_results: bool = True) -> ScanReport:
     """Check every image of ``dataset``; drop unreadable ones (or, with ``strict``, refuse them).
 
@@ -326,7 +328,7 @@ def scan_dataset(dataset: Dataset, *, strict: bool = False, workers: int | None 
 
 def check_folder(path: str | Path | pd.DataFrame, *, layout: str = "auto", label_pat: str | None = None,
                  valid_pct: float = DEFAULT_VALID_PCT, seed: int = DEFAULT_SEED, strict: bool = False,
-                 trainable: bool = True, trusted_pattern: bool = True, table: TableSpec | None = None,
+                 trainable: bool = True, trusted_pattern: bool = True, table: TableFormat | None = None,
                  log_results: bool = True) -> ScanReport:
     """Find the dataset in ``path`` (a folder or a table) and scan it, as training would (``petclf check``).
 

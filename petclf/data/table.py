@@ -2,7 +2,7 @@
 
 The columns are found by their usual names (fastai's ``from_df``, Kaggle, Hugging Face's
 ``metadata.csv``) or named by the caller. File names are relative to the table's folder (or
-``TableSpec.images``); a name without an extension (Kaggle's ``image_id``) resolves to the one
+``TableFormat.images``); a name without an extension (Kaggle's ``image_id``) resolves to the one
 image file of that name. Rows that cannot be used — missing files, empty labels, duplicates,
 files outside the image folder, unknown split values — are left out with a reason, or refused
 with ``strict``. A label delimiter, or a column of lists, makes the task multi-label; there a
@@ -25,8 +25,8 @@ from petclf.core.errors import DataError, UsageError
 from petclf.core.safe_text import printable
 from petclf.data.images import IMAGE_EXTENSIONS, MAX_FILE_BYTES
 
-__all__ = ["FILE_COLUMNS", "LABEL_COLUMNS", "MAX_FILE_NAME_CHARS", "SPLIT_COLUMNS", "TABLE_SUFFIXES", "TableSpec", "table_delimiter",
-           "is_table", "read_table"]
+__all__ = ["FILE_COLUMNS", "LABEL_COLUMNS", "MAX_FILE_NAME_CHARS", "SPLIT_COLUMNS", "TABLE_SUFFIXES", "TableFormat",
+           "table_delimiter", "is_table", "read_table"]
 
 #: Column names taken as the file column, in this order of preference (compared in lower case).
 FILE_COLUMNS = ("file_name", "fname", "filename", "image", "image_id", "path", "file", "image_path", "filepath")
@@ -45,7 +45,7 @@ _SPLITS = {"train": "train", "training": "train", "valid": "valid", "val": "vali
 
 
 @dataclass(frozen=True)
-class TableSpec:
+class TableFormat:
     """How to read a table of labelled images; None fields are found by their usual names or defaults."""
 
     images: str | None = None  # folder the file names are relative to (default: the table file's folder)
@@ -53,6 +53,18 @@ class TableSpec:
     label_col: str | None = None  # column of labels
     valid_col: str | None = None  # column of the split: is_valid (true/false) or split (train/valid/test)
     label_delim: str | None = None  # splits a label cell into several labels: the task becomes multi-label
+
+    @classmethod
+    def from_fields(cls, source: object) -> "TableFormat":
+        """The spec of anything holding the five fields by name: TrainOptions, parsed command-line arguments, or a
+        dict such as a saved model's data record (a field it lacks is None).
+
+        Example: ``TableFormat.from_fields(TrainOptions(label_delim=" ")).label_delim`` → ``' '``.
+        """
+        get = source.get if isinstance(source, dict) else (lambda name: getattr(source, name, None))
+        images = get("images")
+        return cls(images=None if images is None else str(images), fn_col=get("fn_col"), label_col=get("label_col"),
+                   valid_col=get("valid_col"), label_delim=get("label_delim"))
 
     def as_meta(self) -> dict:
         """The fields a saved model keeps (no folder: a model file should not carry the trainer's paths)."""
@@ -79,7 +91,7 @@ class TableRows:
     skipped: list[tuple[str, str]]
     root: Path
     multi_label: bool
-    spec: TableSpec  # with the column names actually used
+    spec: TableFormat  # with the column names actually used
     has_split: bool
 
 
@@ -268,13 +280,13 @@ def _split_value(value: object, column: str) -> tuple[str | None, str]:
     return None, f"{column} value {text!r} is not true/false (or 1/0)"
 
 
-def read_table(source: str | Path | pd.DataFrame, *, spec: TableSpec = TableSpec()) -> TableRows:
+def read_table(source: str | Path | pd.DataFrame, *, spec: TableFormat = TableFormat()) -> TableRows:
     """Rows of labelled image files from a table, with the rows left out and why.
 
     ``frame`` has ``path`` and ``label`` (a string, or a tuple of strings when multi-label) and,
     when the table has a split column, ``split``.
 
-    Example: ``read_table("train.csv", spec=TableSpec(images="train_images")).frame.head()``.
+    Example: ``read_table("train.csv", spec=TableFormat(images="train_images")).frame.head()``.
     """
     table, name, folder = _load(source)
     if spec.images is not None:
@@ -357,7 +369,7 @@ def read_table(source: str | Path | pd.DataFrame, *, spec: TableSpec = TableSpec
                         f"Check the label column ({label_col!r}; --label-col) and --label-delim.")
     if not valid_col:
         frame = frame.drop(columns="split")
-    used = TableSpec(images=spec.images, fn_col=fn_col, label_col=label_col, valid_col=valid_col,
+    used = TableFormat(images=spec.images, fn_col=fn_col, label_col=label_col, valid_col=valid_col,
                      label_delim=spec.label_delim)
     return TableRows(frame=frame.reset_index(drop=True), skipped=skipped, root=root, multi_label=multi_label,
                      spec=used, has_split=bool(valid_col))

@@ -10,6 +10,7 @@ _EXPORTS = {
     "MultiLabelInterpretation": "petclf.evaluate.multilabel",
     "choose_thresholds": "petclf.evaluate.multilabel",
     "figure_png": "petclf.evaluate.plots",
+    "InterpretationLike": "petclf.evaluate.protocol",
     "save_figure": "petclf.evaluate.plots",
     "report_saved_model": "petclf.evaluate.report",
     "write_report": "petclf.evaluate.report",

@@ -25,7 +25,7 @@ from petclf.core.errors import DataError, UsageError
 from petclf.evaluate.multilabel import MultiLabelInterpretation
 from petclf.evaluate.plots import image_grid
 from petclf.data.scan import check_folder
-from petclf.data.table import TableSpec
+from petclf.data.table import TableFormat
 from petclf.runtime.modeldir import read_meta
 from petclf.runtime.predict import Predictor
 
@@ -186,6 +186,8 @@ class Interpretation:
                           suptitle="top losses: predicted/actual, loss, probability of the prediction")
 
 
+# Either, where the task is checked before task-specific tables; what both offer is InterpretationLike
+# (petclf.evaluate.protocol).
 AnyInterpretation = Interpretation | MultiLabelInterpretation
 
 
@@ -228,9 +230,7 @@ def interpret_saved(model_dir: str | Path, data: str | Path, *, split: str = "va
         raise UsageError(f"split must be 'valid', 'test' or 'all'. Received: split={split!r}.")
     info = read_meta(model_dir).get("data") or {}
     pattern = label_pat if label_pat is not None else info.get("label_pat")
-    table = TableSpec(images=None if images is None else str(images), fn_col=info.get("fn_col"),
-                      label_col=info.get("label_col"), valid_col=info.get("valid_col"),
-                      label_delim=info.get("label_delim"))
+    table = TableFormat.from_fields({**info, "images": images})
     options = dict(label_pat=pattern, trusted_pattern=label_pat is not None or pattern is None,
                    valid_pct=info.get("valid_pct", DEFAULT_VALID_PCT), seed=info.get("seed", DEFAULT_SEED),
                    trainable=False, table=table)

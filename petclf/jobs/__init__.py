@@ -1,4 +1,5 @@
-"""Whole jobs behind the commands: training a folder end to end, the demo, the pretrained-model zoo."""
+"""Whole jobs behind the commands: training a folder end to end, predicting files, the demo, the pretrained-model
+zoo."""
 from __future__ import annotations
 
 from petclf.core.lazy import lazy_exports
@@ -7,6 +8,8 @@ _EXPORTS = {
     "DEMO_OPTIONS": "petclf.jobs.demo",
     "DemoResult": "petclf.jobs.demo",
     "run_demo": "petclf.jobs.demo",
+    "expand_images": "petclf.jobs.predict",
+    "predict_files": "petclf.jobs.predict",
     "RunResult": "petclf.jobs.run",
     "train_folder": "petclf.jobs.run",
     "classify": "petclf.jobs.zoo",

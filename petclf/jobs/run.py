@@ -5,7 +5,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 from fastai.callback.core import Callback
@@ -15,10 +15,10 @@ from petclf.core import log
 from petclf.core.atomic import read_json, write_json_atomic
 from petclf.core.destinations import output_dir
 from petclf.core.errors import DataError, PetclfError, TrainingDiverged, UsageError
-from petclf.core.options import TrainOptions
+from petclf.core.options import TrainOptions, resolve_options
 from petclf.core.processes import is_main
 from petclf.core.safe_text import csv_safe
-from petclf.data.layouts import split_record
+from petclf.data.saved_split import split_record
 from petclf.core.defaults import MULTI_LABEL, SINGLE_LABEL
 from petclf.evaluate.interpretation import AnyInterpretation, interpret_files
 from petclf.evaluate.multilabel import MultiLabelInterpretation, choose_thresholds
@@ -26,7 +26,7 @@ from petclf.evaluate.plots import save_loss_plot, save_lr_find_plot
 from petclf.evaluate.report import write_report
 from petclf.learn.checkpoint import CHECKPOINT_FILE, ResumeState, load_checkpoint
 from petclf.learn.distributed import broadcast
-from petclf.learn.learner import learner_predictor, quick_learner, run_spec
+from petclf.learn.learner import learner_predictor, quick_learner, run_settings, run_settings_callback
 from petclf.learn.recipe import TrainResult, find_lr, train
 from petclf.learn.save import save_model
 
@@ -50,8 +50,8 @@ class RunResult:
 
 
 def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-out",
-                 options: TrainOptions = TrainOptions(), progress: bool | None = None, resume: bool | None = None,
-                 cbs: Sequence[Callback] = (), started: float | None = None) -> RunResult:
+                 options: TrainOptions | None = None, progress: bool | None = None, resume: bool | None = None,
+                 cbs: Sequence[Callback] = (), started: float | None = None, **settings: Any) -> RunResult:
     """Train a classifier on the images in ``path`` (a folder or a label table) and write model, history, plots
     and summary to ``out``.
 
@@ -61,8 +61,12 @@ def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-o
     ``True`` insists on one; ``False`` starts over). ``options.time_budget`` counts from ``started``
     (a ``time.perf_counter()`` value, e.g. when the command began; default: this call).
 
-    Example: ``train_folder("pets/images", out="runs/pets", options=TrainOptions(arch="resnet50"))``.
+    ``settings`` are TrainOptions fields by name (``arch="resnet18"``), winning over ``options``.
+
+    Example: ``train_folder("pets/images", out="runs/pets", options=TrainOptions(arch="resnet50"))``;
+    ``train_folder("pets/images", out="runs/pets", arch="resnet50", epochs=3)``.
     """
+    options = resolve_options(options, "train_folder", **settings)
     options.validate()
     out = output_dir(out)
     data = "a DataFrame" if isinstance(path, pd.DataFrame) else str(Path(path).resolve())
@@ -71,22 +75,21 @@ def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-o
     # A resumed run trains and validates on the files it started with, whatever the folder holds now.
     split = _stored_split(out) if state is not None else None
     start = time.perf_counter() if started is None else started
-    learn = quick_learner(path, **options.learner_settings(), split=split)
+    learn = quick_learner(path, options=options, split=split)
     if is_main():  # under a launcher, one process writes every file
-        _write_skipped(learn.petclf_spec.scan.skipped, out)
+        _write_skipped(run_settings_callback(learn).scan.skipped, out)
         write_json_atomic(out / "config.json", config)
         if split is None:
-            write_json_atomic(out / SPLIT_FILE, split_record(learn.petclf_spec.dataset))
+            write_json_atomic(out / SPLIT_FILE, split_record(run_settings_callback(learn).dataset))
     lr = options.lr
     if options.lr_find and state is None:
         lr = broadcast(find_lr(learn, progress=progress))
         if is_main():
             save_lr_find_plot(learn.recorder, lr, out / "lr_find.png")
     try:
-        result = train(learn, epochs=options.epochs, freeze_epochs=options.freeze_epochs, lr=lr, progress=progress,
-                       patience=options.patience,
-                       checkpoints=out / CHECKPOINT_DIR, resume=state, feature_cache=options.feature_cache,
-                       time_budget=options.time_budget, started=start, cbs=cbs)
+        # lr_find ran above (its plot is a file of the run): train is given its choice, not asked again.
+        result = train(learn, options=options, lr=lr, lr_find=False, progress=progress,
+                       checkpoints=out / CHECKPOINT_DIR, resume=state, started=start, cbs=cbs)
     except KeyboardInterrupt:
         if (out / CHECKPOINT_DIR / CHECKPOINT_FILE).is_file():
             log.info(f"stopped; the checkpoint in {out / CHECKPOINT_DIR} keeps the finished epochs: "
@@ -188,7 +191,8 @@ def _write_skipped(skipped: pd.DataFrame, out: Path) -> None:
 def _all_skipped(learn: Learner, interps: list[AnyInterpretation]) -> pd.DataFrame:
     """The scan's skipped files, then those that could not be read when the trained model was evaluated."""
     late = [(path, f"could not be read for the {i.split} evaluation: {reason}") for i in interps for path, reason in i.skipped]
-    return pd.concat([learn.petclf_spec.scan.skipped, pd.DataFrame(late, columns=["path", "reason"])], ignore_index=True)
+    return pd.concat([run_settings_callback(learn).scan.skipped, pd.DataFrame(late, columns=["path", "reason"])],
+                     ignore_index=True)
 
 
 def _evaluate(learn: Learner, *, threshold: str | float, tta: bool) -> list[AnyInterpretation]:
@@ -198,7 +202,7 @@ def _evaluate(learn: Learner, *, threshold: str | float, tta: bool) -> list[AnyI
     each image and its mirror are scored, as the saved model's ``Predictor`` will by default.
     """
     predictor = learner_predictor(learn, tta=tta)
-    frame = learn.petclf_spec.dataset.frame
+    frame = run_settings_callback(learn).dataset.frame
     interps = [interpret_files(predictor, list(part.path), list(part.label), split=split)
                for split in ("valid", "test") if len(part := frame[frame.split == split])]
     if isinstance(interps[0], MultiLabelInterpretation):
@@ -228,14 +232,14 @@ _TEST_METRICS = {SINGLE_LABEL: ("error_rate", "accuracy", "balanced_accuracy", "
 
 
 def _summary(learn: Learner, result: TrainResult, interps: list[AnyInterpretation], *, seconds: float) -> dict:
-    spec = run_spec(learn)
-    dataset = learn.petclf_spec.dataset
+    spec = run_settings(learn)
+    dataset = run_settings_callback(learn).dataset
     best = result.best
     summary = {
         "task": spec.task, "classes": list(spec.classes), "arch": spec.arch.name, "pretrained": spec.pretrained,
         "device": spec.device, "precision": spec.precision, "layout": spec.layout, "balance": spec.balance,
         "size": spec.pipeline.size, "n_train": dataset.count("train"), "n_valid": dataset.count("valid"),
-        "n_test": dataset.count("test"), "n_skipped": len(learn.petclf_spec.scan.skipped),
+        "n_test": dataset.count("test"), "n_skipped": len(run_settings_callback(learn).scan.skipped),
         "lr": result.lr, "epochs": int(len(result.history)), "best_epoch": result.best_epoch,
     }
     valid = interps[0].metrics()

@@ -5,15 +5,17 @@ training batches, taken while the weights were still moving. After a short run a
 learning rate they describe earlier weights, not the final ones, and validation suffers: on 600
 digit images, 3 epochs at lr 3e-3, the validation error was 41.3% with the running statistics
 and 6.7% after recomputing them with one forward pass over the training batches (BENCHMARKS.md).
-Recomputing costs a forward pass over at most ``MAX_BATCHES`` batches, once per fit.
+Recomputing costs a forward pass over at most ``MAX_BATCHES`` batches, once per fit; the recomputation itself is
+``torch.optim.swa_utils.update_bn``.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 from fastai.callback.core import Callback
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from petclf.learn.distributed import bare
 from petclf.learn.precision import autocast_for, channels_last_for
@@ -32,22 +34,24 @@ def refresh_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], *,
 
     Example: ``refresh_batchnorm(net, (xb for xb, _ in itertools.islice(train_dl, 8)))``.
     """
-    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not layers:
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not any(m.track_running_stats for m in layers):
         return 0
-    momenta = [m.momentum for m in layers]
-    was_training = model.training
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average: every batch counts the same
-    model.train()
     used = 0
+
+    def counted() -> Iterator[torch.Tensor]:
+        nonlocal used
+        for xb in batches:
+            used += 1
+            yield xb
+
+    momenta, was_training = [m.momentum for m in layers], model.training
     try:
+        # torch's SWA helper is the same algorithm (reset, momentum None = a cumulative average, train mode);
+        # it builds no graph only under no_grad, and runs at training's precision only under its autocast.
         with torch.no_grad(), autocast or torch.autocast("cpu", enabled=False):
-            for xb in batches:
-                model(xb)
-                used += 1
-    finally:
+            update_bn(counted(), model)
+    finally:  # update_bn restores these only when it returns; an interrupted refresh must not leave them changed
         for m, momentum in zip(layers, momenta):
             m.momentum = momentum
         model.train(was_training)

@@ -275,22 +275,21 @@ class BudgetClock:
     estimates the all-layer steps, which run only when at least one useful epoch fits. Otherwise
     a training step is timed (``measure_step``).
 
-    Example: ``clock = BudgetClock(learn, budget_s=60, started=t0)``; ``plan = clock.plan(max_epochs=5, …)``.
+    ``eval_images``: the images the evaluation after training predicts (validation and test), told by the caller
+    that knows the run's data.
+
+    Example: ``clock = BudgetClock(learn, budget_s=60, started=t0, eval_images=359)``;
+    ``plan = clock.plan(max_epochs=5, …)``.
     """
 
-    def __init__(self, learn: Learner, *, budget_s: float, started: float, head_epochs: int = 0) -> None:
+    def __init__(self, learn: Learner, *, budget_s: float, started: float, eval_images: int,
+                 head_epochs: int = 0) -> None:
         self.learn, self.budget_s, self.started = learn, budget_s, started
+        self.eval_images = eval_images
         self.forward_s_per_image: float | None = None  # measured by the feature pass, when there is one
         self.head_epochs = head_epochs
         self._first: tuple[int, float] | None = None
         self._checked = False
-
-    def eval_images(self) -> int:
-        """Images the evaluation after training predicts (validation and test)."""
-        holder = getattr(self.learn, "petclf_spec", None)
-        if holder is None:
-            return len(self.learn.dls.valid_ds)
-        return holder.dataset.count("valid") + holder.dataset.count("test")
 
     def check_head(self, done: int, total: int, elapsed: float) -> None:
         """Progress hook of the feature pass: once the pace is known, refuse a budget the smallest job cannot keep."""
@@ -308,7 +307,7 @@ class BudgetClock:
         self._checked = True
         now = time.perf_counter() - self.started
         features_left = pace * (total - done)
-        evaluation = pace * self.eval_images()
+        evaluation = pace * self.eval_images
         rows = total - len(self.learn.dls.valid.dataset)  # training views: the head's batches come from them
         heads = HEAD_BATCH_S * self.head_epochs * math.ceil(rows / self.learn.dls.train.bs)
         needed = now + features_left + heads + evaluation + WRITE_SECONDS
@@ -341,7 +340,7 @@ class BudgetClock:
             step_s = broadcast(measure_step(learn))  # every process follows process 0's plan
             extra_steps = full * head_left  # head-only epochs through the whole body, when not on cached features
         plan = plan_budget(budget_s=self.budget_s, left_s=left, step_s=step_s, full_epoch_steps=full,
-                           valid_steps=len(learn.dls.valid), eval_images=self.eval_images(), bs=learn.dls.valid.bs,
+                           valid_steps=len(learn.dls.valid), eval_images=self.eval_images, bs=learn.dls.valid.bs,
                            max_epochs=max_epochs, extra_forward=extra_forward, extra_steps=extra_steps)
         fits = plan.planned_train_s + plan.reserve_s <= left
         if pretrained and self.forward_s_per_image is not None and (

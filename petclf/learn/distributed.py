@@ -22,7 +22,7 @@ from fastai.learner import Learner
 
 from petclf.core.processes import is_main, world_size
 
-__all__ = ["bare", "distributed", "main_process_first", "broadcast"]
+__all__ = ["bare", "broadcast", "data_parallel", "main_process_first"]
 
 
 def bare(model: torch.nn.Module) -> torch.nn.Module:
@@ -87,12 +87,12 @@ def _trainer_classes():
 
 
 @contextmanager
-def distributed(learn: Learner) -> Iterator[Learner]:
+def data_parallel(learn: Learner) -> Iterator[Learner]:
     """Train ``learn`` data-parallel across the launched processes; does nothing in a single process.
 
     Example::
 
-        with distributed(learn):          # under `torchrun --nproc_per_node 2 train.py`
+        with data_parallel(learn):          # under `torchrun --nproc_per_node 2 train.py`
             learn.fit_one_cycle(3, 1e-3)
     """
     if world_size() <= 1:

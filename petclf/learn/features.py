@@ -68,7 +68,8 @@ def cache_features(learn: Learner, *, mirror: bool, progress: Progress | None = 
     """
     train_dl = learn.dls.test_dl(learn.dls.train.items, with_labels=True, bs=learn.dls.train.bs)
     channels_last = channels_last_for(learn)
-    if channels_last:  # the layout training will use anyway (ChannelsLast converts the model at the fit's start)
+    # The layout training will use anyway (ChannelsLastCallback converts the model at the fit's start).
+    if channels_last:
         learn.model.to(memory_format=torch.channels_last)
     extractor = nn.Sequential(learn.model[0], learn.model[1][:2]).eval()
     autocast = autocast_for(learn) if precision is None else autocast_of(precision, learn.dls.device)

@@ -19,31 +19,30 @@ from torch import nn
 from petclf.core import log
 from petclf.core.defaults import BALANCES, MAX_SEED, MAX_SIZE, MIN_SIZE, MULTI_LABEL, SINGLE_LABEL
 from petclf.core.errors import UsageError, require_between, require_positive
-from petclf.core.options import TrainOptions
-from petclf.data.layouts import Dataset, find_dataset, keep_split
+from petclf.core.options import UNSET, TrainOptions, resolve_options
+from petclf.data.dataset import LabelledImages
+from petclf.data.layouts import find_dataset
+from petclf.data.saved_split import keep_split
 from petclf.data.pipeline import Pipeline, make_pipeline
 from petclf.data.scan import ScanReport, scan_dataset
-from petclf.data.table import TableSpec
+from petclf.data.table import TableFormat
 from petclf.learn.distributed import bare, broadcast, main_process_first
 from petclf.learn.loaders import make_dataloaders
-from petclf.learn.models import ArchSpec, build_model, check_arch
+from petclf.learn.models import ArchRecord, build_model, check_arch
 from petclf.learn.optim import fused_adam
 from petclf.learn.precision import precision_callbacks
 from petclf.learn.task import epoch_metrics, loss_for, task_name
 from petclf.runtime.device import pick_device, pick_precision
 from petclf.runtime.predict import Predictor
 
-#: One source of truth: quick_learner's defaults are those of TrainOptions.
-_DEFAULTS = TrainOptions()
-
-__all__ = ["quick_learner", "learner_predictor", "RunSpec", "run_spec"]
+__all__ = ["quick_learner", "learner_predictor", "RunSettings", "run_settings", "run_settings_callback"]
 
 
 @dataclass(frozen=True)
-class RunSpec:
+class RunSettings:
     """Everything about a learner that a saved model or a report needs to know."""
 
-    arch: ArchSpec
+    arch: ArchRecord
     pipeline: Pipeline
     classes: tuple[str, ...]
     layout: str
@@ -56,31 +55,42 @@ class RunSpec:
     seed: int
     task: str = SINGLE_LABEL  # or MULTI_LABEL: several labels per image, a sigmoid each
     balance: str = "none"  # how skewed classes were countered: 'none', 'sampler', 'weights'
-    table: dict | None = None  # csv layout: the columns and label delimiter used (TableSpec.as_meta)
+    table: dict | None = None  # csv layout: the columns and label delimiter used (TableFormat.as_meta)
 
 
-class PetclfSpec(Callback):
-    """Carries the ``RunSpec`` on the learner (``learn.petclf_spec.spec``); does nothing in training."""
+class RunSettingsCallback(Callback):
+    """Carries the ``RunSettings`` on the learner (``run_settings_callback(learn).spec``); does nothing in training."""
 
-    def __init__(self, spec: RunSpec, scan: ScanReport, *, requested_precision: str = "auto") -> None:
+    def __init__(self, spec: RunSettings, scan: ScanReport, *, requested_precision: str = "auto") -> None:
         self.spec, self.scan = spec, scan
         # 'auto' lets inference-only passes (the body's cached features) pick their own precision: on a CPU, bf16
         # can pay for inference where it does not for training.
         self.requested_precision = requested_precision
 
     @property
-    def dataset(self) -> Dataset:
+    def dataset(self) -> LabelledImages:
         """The images used (after the scan left out unreadable ones)."""
         return self.scan.dataset
 
 
-def run_spec(learn: Learner) -> RunSpec:
-    """The ``RunSpec`` of a learner made by ``quick_learner``.
+def run_settings_callback(learn: Learner) -> RunSettingsCallback | None:
+    """The callback ``quick_learner`` put on ``learn`` (its RunSettings, scan and dataset), or None for another Learner.
 
-    Example: ``run_spec(learn).classes`` → ``('cat', 'dog')``.
+    Found by its type, not by the attribute fastai derives from a callback's class name, so renaming the class
+    cannot silently lose the run's settings.
+
+    Example: ``run_settings_callback(learn).dataset.count("valid")`` → ``359``.
     """
-    holder = getattr(learn, "petclf_spec", None)
-    if not isinstance(holder, PetclfSpec):
+    return next((cb for cb in learn.cbs if isinstance(cb, RunSettingsCallback)), None)
+
+
+def run_settings(learn: Learner) -> RunSettings:
+    """The ``RunSettings`` of a learner made by ``quick_learner``.
+
+    Example: ``run_settings(learn).classes`` → ``('cat', 'dog')``.
+    """
+    holder = run_settings_callback(learn)
+    if holder is None:
         raise UsageError("this Learner was not made by petclf.quick_learner, so it carries no petclf spec.")
     return holder.spec
 
@@ -88,28 +98,29 @@ def run_spec(learn: Learner) -> RunSpec:
 def quick_learner(
     path: str | Path | pd.DataFrame,
     *,
-    arch: str | Callable | nn.Module = _DEFAULTS.arch,
-    size: int = _DEFAULTS.size,
-    bs: int = _DEFAULTS.bs,
-    valid_pct: float = _DEFAULTS.valid_pct,
-    seed: int = _DEFAULTS.seed,
-    label_pat: str | None = _DEFAULTS.label_pat,
-    layout: str = _DEFAULTS.layout,
-    pretrained: bool = _DEFAULTS.pretrained,
-    weights: str | Path | None = _DEFAULTS.weights,
-    device: str | torch.device | None = _DEFAULTS.device,
-    precision: str = _DEFAULTS.precision,
-    augment: str = _DEFAULTS.augment,
+    options: TrainOptions | None = None,
+    arch: str | Callable | nn.Module = UNSET,
+    size: int = UNSET,
+    bs: int = UNSET,
+    valid_pct: float = UNSET,
+    seed: int = UNSET,
+    label_pat: str | None = UNSET,
+    layout: str = UNSET,
+    pretrained: bool = UNSET,
+    weights: str | Path | None = UNSET,
+    device: str | torch.device | None = UNSET,
+    precision: str = UNSET,
+    augment: str = UNSET,
     num_workers: int | None = None,
-    strict: bool = _DEFAULTS.strict,
-    cache: bool | None = _DEFAULTS.image_cache,
+    strict: bool = UNSET,
+    cache: bool | None = UNSET,
     split: dict | None = None,
-    images: str | Path | None = _DEFAULTS.images,
-    fn_col: str | None = _DEFAULTS.fn_col,
-    label_col: str | None = _DEFAULTS.label_col,
-    valid_col: str | None = _DEFAULTS.valid_col,
-    label_delim: str | None = _DEFAULTS.label_delim,
-    balance: str = _DEFAULTS.balance,
+    images: str | Path | None = UNSET,
+    fn_col: str | None = UNSET,
+    label_col: str | None = UNSET,
+    valid_col: str | None = UNSET,
+    label_delim: str | None = UNSET,
+    balance: str = UNSET,
 ) -> Learner:
     """Build a fastai ``Learner`` for the images in ``path``, ready for ``lr_find`` and ``fine_tune``.
 
@@ -126,12 +137,25 @@ def quick_learner(
     hardware computes it natively. Single-label metrics are error rate and accuracy. ``split``
     (a record from ``data.split_record``) fixes which files train and validate, as a resumed run needs.
 
+    ``options`` (a ``TrainOptions``) gives every setting at once; keywords given beside it win. Left out, a
+    setting is TrainOptions' default.
+
     Example::
 
         learn = quick_learner("pets/images", arch="resnet34")
+        learn = quick_learner("pets/images", options=TrainOptions(arch="resnet18", size=160), bs=32)
         learn.fine_tune(4, base_lr=learn.lr_find().valley)
         learn = quick_learner("planet/train.csv", images="planet/train-jpg", label_delim=" ")
     """
+    o = resolve_options(options, "quick_learner", arch=arch, size=size, bs=bs, valid_pct=valid_pct, seed=seed,
+                        label_pat=label_pat, layout=layout, pretrained=pretrained, weights=weights, device=device,
+                        precision=precision, augment=augment, strict=strict, cache=cache, images=images,
+                        fn_col=fn_col, label_col=label_col, valid_col=valid_col, label_delim=label_delim,
+                        balance=balance)
+    arch, size, bs, valid_pct, seed, label_pat = o.arch, o.size, o.bs, o.valid_pct, o.seed, o.label_pat
+    layout, pretrained, weights, device, precision, augment = o.layout, o.pretrained, o.weights, o.device, \
+        o.precision, o.augment
+    strict, cache, balance = o.strict, o.image_cache, o.balance
     require_positive(size=size, bs=bs)
     require_between(MIN_SIZE, MAX_SIZE, size=size)
     require_between(0, MAX_SEED, seed=seed)
@@ -142,8 +166,7 @@ def quick_learner(
     prec = pick_precision(precision, dev)  # refuses an impossible choice before the scan
     set_seed(seed, reproducible=False)
     with main_process_first():  # process 0 fills the scan and image caches; the others then read them
-        table = TableSpec(images=None if images is None else str(images), fn_col=fn_col, label_col=label_col,
-                          valid_col=valid_col, label_delim=label_delim)
+        table = TableFormat.from_fields(o)
         dataset = find_dataset(path, layout=layout, label_pat=label_pat, valid_pct=valid_pct, seed=seed,
                                trainable=split is None, table=table)
         scan = scan_dataset(dataset if split is None else keep_split(dataset, split), strict=strict)
@@ -157,14 +180,15 @@ def quick_learner(
         dls = make_dataloaders(dataset, pipeline, bs=bs, device=dev, num_workers=workers, cache=cache,
                                balanced=balance == "sampler")
     task = task_name(dataset)
-    spec = RunSpec(arch=built.spec, pipeline=pipeline, classes=tuple(dataset.classes), layout=dataset.layout,
+    spec = RunSettings(arch=built.spec, pipeline=pipeline, classes=tuple(dataset.classes), layout=dataset.layout,
                    label_pat=label_pat, valid_pct=valid_pct,
                    data_path=str(dataset.root), device=str(dev), precision=prec,
                    pretrained=bool(pretrained or weights is not None), seed=seed, task=task, balance=balance,
                    table=dataset.table.as_meta() if dataset.table is not None else None)
     learn = Learner(dls, built.model, loss_func=loss_for(dataset, balance=balance, device=dev),
                     splitter=built.splitter, opt_func=fused_adam, metrics=epoch_metrics(task),
-                    cbs=[PetclfSpec(spec, scan, requested_precision=precision), *precision_callbacks(prec, dev)])
+                    cbs=[RunSettingsCallback(spec, scan, requested_precision=precision),
+                         *precision_callbacks(prec, dev)])
     if spec.pretrained:
         learn.freeze()
     log.info(f"data: {dataset.describe()}")
@@ -185,7 +209,7 @@ def learner_predictor(learn: Learner, *, precision: str = "auto", tta: bool = Fa
 
     Example: ``learner_predictor(learn).predict("cat.jpg")``.
     """
-    spec = run_spec(learn)
+    spec = run_settings(learn)
     model = copy.deepcopy(bare(learn.model)).float().cpu()
     return Predictor.from_network(model, spec.classes, spec.pipeline, device=learn.dls.device, precision=precision,
                                   multi_label=spec.task == MULTI_LABEL, tta=tta)

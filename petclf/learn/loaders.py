@@ -20,7 +20,7 @@ from petclf.core.errors import require_positive
 from petclf.data.cachedir import cache_limit_bytes
 from petclf.data.imagecache import CacheUnavailable, PresizedImages, cache_bytes
 from petclf.data.images import read_rgb, to_rgb
-from petclf.data.layouts import Dataset
+from petclf.data.dataset import LabelledImages
 from petclf.data.pipeline import Pipeline
 from petclf.learn.task import sample_weights
 
@@ -123,7 +123,7 @@ def _presized_or_none(frame: pd.DataFrame, presize: int) -> PresizedImages | Non
         return None
 
 
-def make_dataloaders(dataset: Dataset, pipeline: Pipeline, *, bs: int, device: torch.device,
+def make_dataloaders(dataset: LabelledImages, pipeline: Pipeline, *, bs: int, device: torch.device,
                      num_workers: int = 0, cache: bool | None = None, balanced: bool = False) -> DataLoaders:
     """fastai DataLoaders for train and valid, plus a third for ``test`` when the dataset has one.
 

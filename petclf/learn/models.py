@@ -29,14 +29,14 @@ from petclf.runtime.network import arch_builder, network_from_backbone, timm_net
 
 from petclf.core.errors import UsageError, WeightsUnavailableError
 
-__all__ = ["ArchSpec", "BuiltModel", "build_model", "check_arch", "download_torchvision", "torchvision_arch_names",
+__all__ = ["ArchRecord", "BuiltModel", "build_model", "check_arch", "download_torchvision", "torchvision_arch_names",
            "read_state_dict"]
 
 _NETWORK_ERRORS = (OSError, http.client.HTTPException)
 
 
 @dataclass(frozen=True)
-class ArchSpec:
+class ArchRecord:
     """What a saved model needs to rebuild its network: where the architecture comes from."""
 
     name: str  # torchvision or timm model name; 'custom' for a user's callable or module
@@ -49,7 +49,7 @@ class BuiltModel:
     model: nn.Module
     splitter: Callable  # parameter groups for discriminative learning rates
     stats: tuple  # (mean, std) the body expects
-    spec: ArchSpec
+    spec: ArchRecord
 
 
 @functools.cache
@@ -100,10 +100,10 @@ def build_model(arch: str | Callable | nn.Module, n_out: int, *, pretrained: boo
     if n_out < 2:
         raise UsageError(f"a classifier needs at least 2 classes. Received: n_out={n_out}.")
     if isinstance(arch, nn.Module):
-        return BuiltModel(arch, _all_params, IMAGENET_STATS, ArchSpec("custom", "custom", n_out))
+        return BuiltModel(arch, _all_params, IMAGENET_STATS, ArchRecord("custom", "custom", n_out))
     if callable(arch):
         return BuiltModel(network_from_backbone(arch(), n_out), default_split, IMAGENET_STATS,
-                          ArchSpec("custom", "custom", n_out))
+                          ArchRecord("custom", "custom", n_out))
     if not isinstance(arch, str):
         raise UsageError(f"arch must be a model name, a callable or an nn.Module. Received: {type(arch).__name__}.")
     registered = arch_builder(arch)
@@ -112,7 +112,7 @@ def build_model(arch: str | Callable | nn.Module, n_out: int, *, pretrained: boo
         if weights is not None:
             _load_backbone(backbone, read_state_dict(weights), source=str(weights))
         return BuiltModel(network_from_backbone(backbone, n_out), default_split, IMAGENET_STATS,
-                          ArchSpec(arch, "registered", n_out))
+                          ArchRecord(arch, "registered", n_out))
     name = arch.removeprefix("timm/")
     if arch in torchvision_arch_names():
         return _torchvision_model(arch, n_out, pretrained=pretrained, weights=weights)
@@ -138,7 +138,7 @@ def _torchvision_model(name: str, n_out: int, *, pretrained: bool, weights: str 
         backbone = builder(weights=None)
     return BuiltModel(network_from_backbone(backbone, n_out, cut=torchvision_cut(name)),
                       meta.get("split", default_split), meta.get("stats", IMAGENET_STATS),
-                      ArchSpec(name, "torchvision", n_out))
+                      ArchRecord(name, "torchvision", n_out))
 
 
 def download_torchvision(name: str, builder: Callable) -> nn.Module:
@@ -166,7 +166,7 @@ def _timm_model(name: str, n_out: int, *, pretrained: bool, weights: str | Path 
     else:
         model, cfg = timm_network(name, n_out)
     stats = (tuple(cfg.get("mean", IMAGENET_STATS[0])), tuple(cfg.get("std", IMAGENET_STATS[1])))
-    return BuiltModel(model, default_split, stats, ArchSpec(name, "timm", n_out))
+    return BuiltModel(model, default_split, stats, ArchRecord(name, "timm", n_out))
 
 
 def _load_timm_body(model: nn.Sequential, state: dict[str, torch.Tensor], *, source: str) -> None:

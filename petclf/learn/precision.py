@@ -10,7 +10,8 @@ import torch
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision
 
-__all__ = ["CpuAutocast", "ChannelsLast", "autocast_for", "autocast_of", "channels_last_for", "precision_callbacks"]
+__all__ = ["CpuAutocast", "ChannelsLastCallback", "autocast_for", "autocast_of", "channels_last_for",
+           "precision_callbacks"]
 
 
 class CpuAutocast(Callback):
@@ -44,7 +45,7 @@ class CpuAutocast(Callback):
             self._ctx = None
 
 
-class ChannelsLast(Callback):
+class ChannelsLastCallback(Callback):
     """Keep the model and each input batch in channels-last layout (faster convolutions)."""
 
     order = 5
@@ -61,20 +62,20 @@ class ChannelsLast(Callback):
 def precision_callbacks(precision: str, device: torch.device) -> list[Callback]:
     """The callbacks that make a learner run at ``precision`` (already resolved) on ``device``.
 
-    Example: ``precision_callbacks("bf16", torch.device("cpu"))`` → ``[ChannelsLast(), CpuAutocast()]``.
+    Example: ``precision_callbacks("bf16", torch.device("cpu"))`` → ``[ChannelsLastCallback(), CpuAutocast()]``.
     """
     if precision == "fp32":
-        return [ChannelsLast()] if device.type == "cpu" else []
+        return [ChannelsLastCallback()] if device.type == "cpu" else []
     if device.type == "cpu":
-        return [ChannelsLast(), CpuAutocast()]
+        return [ChannelsLastCallback(), CpuAutocast()]
     if device.type == "cuda":
-        return [ChannelsLast(), MixedPrecision(amp_mode=precision)]
+        return [ChannelsLastCallback(), MixedPrecision(amp_mode=precision)]
     return []
 
 
 def channels_last_for(learn) -> bool:
-    """True when ``learn`` trains in channels-last layout (its precision callbacks include ``ChannelsLast``)."""
-    return any(isinstance(cb, ChannelsLast) for cb in learn.cbs)
+    """True when ``learn`` trains in channels-last layout (its precision callbacks include ``ChannelsLastCallback``)."""
+    return any(isinstance(cb, ChannelsLastCallback) for cb in learn.cbs)
 
 
 def autocast_of(precision: str, device: torch.device) -> "torch.autocast":

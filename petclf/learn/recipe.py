@@ -21,18 +21,18 @@ from fastai.learner import Learner
 from petclf.core import log
 from petclf.core.errors import TrainingDiverged, UsageError, require_non_negative
 from petclf.core.defaults import DEFAULT_LR
-from petclf.core.options import DEFAULT_EPOCHS, DEFAULT_PRETRAINED_EPOCHS, TrainOptions, parse_duration, require_lr
+from petclf.core.options import (DEFAULT_EPOCHS, DEFAULT_PRETRAINED_EPOCHS, UNSET, TrainOptions, parse_duration,
+                                 require_lr, resolve_options)
 from petclf.core.processes import is_main, world_size
 from petclf.learn.batchnorm import RefreshBatchNorm
 from petclf.learn.budget import PLAN_FILE, BudgetClock, BudgetPlan
 from petclf.learn.callbacks import EarlyStop, History, KeepBest, StopOnNonFinite
 from petclf.learn.checkpoint import Checkpoint, ResumeState
-from petclf.learn.distributed import bare, broadcast, distributed
+from petclf.learn.distributed import bare, broadcast, data_parallel
 from petclf.learn.features import cache_features, supports_feature_cache, train_head
+from petclf.learn.learner import run_settings_callback
 from petclf.learn.optim import load_opt_state
 from petclf.runtime.device import pick_precision
-
-_DEFAULTS = TrainOptions()
 
 __all__ = ["TrainResult", "find_lr", "train"]
 
@@ -115,11 +115,11 @@ def body_phase(epochs: int, lr: float, *, pretrained: bool) -> Phase:
     return Phase("unfrozen", epochs, slice(lr / 2 / 100, lr / 2), 0.3, 5.0)
 
 
-def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epochs: int = _DEFAULTS.freeze_epochs,
-          lr: float | None = None, lr_find: bool = _DEFAULTS.lr_find, keep_best: bool = True,
-          patience: int = _DEFAULTS.patience, progress: bool | None = None,
+def train(learn: Learner, *, options: TrainOptions | None = None, epochs: int | None = UNSET,
+          freeze_epochs: int = UNSET, lr: float | None = UNSET, lr_find: bool = UNSET, keep_best: bool = True,
+          patience: int = UNSET, progress: bool | None = None,
           checkpoints: str | Path | None = None, resume: ResumeState | None = None,
-          feature_cache: bool = _DEFAULTS.feature_cache, time_budget: float | str | None = _DEFAULTS.time_budget,
+          feature_cache: bool = UNSET, time_budget: float | str | None = UNSET,
           started: float | None = None, cbs: Sequence[Callback] = ()) -> TrainResult:
     """Train ``learn``: for a pretrained body the head first, then every layer only while validation says it pays;
     from scratch, every layer.
@@ -149,8 +149,16 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
     cached features they run on the small head-only learner (``learn.model`` is the head, the
     batches are features); lr_find does not run them.
 
-    Example: ``result = train(learn, epochs=4)``; ``train(learn, time_budget="2m").budget`` is the plan followed.
+    ``options`` (a ``TrainOptions``) gives the training settings at once (epochs, freeze_epochs, lr, lr_find,
+    patience, feature_cache, time_budget; its other fields are the learner's); keywords given beside it win.
+
+    Example: ``result = train(learn, epochs=4)``; ``train(learn, time_budget="2m").budget`` is the plan followed;
+    ``train(learn, options=TrainOptions(epochs=2, lr=1e-3))``.
     """
+    o = resolve_options(options, "train", epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, lr_find=lr_find,
+                        patience=patience, feature_cache=feature_cache, time_budget=time_budget)
+    epochs, freeze_epochs, lr, lr_find, patience = o.epochs, o.freeze_epochs, o.lr, o.lr_find, o.patience
+    feature_cache, time_budget = o.feature_cache, o.time_budget
     started = time.perf_counter() if started is None else started
     if epochs is not None:
         require_non_negative(epochs=epochs)
@@ -184,11 +192,11 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
     if checkpoints is not None and is_main():
         fit_cbs.append(Checkpoint(Path(checkpoints), lr=lr, saved_epochs=resume.epochs_done if resume else 0))
     clock = None if budget_s is None else BudgetClock(learn, budget_s=budget_s, started=started,
-                                                      head_epochs=head_epochs)
+                                                      eval_images=_eval_images(learn), head_epochs=head_epochs)
     done = _restore(learn, resume, best)
     plan = None
     start = time.perf_counter()
-    with _quiet_unless(_show_bar(progress), learn), distributed(learn):
+    with _quiet_unless(_show_bar(progress), learn), data_parallel(learn):
         if head_epochs and done < head_epochs and cached:
             learn.freeze()
             features = cache_features(learn, mirror=_mirrors(learn), progress=clock.check_head if clock else None,
@@ -248,8 +256,8 @@ def train(learn: Learner, *, epochs: int | None = _DEFAULTS.epochs, freeze_epoch
 def _feature_precision(learn: Learner) -> str | None:
     """The body's feature pass runs at inference's precision, timed as prediction's is, when the precision was left
     to petclf (None: the training precision)."""
-    holder = getattr(learn, "petclf_spec", None)
-    if holder is None or getattr(holder, "requested_precision", None) != "auto":
+    holder = run_settings_callback(learn)
+    if holder is None or holder.requested_precision != "auto":
         return None
     return pick_precision("auto", learn.dls.device, model=bare(learn.model), size=holder.spec.pipeline.size,
                           training=False)
@@ -257,8 +265,17 @@ def _feature_precision(learn: Learner) -> str | None:
 
 def _mirrors(learn: Learner) -> bool:
     """Whether the training images' mirror images are fair training views (the augmentation flips)."""
-    holder = getattr(learn, "petclf_spec", None)
+    holder = run_settings_callback(learn)
     return holder is not None and holder.spec.pipeline.augment == "standard"
+
+
+def _eval_images(learn: Learner) -> int:
+    """Images the evaluation after training predicts: validation and test of a quick_learner's run; of another
+    Learner, whose test images petclf does not know, its validation set."""
+    holder = run_settings_callback(learn)
+    if holder is None:
+        return len(learn.dls.valid_ds)
+    return holder.dataset.count("valid") + holder.dataset.count("test")
 
 
 def _restore(learn: Learner, resume: ResumeState | None, best: KeepBest | None) -> int:

@@ -12,7 +12,7 @@ from fastai.learner import Learner
 from petclf.core.defaults import MULTI_LABEL
 from petclf.core.errors import UsageError
 from petclf.learn.distributed import bare
-from petclf.learn.learner import run_spec
+from petclf.learn.learner import run_settings
 from petclf.runtime.modeldir import write_model_dir
 from petclf.runtime.predict import DEFAULT_THRESHOLD
 
@@ -36,7 +36,7 @@ def save_model(learn: Learner, directory: str | Path, *, summary: dict | None = 
 
     Example: ``save_model(learn, "runs/pets/model")`` → ``Path('runs/pets/model')``.
     """
-    spec = run_spec(learn)
+    spec = run_settings(learn)
     if thresholds is not None and len(thresholds) != len(spec.classes):
         raise UsageError(f"expected one threshold per class ({len(spec.classes)}). Received {len(thresholds)}.")
     meta = {

@@ -18,7 +18,7 @@ from fastai.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
 from fastai.metrics import ActivationType, accuracy, accuracy_multi, error_rate, skm_to_fastai
 
 from petclf.core.defaults import MULTI_LABEL, SINGLE_LABEL
-from petclf.data.layouts import Dataset
+from petclf.data.dataset import LabelledImages
 
 __all__ = ["MAX_POS_WEIGHT", "class_weights", "epoch_metrics", "loss_for", "sample_weights", "selection_key",
            "task_name"]
@@ -27,7 +27,7 @@ __all__ = ["MAX_POS_WEIGHT", "class_weights", "epoch_metrics", "loss_for", "samp
 MAX_POS_WEIGHT = 100.0
 
 
-def task_name(dataset: Dataset) -> str:
+def task_name(dataset: LabelledImages) -> str:
     """'multi_label' or 'single_label'."""
     return MULTI_LABEL if dataset.multi_label else SINGLE_LABEL
 
@@ -47,12 +47,12 @@ def selection_key(values: Mapping[str, float]) -> tuple[float, float]:
     return float(first), float(values.get("valid_loss", math.nan))
 
 
-def _train_counts(dataset: Dataset) -> np.ndarray:
+def _train_counts(dataset: LabelledImages) -> np.ndarray:
     counts = dataset.class_counts("train")
     return np.array([counts.get(c, 0) for c in dataset.classes], dtype=np.float64)
 
 
-def class_weights(dataset: Dataset) -> torch.Tensor:
+def class_weights(dataset: LabelledImages) -> torch.Tensor:
     """Loss weights that give every class the same total weight: ``n / (classes × n_c)`` (mean weight 1).
 
     For a multi-label dataset: each label's positive weight, negatives over positives (capped at
@@ -67,7 +67,7 @@ def class_weights(dataset: Dataset) -> torch.Tensor:
     return torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
 
 
-def sample_weights(dataset: Dataset, frame) -> np.ndarray:
+def sample_weights(dataset: LabelledImages, frame) -> np.ndarray:
     """A drawing weight per row of ``frame`` (train rows count; others get 0): rare classes drawn as often as common.
 
     Multi-label: an image is as rare as its rarest label; an image without labels as rare as such images are.
@@ -82,7 +82,7 @@ def sample_weights(dataset: Dataset, frame) -> np.ndarray:
     return np.array([rarity(label) if split == "train" else 0.0 for label, split in zip(frame.label, frame.split)])
 
 
-def loss_for(dataset: Dataset, *, balance: str, device: torch.device):
+def loss_for(dataset: LabelledImages, *, balance: str, device: torch.device):
     """The training loss: cross-entropy or per-label BCE with logits, class-weighted when ``balance='weights'``
     (``quick_learner`` has checked ``balance``)."""
     weights = class_weights(dataset).to(device) if balance == "weights" else None

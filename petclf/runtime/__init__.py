@@ -22,7 +22,6 @@ _EXPORTS = {
     "load_pickled_learner": "petclf.runtime.pickled",
     "Predictor": "petclf.runtime.predict",
     "ReadBatch": "petclf.runtime.predict",
-    "predict_files": "petclf.runtime.predict",
     "PixelClassifier": "petclf.runtime.preprocess",
     "export_model": "petclf.runtime.targets",
 }

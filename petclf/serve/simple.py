@@ -87,7 +87,7 @@ async def metadata(request: Request) -> JSONResponse:
     return JSONResponse({"models": [model.card() for model in state.models.values()]})
 
 
-async def metrics(request: Request) -> Response:
+async def prometheus_metrics(request: Request) -> Response:
     """Prometheus text exposition of the server's own registry."""
     body, media_type = server_state(request).metrics.render()
     return Response(body, media_type=media_type)
@@ -100,5 +100,5 @@ def routes() -> list[Route]:
         Route("/models/{name}/predict", predict, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/metadata", metadata, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
+        Route("/metrics", prometheus_metrics, methods=["GET"]),
     ]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from petclf.data import layouts as data
+from petclf.data import label_pattern
 from petclf.data.layouts import DEFAULT_LABEL_PAT, detect_layout, find_dataset
 from petclf.data.pipeline import make_pipeline
 from petclf.learn.loaders import make_dataloaders
@@ -190,7 +190,7 @@ def test_class_folders_with_breed_names_or_shared_stems_stay_classes(tmp_path, c
 
 
 def test_untrusted_pattern_that_backtracks_is_stopped(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "UNTRUSTED_PATTERN_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(label_pattern, "UNTRUSTED_PATTERN_TIMEOUT_S", 2.0)
     for name in ("cat_1.jpg", "dog_2.jpg", "a" * 32 + ".jpg"):
         (tmp_path / name).write_bytes(b"jpeg")
     start = time.monotonic()

@@ -9,7 +9,7 @@ import pytest
 from petclf.core.errors import DataError, UsageError
 from petclf.data.layouts import detect_layout, find_dataset
 from petclf.data.scan import check_folder, class_table
-from petclf.data.table import TableSpec
+from petclf.data.table import TableFormat
 
 from ..conftest import COLOURS, make_image
 
@@ -28,7 +28,7 @@ def kaggle(tmp_path) -> Path:
 
 
 def test_kaggle_ids_without_extension_resolve_and_the_split_column_is_kept(kaggle):
-    ds = find_dataset(kaggle / "train.csv", table=TableSpec(images=str(kaggle / "train_images")))
+    ds = find_dataset(kaggle / "train.csv", table=TableFormat(images=str(kaggle / "train_images")))
     assert ds.layout == "csv" and not ds.multi_label
     assert ds.classes == sorted(COLOURS)
     assert ds.count("train") == 12 and ds.count("valid") == 6
@@ -78,7 +78,7 @@ def test_every_bad_row_is_skipped_with_its_reason(kaggle):
         ("", "red", 0),                            # empty file name
     ], columns=table.columns)
     pd.concat([table, bad]).to_csv(kaggle / "train.csv", index=False)
-    ds = find_dataset(kaggle / "train.csv", table=TableSpec(images=str(kaggle / "train_images")))
+    ds = find_dataset(kaggle / "train.csv", table=TableFormat(images=str(kaggle / "train_images")))
     reasons = " | ".join(ds.skipped.reason)
     for expected in ("missing file", "ambiguous name", "outside the image folder", "empty label",
                      "duplicate row", "conflicting rows", "'maybe' is not true/false", "empty file name"):
@@ -88,10 +88,10 @@ def test_every_bad_row_is_skipped_with_its_reason(kaggle):
     assert all(r.startswith("line ") for r in ds.skipped.reason)  # the CSV's line number
     assert ds.count("train") + ds.count("valid") == 17  # 18 good rows, minus 0002ab
     # check (as `petclf check` does) lists them; --strict refuses
-    report = check_folder(kaggle / "train.csv", table=TableSpec(images=str(kaggle / "train_images")))
+    report = check_folder(kaggle / "train.csv", table=TableFormat(images=str(kaggle / "train_images")))
     assert len(report.skipped) == len(ds.skipped)
     with pytest.raises(DataError, match="cannot be used"):
-        check_folder(kaggle / "train.csv", table=TableSpec(images=str(kaggle / "train_images")), strict=True)
+        check_folder(kaggle / "train.csv", table=TableFormat(images=str(kaggle / "train_images")), strict=True)
 
 
 def test_a_table_without_known_columns_names_the_columns_and_the_flags(tmp_path):
@@ -99,19 +99,19 @@ def test_a_table_without_known_columns_names_the_columns_and_the_flags(tmp_path)
     with pytest.raises(DataError, match=r"'picture', 'kind'.*--fn-col"):
         find_dataset(tmp_path / "t.csv")
     with pytest.raises(DataError, match=r"no label column.*--label-col"):
-        find_dataset(tmp_path / "t.csv", table=TableSpec(fn_col="picture"))
+        find_dataset(tmp_path / "t.csv", table=TableFormat(fn_col="picture"))
     with pytest.raises(DataError, match=r"no column 'nope'.*--label-col"):
-        find_dataset(tmp_path / "t.csv", table=TableSpec(fn_col="picture", label_col="nope"))
+        find_dataset(tmp_path / "t.csv", table=TableFormat(fn_col="picture", label_col="nope"))
 
 
 def test_one_label_value_and_a_delimiter_that_never_splits_are_clear_errors(kaggle):
     table = pd.read_csv(kaggle / "train.csv").assign(label="red")
     table.to_csv(kaggle / "one.csv", index=False)
-    spec = TableSpec(images=str(kaggle / "train_images"))
+    spec = TableFormat(images=str(kaggle / "train_images"))
     with pytest.raises(DataError, match="single class.*label column"):
         find_dataset(kaggle / "one.csv", table=spec)
     with pytest.raises(DataError, match="splits none of the 18 labels"):
-        find_dataset(kaggle / "train.csv", table=TableSpec(images=spec.images, label_delim=";"))
+        find_dataset(kaggle / "train.csv", table=TableFormat(images=spec.images, label_delim=";"))
 
 
 def test_multi_label_from_a_delimiter_and_from_a_list_column(tmp_path):
@@ -121,14 +121,14 @@ def test_multi_label_from_a_delimiter_and_from_a_list_column(tmp_path):
         names.append(f"{i}.jpg")
         sets.append(["cat", "dog"] if i % 3 == 0 else ["cat"] if i % 3 == 1 else ["bird"])
     pd.DataFrame({"fname": names, "labels": [" ".join(s) for s in sets]}).to_csv(tmp_path / "ml.csv", index=False)
-    ds = find_dataset(tmp_path / "ml.csv", table=TableSpec(label_delim=" "), valid_pct=0.25)
+    ds = find_dataset(tmp_path / "ml.csv", table=TableFormat(label_delim=" "), valid_pct=0.25)
     assert ds.multi_label and ds.classes == ["bird", "cat", "dog"]
     assert ds.frame.label.iloc[0] == ("cat", "dog")
     assert ds.class_counts("train").sum() + ds.class_counts("valid").sum() == 16
     assert set(ds.class_counts("train").index) == {"bird", "cat", "dog"}  # the split never empties a label
     assert "labels (multi-label)" in ds.describe()
     frame = pd.DataFrame({"path": [str(tmp_path / n) for n in names], "tags": sets})
-    from_frame = find_dataset(frame, table=TableSpec(images=str(tmp_path)), valid_pct=0.25)
+    from_frame = find_dataset(frame, table=TableFormat(images=str(tmp_path)), valid_pct=0.25)
     assert from_frame.multi_label and from_frame.classes == ds.classes
     counts = class_table(from_frame)
     assert list(counts.columns) == ["train", "valid"] and counts.loc["cat", ["train", "valid"]].sum() == 8
@@ -141,7 +141,7 @@ def test_a_label_only_outside_training_is_refused_for_multi_label(tmp_path):
         rows.append((f"{i}.jpg", "a b" if i < 6 else "a c", i >= 6))
     pd.DataFrame(rows, columns=["fname", "labels", "is_valid"]).to_csv(tmp_path / "ml.csv", index=False)
     with pytest.raises(DataError, match="'c' appear in valid/test rows but in no training row"):
-        find_dataset(tmp_path / "ml.csv", table=TableSpec(label_delim=" "))
+        find_dataset(tmp_path / "ml.csv", table=TableFormat(label_delim=" "))
 
 
 def test_a_dataframe_needs_its_image_folder(tmp_path):
@@ -177,7 +177,7 @@ def test_a_symlinked_folder_cannot_lead_a_table_row_out_of_the_image_folder(tmp_
     (imgs / "linked.jpg").symlink_to(outside)
     rows += [(f"up{outside}", "red"), ("store/secret.jpg", "red"), ("linked.jpg", "red")]
     pd.DataFrame(rows, columns=["fname", "label"]).to_csv(tmp_path / "data" / "t.csv", index=False)
-    ds = find_dataset(tmp_path / "data" / "t.csv", table=TableSpec(images=str(imgs)))
+    ds = find_dataset(tmp_path / "data" / "t.csv", table=TableFormat(images=str(imgs)))
     expected = {str(imgs / name) for name, _ in rows[:12]} | {str(imgs / "linked.jpg")}
     assert set(ds.frame.path) == expected
     reasons = dict(zip(ds.skipped.path, ds.skipped.reason))
@@ -211,7 +211,7 @@ def test_a_label_longer_than_a_model_file_allows_is_refused_when_the_table_is_re
     multi = [(f, "a b") for f, _ in rows[:-1]] + [(rows[-1][0], "a " + "z" * (MAX_CLASS_NAME_CHARS + 1))]
     pd.DataFrame(multi, columns=["fname", "labels"]).to_csv(tmp_path / "multi.csv", index=False)
     with pytest.raises(DataError, match=r"line 13: the label 'zzz.*is 1,025 characters long"):
-        find_dataset(tmp_path / "multi.csv", table=TableSpec(label_delim=" "))
+        find_dataset(tmp_path / "multi.csv", table=TableFormat(label_delim=" "))
 
 
 def test_a_file_name_longer_than_any_path_is_refused_when_the_table_is_read(tmp_path):
@@ -236,7 +236,7 @@ def test_multi_label_rows_without_labels_are_kept_as_negative_examples(tmp_path,
     rows = [(f, "a b" if k % 2 else "a") for k, (f, _) in enumerate(_colour_table(tmp_path))]
     rows[0], rows[5] = (rows[0][0], ""), (rows[5][0], "  ")
     pd.DataFrame(rows, columns=["fname", "labels"]).to_csv(tmp_path / "ml.csv", index=False)
-    ds = find_dataset(tmp_path / "ml.csv", table=TableSpec(label_delim=" "))
+    ds = find_dataset(tmp_path / "ml.csv", table=TableFormat(label_delim=" "))
     assert len(ds.frame) == 12 and ds.skipped.empty
     negatives = ds.frame[ds.frame.label.map(len) == 0]
     assert sorted(Path(p).name for p in negatives.path) == sorted([rows[0][0], rows[5][0]])
@@ -245,7 +245,7 @@ def test_multi_label_rows_without_labels_are_kept_as_negative_examples(tmp_path,
     # One label or none per image is multi-label too (a finding or nothing), even if the delimiter never splits.
     pd.DataFrame([(f, "" if k < 2 else "ab"[k % 2]) for k, (f, _) in enumerate(rows)],
                  columns=["fname", "labels"]).to_csv(tmp_path / "one.csv", index=False)
-    one_or_none = find_dataset(tmp_path / "one.csv", table=TableSpec(label_delim=";"))
+    one_or_none = find_dataset(tmp_path / "one.csv", table=TableFormat(label_delim=";"))
     assert one_or_none.multi_label and one_or_none.frame.label.iloc[0] == ()
     # Single-label: a row without a label still has nothing to learn from.
     single = find_dataset(tmp_path / "ml.csv")
@@ -256,4 +256,4 @@ def test_a_multi_label_table_where_no_row_has_a_label_is_refused(tmp_path):
     rows = [(f, "") for f, _ in _colour_table(tmp_path)]
     pd.DataFrame(rows, columns=["fname", "labels"]).to_csv(tmp_path / "ml.csv", index=False)
     with pytest.raises(DataError, match="none of the 12 rows of .* has a label"):
-        find_dataset(tmp_path / "ml.csv", table=TableSpec(label_delim=" "))
+        find_dataset(tmp_path / "ml.csv", table=TableFormat(label_delim=" "))

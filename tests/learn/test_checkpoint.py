@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from petclf.learn.checkpoint import BEST_FILE, CHECKPOINT_FILE, load_checkpoint, save_atomic
+from petclf.learn.learner import run_settings_callback
 from petclf.cli import main
 
 TINY_ARGS = ["--arch", "resnet18", "--size", "32", "--bs", "8", "--no-pretrained", "--device", "cpu", "--lr", "1e-2"]
@@ -175,7 +176,7 @@ def test_images_deleted_during_training_are_skipped_and_the_model_is_saved(class
     gone = []
 
     def delete_then_train(learn, **kwargs):
-        frame = learn.petclf_spec.dataset.frame
+        frame = run_settings_callback(learn).dataset.frame
         gone.extend([frame[frame.split == "valid"].path.iloc[0], frame[frame.split == "train"].path.iloc[0]])
         for path in gone:
             os.remove(path)

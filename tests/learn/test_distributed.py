@@ -56,7 +56,7 @@ def test_every_rank_trains_on_its_own_shard(digits, tmp_path):
         import json, os
         from fastai.callback.core import Callback
         from petclf import quick_learner
-        from petclf.learn.distributed import distributed
+        from petclf.learn.distributed import data_parallel
 
         class SeenItems(Callback):
             def before_train(self):
@@ -64,7 +64,7 @@ def test_every_rank_trains_on_its_own_shard(digits, tmp_path):
 
         learn = quick_learner({str(digits)!r}, arch="resnet18", size=32, bs=8, pretrained=False)
         seen = SeenItems()
-        with distributed(learn):
+        with data_parallel(learn):
             learn.fit(1, 1e-3, cbs=seen)
         with open(os.path.join({str(tmp_path)!r}, f"rank{{os.environ['RANK']}}.json"), "w") as f:
             json.dump({{"idxs": seen.idxs, "n": len(learn.dls.train_ds)}}, f)

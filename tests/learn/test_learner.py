@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from petclf import quick_learner, train
-from petclf.learn import run_spec
+from petclf.learn import run_settings
 from petclf.core.errors import UsageError
 
 from ..conftest import TINY
@@ -15,7 +15,7 @@ from ..conftest import TINY
 
 def test_quick_learner_on_pets_layout(pets_dir):
     learn = quick_learner(pets_dir, **TINY)
-    spec = run_spec(learn)
+    spec = run_settings(learn)
     assert spec.classes == ("Egyptian_Mau", "american_pit_bull_terrier", "pug")
     assert spec.layout == "pets" and spec.device == "cpu"
     xb, yb = learn.dls.one_batch()
@@ -67,7 +67,7 @@ def test_lr_find_returns_a_positive_suggestion(pets_dir):
 
 def test_bf16_precision_on_cpu_adds_autocast(pets_dir):
     learn = quick_learner(pets_dir, precision="bf16", **TINY)
-    assert run_spec(learn).precision == "bf16"
+    assert run_settings(learn).precision == "bf16"
     preds, _ = learn.get_preds(ds_idx=1)
     assert preds.dtype == torch.float32  # losses and metrics stay fp32
 
@@ -132,11 +132,45 @@ def test_callbacks_given_to_train_see_every_epoch_of_every_phase(pets_dir, tmp_p
 
 
 def test_quick_learner_defaults_are_train_options_defaults():
+    """One source of truth: every setting quick_learner shares with TrainOptions takes its value from there."""
     import inspect
+    from dataclasses import fields
 
     from petclf import TrainOptions
+    from petclf.core.options import UNSET, resolve_options
 
-    defaults = TrainOptions()
     params = inspect.signature(quick_learner).parameters
-    for name, value in defaults.learner_settings().items():
-        assert params[name].default == value, name
+    shared = {name for name, p in params.items() if p.default is UNSET}
+    assert shared >= {"arch", "size", "bs", "valid_pct", "seed", "layout", "cache", "label_delim", "balance"}
+    resolved = resolve_options(None, "quick_learner", **{name: UNSET for name in shared})
+    assert resolved == TrainOptions()  # nothing given: TrainOptions' defaults
+    assert {"cache" if f.name == "image_cache" else f.name for f in fields(TrainOptions)} >= shared
+
+
+def test_options_and_keywords_give_the_same_learner_and_keywords_win(pets_dir):
+    from petclf import TrainOptions
+
+    by_keywords = run_settings(quick_learner(pets_dir, **TINY, seed=3, valid_pct=0.3))
+    by_options = run_settings(quick_learner(pets_dir, options=TrainOptions(**TINY, seed=3, valid_pct=0.3)))
+    assert by_options == by_keywords
+    mixed = run_settings(quick_learner(pets_dir, options=TrainOptions(**{**TINY, "size": 64}, seed=3), size=32,
+                                   valid_pct=0.3))
+    assert mixed == by_keywords  # size=32 given beside options won over its 64
+
+
+def test_train_reads_its_settings_from_options(pets_dir):
+    from petclf import TrainOptions
+
+    learn = quick_learner(pets_dir, **TINY)
+    result = train(learn, options=TrainOptions(epochs=2, lr=3e-3, patience=0), epochs=1, progress=False)
+    assert (result.lr, len(result.history)) == (3e-3, 1)  # lr from options, epochs=1 given beside them
+
+
+def test_settings_that_are_no_option_are_refused_by_name(tmp_path):
+    from petclf import TrainOptions, train_folder
+
+    with pytest.raises(UsageError, match=r"train_folder got unknown settings archh"):
+        train_folder(tmp_path, out=tmp_path / "o", archh="resnet18")
+    with pytest.raises(UsageError, match=r"options must be a TrainOptions"):
+        train_folder(tmp_path, out=tmp_path / "o", options={"arch": "resnet18"})
+    assert TrainOptions().arch == "resnet34"

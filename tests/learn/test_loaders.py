@@ -9,7 +9,8 @@ import torch
 
 from petclf.data.layouts import find_dataset
 from petclf.data.pipeline import make_pipeline
-from petclf.data.table import TableSpec
+from petclf.data.table import TableFormat
+from petclf.learn.learner import run_settings_callback
 from petclf.learn.loaders import make_dataloaders
 from petclf.learn.task import class_weights, sample_weights
 
@@ -30,7 +31,7 @@ def negatives_table(tmp_path) -> Path:
 
 @pytest.mark.parametrize("balance", ["none", "sampler"])
 def test_images_without_labels_train_as_all_zero_targets(negatives_table, balance):
-    ds = find_dataset(negatives_table, table=TableSpec(label_delim=" "))
+    ds = find_dataset(negatives_table, table=TableFormat(label_delim=" "))
     assert ds.classes == ["green", "red"] and (ds.frame.label.map(len) == 0).sum() == 6
     dls = make_dataloaders(ds, make_pipeline(size=16, augment="none"), bs=4, device=torch.device("cpu"), cache=False,
                            balanced=balance == "sampler")
@@ -63,7 +64,7 @@ def test_a_batch_larger_than_the_training_set_is_reduced_saying_so(pets_dir, cap
     from ..conftest import TINY
 
     learn = quick_learner(pets_dir, **{**TINY, "bs": 64})
-    n_train = learn.petclf_spec.dataset.count("train")
+    n_train = run_settings_callback(learn).dataset.count("train")
     assert n_train == 24 and learn.dls.train.bs == 12 and len(learn.dls.train) == 2
     assert "bs=64 is more than the 24 training images: batches of 12" in capsys.readouterr().err
 

@@ -126,7 +126,8 @@ def test_early_stop_ends_the_body_epochs_that_do_not_beat_the_head(pets_dir):
 @needs_weights
 def test_a_budget_shorter_than_one_body_epoch_trains_the_head_alone(pets_dir):
     learn = quick_learner(pets_dir, **LITE)
-    clock = BudgetClock(learn, budget_s=30, started=__import__("time").perf_counter())
+    clock = BudgetClock(learn, budget_s=30, started=__import__("time").perf_counter(),
+                        eval_images=len(learn.dls.valid_ds))
     clock.forward_s_per_image = 0.5  # as measured by a slow body: one training batch ≈ 16 s
     plan = clock.plan(max_epochs=5, pretrained=True, head_left=0, stored=None, resume_from=0)
     assert plan.epochs == 0 and clock.callbacks(plan) == []
@@ -144,7 +145,8 @@ def test_a_budgeted_run_on_a_pretrained_body_keeps_the_head(pets_dir, tmp_path):
 
 def test_a_budget_the_smallest_job_cannot_keep_is_refused_with_what_it_needs(pets_dir):
     learn = quick_learner(pets_dir, **{**LITE, "arch": "resnet18", "pretrained": False})
-    clock = BudgetClock(learn, budget_s=5, started=__import__("time").perf_counter())
+    clock = BudgetClock(learn, budget_s=5, started=__import__("time").perf_counter(),
+                        eval_images=len(learn.dls.valid_ds))
     clock.check_head(8, 1000, 0.5)  # the first batch: its one-time costs are not the pace
     clock.check_head(16, 1000, 1.5)  # one batch is too few to judge by
     with pytest.raises(BudgetTooShort, match=r"needs about \d+ s\. Pass --time-budget \d+s or more") as err:

@@ -1,0 +1,102 @@
+"""``petclf predict``: predictions for image files and folders, printed and written as a CSV table.
+
+The predictor itself (``petclf.runtime.predict``) knows nothing of terminals or files; this job lists the images,
+prints one line per image and writes the table.
+"""
+from __future__ import annotations
+
+import csv as csv_module
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from petclf.core.atomic import atomic_path
+from petclf.core.destinations import output_file
+from petclf.core.errors import UsageError, require_positive
+from petclf.core.safe_text import csv_cell, printable
+from petclf.data.images import IMAGE_EXTENSIONS
+# The fastai learner an export.pkl holds is predicted beside Predictor, whose interface it mirrors.
+from petclf.runtime.predict import DEFAULT_TOPK, Predictor, _PickledPredictor
+
+__all__ = ["expand_images", "predict_files"]
+
+
+def expand_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files as given, folders replaced by the image files inside them (sorted, recursive)."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files.extend(sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+        else:
+            files.append(item)
+    return files
+
+
+def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: int | None = None,
+                  csv: str | Path | None = None, bs: int = 64, trust_pickle: bool = False,
+                  tta: bool | None = None) -> int:
+    """Print predictions for image files and folders, as ``Predictor.predict`` makes them (top-k classes, or the
+    labels over their thresholds for a multi-label model); unreadable files are reported, not fatal.
+
+    Returns 0 when every file was predicted, 1 when some could not be read.
+
+    Example: ``predict_files("runs/pets/model", ["photos/"], csv="preds.csv")``.
+    """
+    require_positive(bs=bs)
+    if topk is not None:
+        require_positive(topk=topk)
+    csv_path = output_file(csv) if csv is not None else None
+    if Path(model_dir).is_file() and trust_pickle:
+        predictor = _PickledPredictor(model_dir)
+    else:
+        predictor = Predictor(model_dir, precision="auto", tta=tta)
+    files = expand_images(inputs)
+    if not files:
+        raise UsageError(f"no image files found in {printable(', '.join(map(str, inputs)))}.")
+    rows, failed = [], []
+    batches = predictor.iter_readable(files, bs=bs)
+    if sys.stderr.isatty() and len(files) > bs:
+        from fastprogress.fastprogress import progress_bar  # noqa: PLC0415 - only for a terminal
+
+        batches = progress_bar(batches, total=-(-len(files) // bs))
+    for batch in batches:
+        failed += batch.failed
+        probs = predictor.probabilities(batch.logits) if predictor.multi_label else None
+        for k, (file, top) in enumerate(zip(batch.items, predictor.decide(batch.logits, topk=topk))):
+            rows.append((file, top, None if probs is None else probs[k].tolist()))
+            shown = ", ".join(f"{printable(label)} {p:.1%}" for label, p in top) or "no label over its threshold"
+            print(f"{printable(file)}: {shown}")
+    for file, reason in failed:
+        print(f"petclf: skipped {printable(file)}: {printable(reason)}", file=sys.stderr)
+    if csv_path is not None:
+        if predictor.multi_label:
+            delim = (predictor.meta.get("data") or {}).get("label_delim") or ";"
+            _write_label_sets(csv_path, rows, failed, classes=predictor.classes, delim=delim)
+        else:
+            _write_predictions(csv_path, rows, failed, topk=topk or DEFAULT_TOPK)
+    return 1 if failed else 0
+
+
+def _write_predictions(path: Path, rows: list, failed: list, *, topk: int) -> None:
+    # Whole or not at all; names are defused for spreadsheets (a file may be named '=HYPERLINK(...)').
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv_module.writer(f)
+        writer.writerow(["path"] + [c for k in range(1, topk + 1) for c in (f"label_{k}", f"prob_{k}")] + ["error"])
+        for file, top, _ in rows:
+            writer.writerow([csv_cell(str(file))] + [v for label, p in top for v in (csv_cell(label), f"{p:.6f}")]
+                            + [""] * (2 * (topk - len(top))) + [""])
+        for file, reason in failed:
+            writer.writerow([csv_cell(str(file))] + [""] * (2 * topk) + [csv_cell(reason)])
+
+
+def _write_label_sets(path: Path, rows: list, failed: list, *, classes: Sequence[str], delim: str) -> None:
+    """Multi-label predictions: the labels over their thresholds (joined by the training table's delimiter, as
+    a table petclf reads), then every label's probability."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv_module.writer(f)
+        writer.writerow(["path", "labels"] + [csv_cell(f"prob_{c}") for c in classes] + ["error"])
+        for file, top, probs in rows:
+            writer.writerow([csv_cell(str(file)), csv_cell(delim.join(label for label, _ in top))]
+                            + [f"{p:.6f}" for p in probs] + [""])
+        for file, reason in failed:
+            writer.writerow([csv_cell(str(file)), ""] + [""] * len(classes) + [csv_cell(reason)])
