@@ -186,7 +186,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from petclf.runtime.explain import explain_files  # noqa: PLC0415
+    from petclf.jobs.explain import explain_files  # noqa: PLC0415
 
     index = explain_files(args.model_dir, args.images, out=args.out, label=args.class_name, topk=args.topk,
                           device=args.device)

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from petclf.core.errors import DataError
 from petclf.data.images import IMAGE_EXTENSIONS
 
-__all__ = ["Listing", "class_dirs", "existing_dir", "has_image", "list_images"]
+__all__ = ["Listing", "class_dirs", "existing_dir", "expand_images", "has_image", "list_images"]
 
 _JUNK_NAMES = {".DS_Store": "macOS folder metadata (.DS_Store)", "Thumbs.db": "Windows thumbnail cache (Thumbs.db)",
                "desktop.ini": "Windows folder settings (desktop.ini)"}
@@ -78,3 +78,14 @@ def existing_dir(path: Path | str) -> Path:
         raise DataError(f"{path} is a file: expected a folder of images, or a table of file names and labels "
                         f"ending in {', '.join(sorted({'.csv', '.tsv'}))}.")
     return path
+
+
+def expand_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files as given, folders replaced by the image files inside them (sorted, recursive)."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files.extend(sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+        else:
+            files.append(item)
+    return files

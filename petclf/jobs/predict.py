@@ -14,22 +14,11 @@ from petclf.core.atomic import atomic_path
 from petclf.core.destinations import output_file
 from petclf.core.errors import UsageError, require_positive
 from petclf.core.safe_text import csv_cell, printable
-from petclf.data.images import IMAGE_EXTENSIONS
+from petclf.data.listing import expand_images
 # The fastai learner an export.pkl holds is predicted beside Predictor, whose interface it mirrors.
 from petclf.runtime.predict import DEFAULT_TOPK, Predictor, _PickledPredictor
 
-__all__ = ["expand_images", "predict_files"]
-
-
-def expand_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files as given, folders replaced by the image files inside them (sorted, recursive)."""
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files.extend(sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
-        else:
-            files.append(item)
-    return files
+__all__ = ["predict_files"]
 
 
 def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: int | None = None,

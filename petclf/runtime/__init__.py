@@ -8,7 +8,6 @@ _EXPORTS = {
     "pick_precision": "petclf.runtime.device",
     "Explainer": "petclf.runtime.explain",
     "Explanation": "petclf.runtime.explain",
-    "explain_files": "petclf.runtime.explain",
     "export_onnx": "petclf.runtime.export",
     "onnx_input": "petclf.runtime.export",
     "LoadedModel": "petclf.runtime.modeldir",

@@ -17,9 +17,7 @@ map explains one view), so a probability here can differ slightly from ``predict
 """
 from __future__ import annotations
 
-import csv
 import io
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,18 +28,16 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from petclf.core.atomic import atomic_path
 from petclf.core.defaults import MULTI_LABEL
-from petclf.core.destinations import output_dir
 from petclf.core.errors import UsageError, require_positive
-from petclf.core.safe_text import csv_cell, printable
+from petclf.core.safe_text import printable
 from petclf.data.images import Presizer
 from petclf.data.pipeline import Pipeline
 from petclf.runtime.device import pick_device
 from petclf.runtime.modeldir import load_model
 from petclf.runtime.preprocess import PixelClassifier
 
-__all__ = ["EXPLAIN_EXTRA", "Explainer", "Explanation", "explain_available", "explain_files", "feature_layer"]
+__all__ = ["EXPLAIN_EXTRA", "Explainer", "Explanation", "explain_available", "feature_layer"]
 
 #: The optional dependencies heat maps need: ``pip install 'petclf[explain]'``.
 EXPLAIN_EXTRA = "explain"
@@ -252,63 +248,3 @@ class Explainer:
             return self.classes.index(label)
         shown = ", ".join(map(printable, self.classes[:20])) + (" …" if len(self.classes) > 20 else "")
         raise UsageError(f"the model has no class {printable(str(label))!r}: expected one of {shown}.")
-
-
-#: The table ``explain_files`` writes beside the overlays.
-INDEX_FILE = "index.csv"
-
-
-def _safe_stem(path: Path) -> str:
-    # File names come from strangers: only letters, digits, '_', '-' and '.' reach the output folder's names.
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem).strip("._")[:80] or "image"
-
-
-def explain_files(model_dir: str | Path, images: Sequence[str | Path], *, out: str | Path, label: str | None = None,
-                  topk: int = 1, device: str | torch.device | None = None) -> Path:
-    """Write a heat-map overlay (PNG) and its raw Grad-CAM map (``.npy``, float32) per image and class into
-    ``out``, and ``index.csv`` naming the image, class and probability of each; return the index's path.
-
-    Folders among ``images`` stand for the images inside them. Each image is explained for ``label``, else
-    for its ``topk`` most likely classes. Images that cannot be read are named in a UsageError once the
-    others are written.
-
-    Example: ``explain_files("runs/pets/model", ["cat.jpg"], out="why", topk=2)`` → ``why/index.csv``.
-    """
-    from petclf.runtime.predict import expand_images  # noqa: PLC0415 - the prediction module only for its file list
-
-    require_positive(topk=topk)
-    files = expand_images(images)
-    if not files:
-        raise UsageError(f"no image files found in {printable(', '.join(map(str, images)))}.")
-    explainer = Explainer(model_dir, device=device)
-    if label is not None:
-        explainer._index(label)  # an unknown class is refused before any work
-    folder = output_dir(out, what="the heat maps")
-    rows, failed, used = [], [], set()
-    for file in files:
-        try:
-            explanations = explainer.explain(file, label=label, topk=topk)
-        except UsageError as err:
-            failed.append(str(err).rstrip("."))
-            continue
-        stem = _safe_stem(file)
-        while stem in used:  # two files of one name in different folders
-            stem += "_"
-        used.add(stem)
-        for rank, explanation in enumerate(explanations, start=1):
-            name = f"{stem}.top{rank}" if label is None else stem
-            (folder / f"{name}.png").write_bytes(explanation.png())
-            np.save(folder / f"{name}.npy", explanation.heatmap.astype(np.float32), allow_pickle=False)
-            rows.append((str(file), explanation.label, f"{explanation.probability:.6f}", f"{name}.png",
-                         f"{name}.npy"))
-            print(f"{printable(str(file))}: {printable(explanation.label)} {explanation.probability:.1%} "
-                  f"-> {printable(str(folder / name))}.png")
-    index = folder / INDEX_FILE
-    with atomic_path(index) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "class", "probability", "overlay", "heatmap"])
-        writer.writerows([csv_cell(v) for v in row] for row in rows)
-    if failed:
-        raise UsageError(f"{len(failed)} of {len(files)} images could not be read: {'; '.join(failed[:5])}"
-                         f"{' …' if len(failed) > 5 else ''}. The heat maps of the others are in {folder}.")
-    return index

@@ -35,7 +35,7 @@ def _explainer(state: ServerState, model: ServedModel) -> Explainer:
     return explainer
 
 
-async def explain(request: Request) -> Response:
+async def explain_image(request: Request) -> Response:
     """The heat map of the one image of the request, as PNG (see the module's docstring)."""
     state = server_state(request)
     model = state.model(request.path_params.get("name"))
@@ -71,4 +71,4 @@ async def explain(request: Request) -> Response:
 
 def routes() -> list[Route]:
     """The heat map's routes."""
-    return [Route("/explain", explain, methods=["POST"]), Route("/models/{name}/explain", explain, methods=["POST"])]
+    return [Route("/explain", explain_image, methods=["POST"]), Route("/models/{name}/explain", explain_image, methods=["POST"])]
