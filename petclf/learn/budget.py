@@ -22,6 +22,7 @@ from fastai.learner import Learner
 from petclf.core import log
 from petclf.core.atomic import write_json_atomic
 from petclf.core.errors import UsageError
+from petclf.core.defaults import OOD_FIT_IMAGES
 from petclf.core.processes import is_main
 from petclf.learn.batchnorm import MAX_BATCHES
 from petclf.learn.distributed import bare, broadcast
@@ -286,11 +287,14 @@ class BudgetClock:
         self._checked = False
 
     def eval_images(self) -> int:
-        """Images the evaluation after training predicts (validation and test)."""
+        """Images the evaluation after training predicts (validation and test; for a single-label model also the
+        "unknown" detector's pass over training images and validation images)."""
         holder = getattr(self.learn, "petclf_spec", None)
         if holder is None:
             return len(self.learn.dls.valid_ds)
-        return holder.dataset.count("valid") + holder.dataset.count("test")
+        dataset = holder.dataset
+        ood = 0 if dataset.multi_label else min(dataset.count("train"), OOD_FIT_IMAGES) + dataset.count("valid")
+        return dataset.count("valid") + dataset.count("test") + ood
 
     def check_head(self, done: int, total: int, elapsed: float) -> None:
         """Progress hook of the feature pass: once the pace is known, refuse a budget the smallest job cannot keep."""

@@ -5,6 +5,12 @@ The ONNX graph carries its own preprocessing: a client feeds RGB pixels (uint8, 
 ``presize`` and centre-cropped — and gets class scores (``logits``; a multi-label model gives
 each label's sigmoid probability instead, as ``probabilities``). Dtype conversion, the resize to
 ``size`` and the normalisation happen inside the graph, exactly as in validation.
+
+A single-label model's graph also outputs ``probabilities`` (softmax of the logits divided by the
+model's temperature, as ``Predictor`` computes them) and, when the model has an "unknown" detector,
+``ood_score`` (N,) and ``unknown`` (N,) booleans (score over the stored threshold). ``logits`` stays
+the first output, so clients that ask for it by name are unchanged. The temperature and the
+threshold are also in the metadata (``petclf.temperature``, ``petclf.unknown``).
 """
 from __future__ import annotations
 
@@ -21,8 +27,10 @@ from petclf.core.errors import PetclfError, UsageError
 from petclf.data.images import Presizer
 from petclf.data.pipeline import Pipeline
 from petclf.runtime.modeldir import load_model
+from petclf.runtime.ood import split_network
 from petclf.runtime.predict import DEFAULT_THRESHOLD
 from petclf.runtime.preprocess import PixelClassifier
+from petclf.runtime.trust import ScoredNetwork, Unknown, load_unknown
 
 __all__ = ["export_onnx", "onnx_input"]
 
@@ -34,6 +42,24 @@ def onnx_input(image: str | Path | Image.Image, pipeline: Pipeline, *, dtype: st
     """
     pixels = Presizer(pipeline.presize)(image)
     return pixels[None].astype(np.uint8 if dtype == "uint8" else np.float32)
+
+
+class _Calibrated(nn.Module):
+    """Pixels in → logits, calibrated probabilities and (with a detector) the OOD score and the unknown flag."""
+
+    def __init__(self, model: nn.Module, pipeline: Pipeline, *, temperature: float, detector: Unknown | None) -> None:
+        super().__init__()
+        if detector is not None:
+            model = ScoredNetwork(*split_network(model), detector.score)
+        self.net = PixelClassifier(model, pipeline)
+        self.temperature, self.detector = float(temperature), detector
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.net(pixels)
+        if self.detector is None:
+            return out, (out / self.temperature).softmax(dim=1)
+        logits, score = out[:, :-1], out[:, -1]
+        return logits, (logits / self.temperature).softmax(dim=1), score, score > self.detector.threshold
 
 
 def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8", opset: int = 18) -> Path:
@@ -49,9 +75,14 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8",
         raise UsageError("ONNX export needs the onnx extras: pip install 'petclf[onnx]'.") from None
     loaded = load_model(model_dir)
     multi_label = loaded.meta.get("task") == MULTI_LABEL
-    wrapper = PixelClassifier(loaded.model, loaded.pipeline).eval()
+    detector = None if multi_label else load_unknown(model_dir, loaded.meta, loaded.model)
+    temperature = float(loaded.meta.get("temperature", 1.0))
     if multi_label:
-        wrapper = nn.Sequential(wrapper, nn.Sigmoid()).eval()
+        wrapper = nn.Sequential(PixelClassifier(loaded.model, loaded.pipeline), nn.Sigmoid()).eval()
+        outputs = ["probabilities"]
+    else:
+        wrapper = _Calibrated(loaded.model, loaded.pipeline, temperature=temperature, detector=detector).eval()
+        outputs = ["logits", "probabilities"] + (["ood_score", "unknown"] if detector is not None else [])
     p = loaded.pipeline.presize
     example = torch.zeros(2, p, p, 3, dtype=torch.uint8 if dtype == "uint8" else torch.float32)
     out = Path(out)
@@ -59,14 +90,19 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8",
     batch = torch.export.Dim("batch", min=1, max=4096)
     try:
         program = torch.onnx.export(wrapper, (example,), dynamo=True, input_names=["pixels"],
-                                    output_names=["probabilities" if multi_label else "logits"],
+                                    output_names=outputs,
                                     dynamic_shapes=({0: batch},), opset_version=opset, verbose=False)
     except Exception as err:  # the exporter raises many kinds; the user needs the reason, not the stack
         raise PetclfError(f"ONNX export of {loaded.meta['arch']['name']} failed: {str(err).splitlines()[0]}") from None
     info = {"classes": json.dumps(list(loaded.classes)), "size": str(loaded.pipeline.size),
             "presize": str(p), "input": f"RGB pixels (N, {p}, {p}, 3) {dtype}, 0..255, shorter side resized "
                                        f"to {p} then centre-cropped",
-            "task": loaded.meta.get("task", SINGLE_LABEL)}
+            "task": loaded.meta.get("task", SINGLE_LABEL), "outputs": json.dumps(outputs)}
+    if not multi_label:
+        info["temperature"] = repr(temperature)
+    if detector is not None:
+        info["unknown"] = json.dumps({"score": detector.score.kind, "threshold": detector.threshold,
+                                      "accept": detector.accept})
     if multi_label:
         thresholds = loaded.meta.get("thresholds") or [DEFAULT_THRESHOLD] * len(loaded.classes)
         info["thresholds"] = json.dumps([float(t) for t in thresholds])
