@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -20,7 +20,7 @@ from petclf.core.processes import is_main
 from petclf.core.safe_text import csv_safe
 from petclf.data.layouts import split_record
 from petclf.core.defaults import DEFAULT_UNKNOWN_ACCEPT, MULTI_LABEL, SINGLE_LABEL
-from petclf.evaluate.calibration import calibration_metrics
+from petclf.evaluate.calibration import calibration_metrics, rescale
 from petclf.evaluate.interpretation import AnyInterpretation, interpret_files
 from petclf.evaluate.multilabel import MultiLabelInterpretation, choose_thresholds
 from petclf.evaluate.plots import save_loss_plot, save_lr_find_plot
@@ -102,6 +102,8 @@ def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-o
     # counted in a time budget's evaluation).
     trust = fit_trust(learn, interps[0], accept=options.unknown_accept) if run_spec(learn).task == SINGLE_LABEL \
         else None
+    if trust is not None:  # the report shows what the saved model will answer: calibrated probabilities
+        interps = _calibrated(learn, interps, trust.temperature, tta=options.tta)
     summary = _summary(learn, result, interps, seconds=time.perf_counter() - start, trust=trust)
     # Where the job's time went: before the first training step (imports, scan, caches, lr choice), training,
     # evaluation (writing the files comes after summary.json; the command's own wall time holds it).
@@ -130,7 +132,7 @@ def _write_results(learn: Learner, out: Path, result: TrainResult, interps: list
     model_dir = save_model(learn, out / "model", summary=summary, thresholds=thresholds, tta=tta, trust=trust)
     write_json_atomic(out / "summary.json", summary)
     write_report(out, interps, summary=summary, history=result.history, loss_png=out / "loss.png",
-                 temperature=None if trust is None else trust.temperature)
+                 temperature=None if trust is None else trust.temperature, calibrated=True)
     return model_dir
 
 
@@ -216,6 +218,17 @@ def _evaluate(learn: Learner, *, threshold: str | float, tta: bool) -> list[AnyI
     return interps
 
 
+def _calibrated(learn: Learner, interps: list[AnyInterpretation], temperature: float, *,
+                tta: bool) -> list[AnyInterpretation]:
+    """The single-label evaluations at ``temperature``: the probabilities rescaled (exact: log-probabilities are
+    logits up to a constant), or with ``tta`` scored again, since a mean of probabilities does not rescale."""
+    if tta:
+        predictor = learner_predictor(learn, tta=True, temperature=temperature)
+        return [interpret_files(predictor, list(i.items), [i.classes[t] for t in i.targets], split=i.split)
+                for i in interps]
+    return [replace(i, probs=rescale(i.probs, 1.0 / temperature)) for i in interps]
+
+
 def headline(summary: dict) -> str:
     """The run's main validation figures in words, by task."""
     if summary.get("task") == MULTI_LABEL:
@@ -260,7 +273,7 @@ def _summary(learn: Learner, result: TrainResult, interps: list[AnyInterpretatio
         summary["temperature"] = round(trust.temperature, 4)
         for interp in interps:
             prefix = "" if interp.split == "valid" else f"{interp.split}_"
-            ece = calibration_metrics(interp.probs, interp.targets, temperature=trust.temperature)
+            ece = calibration_metrics(interp.probs, interp.targets, temperature=trust.temperature, calibrated=True)
             summary.update({f"{prefix}ece_before": ece["ece_before"], f"{prefix}ece_after": ece["ece_after"]})
         if trust.unknown is not None:
             summary["unknown"] = {"score": trust.unknown.score.kind, "accept": trust.unknown.accept,

@@ -87,3 +87,16 @@ def test_a_stored_detector_loads_and_flags(tmp_path):
     probs = [p for _, p in answer.top]
     assert probs == pytest.approx(sorted((logits / 2.0).softmax(dim=1)[0].tolist(), reverse=True), abs=1e-6)
     assert Predictor(directory, device="cpu", unknown=0.75).unknown_threshold == pytest.approx(-2.0)  # mid-curve
+
+
+def test_acceptance_overrides_out_of_range_are_refused(tmp_path):
+    from petclf.core.errors import UsageError
+    from petclf.core.options import TrainOptions
+
+    with pytest.raises(UsageError, match="unknown_accept"):
+        TrainOptions(unknown_accept=0.3).validate()
+    directory = make_model_dir(tmp_path / "m", extra={"unknown": _unknown()})
+    with pytest.raises(UsageError, match="share of ordinary images"):
+        Predictor(directory, device="cpu", unknown=1.5)
+    with pytest.raises(UsageError, match="no detector|has none"):
+        Predictor(make_model_dir(tmp_path / "old"), device="cpu", unknown=0.99)
