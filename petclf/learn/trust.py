@@ -8,10 +8,12 @@ import numpy as np
 from fastai.learner import Learner
 
 from petclf.core import log
+from petclf.core.errors import UsageError
 from petclf.core.defaults import DEFAULT_OOD_SCORE, OOD_FIT_IMAGES
 from petclf.evaluate.interpretation import Interpretation
 from petclf.learn.distributed import bare
 from petclf.learn.learner import run_spec
+from petclf.runtime.ood import split_network
 from petclf.runtime.temperature import fit_temperature
 from petclf.runtime.trust import Unknown, fit_unknown
 
@@ -42,6 +44,12 @@ def fit_trust(learn: Learner, valid: Interpretation, *, accept: float, kind: str
         train = train.sample(OOD_FIT_IMAGES, random_state=seed)
     index = {name: k for k, name in enumerate(spec.classes)}
     model = copy.deepcopy(bare(learn.model)).float()
+    try:
+        split_network(model)
+    except UsageError:  # a whole custom network (arch=an nn.Module) need not end in a Linear layer
+        log.info(f"calibration: temperature {temperature:.3f}; no 'unknown' detector (the network does not end "
+                 "in a linear layer)")
+        return Trust(temperature=temperature)
     unknown = fit_unknown(model, spec.pipeline, kind=kind, accept=accept,
                           train=(list(train.path), [index[label] for label in train.label]),
                           valid=list(valid.items) or list(frame[frame.split == "valid"].path),

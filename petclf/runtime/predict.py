@@ -142,9 +142,10 @@ class Predictor:
         self.tta = bool(tta)
         self.temperature = float(temperature)
         self.detector, self.reject_unknown = detector, bool(reject_unknown)
-        if unknown is not None and detector is None:
-            raise UsageError("unknown= needs a single-label model trained with an 'unknown' detector (petclf train "
-                             "writes one); this model has none.")
+        if (unknown is not None or reject_unknown) and detector is None:
+            raise UsageError(f"{'unknown=' if unknown is not None else 'reject_unknown'} needs a single-label model "
+                             "trained with an 'unknown' detector (petclf train writes one); this model has none: "
+                             "train it again with this petclf.")
         #: The OOD score over which an image is flagged unknown (None: no detector); may be set directly.
         self.unknown_threshold = None if detector is None else (
             detector.threshold if unknown is None else detector.threshold_for(unknown))
