@@ -2,7 +2,6 @@
 new fields (a stranger's temperature or threshold is refused with a message naming the field)."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
