@@ -73,6 +73,10 @@ def _add_train_options(p: argparse.ArgumentParser, *, evaluation: bool = True) -
         p.add_argument("--tta", action="store_true",
                        help="evaluate each image and its mirror (flip-invariant photos; the saved model predicts so "
                             "too)")
+    if evaluation:
+        p.add_argument("--unknown-accept", type=float, default=d.unknown_accept, metavar="SHARE",
+                       help="single-label: set the 'unknown' threshold so that this share of validation images "
+                            "stays known (default %(default)s)")
     p.add_argument("--no-image-cache", action="store_true",
                    help="decode images every epoch instead of caching them pre-resized on disk")
     p.add_argument("--no-feature-cache", action="store_true",
@@ -182,7 +186,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from petclf.jobs.predict import predict_files  # noqa: PLC0415
 
     return predict_files(args.model_dir, args.images, topk=args.topk, csv=args.csv, trust_pickle=args.trust_pickle,
-                         tta=args.tta)
+                         tta=args.tta, unknown=args.unknown_accept, reject_unknown=args.reject_unknown)
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
@@ -386,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="allow MODEL to be a fastai export.pkl; unpickling runs code from the file")
     predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                          help="also score each image's mirror (default: as the model was trained, --tta or not)")
+    predict.add_argument("--reject-unknown", action="store_true",
+                         help="answer 'unknown' instead of classes for images unlike the training images")
+    predict.add_argument("--unknown-accept", type=float, default=None, metavar="SHARE",
+                         help="share (0.5-1) of ordinary images to keep known (default: as the model was trained)")
     predict.set_defaults(func=_cmd_predict)
 
     explain = sub.add_parser("explain", help="heat maps (Grad-CAM) of where a saved model looked, one PNG per image")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 __all__ = ["DEFAULT_LR", "ARCH_SOURCES", "AUGMENTS", "BALANCES", "DEFAULT_BALANCE", "MULTI_LABEL", "SINGLE_LABEL", "TASKS",
            "THRESHOLD_MODES", "DEFAULT_SEED", "DEFAULT_VALID_PCT", "IMAGENET_STATS", "LAYOUTS", "MAX_LR", "MAX_SEED",
-           "MAX_SIZE", "MIN_SIZE", "PRECISIONS", "MAX_CLASSES", "MAX_CLASS_NAME_CHARS"]
+           "MAX_SIZE", "MIN_SIZE", "PRECISIONS", "MAX_CLASSES", "MAX_CLASS_NAME_CHARS",
+           "DEFAULT_OOD_SCORE", "DEFAULT_UNKNOWN_ACCEPT", "ECE_BINS", "OOD_FIT_IMAGES"]
 
 #: Where an architecture comes from: torchvision's or timm's names, ``register_arch``, or the user's own object.
 ARCH_SOURCES = ("torchvision", "timm", "registered", "custom")
@@ -52,3 +53,15 @@ MAX_CLASSES = 100_000
 #: The longest class name, in characters, for the same two readers: class names come from folder and file
 #: names (255 bytes on common file systems) or from table cells.
 MAX_CLASS_NAME_CHARS = 1024
+
+#: The out-of-distribution score a single-label model is trained with (``petclf.runtime.ood``): higher means less
+#: like the training images.
+DEFAULT_OOD_SCORE = "energy"
+#: Share of in-distribution (validation) images whose OOD score stays under the "unknown" threshold: 0.95 means
+#: 5% of ordinary images are flagged unknown, the usual operating point (FPR at 95% TPR) of the OOD literature.
+DEFAULT_UNKNOWN_ACCEPT = 0.95
+#: Equal-width confidence bins of the expected calibration error and the reliability diagram (the usual 15).
+ECE_BINS = 15
+#: Training images (a random sample when there are more) the OOD score is fitted on after training: enough for
+#: feature statistics, and a bounded extra pass in a time budget.
+OOD_FIT_IMAGES = 5000

@@ -5,7 +5,8 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from petclf.core.defaults import (AUGMENTS, BALANCES, DEFAULT_BALANCE, DEFAULT_SEED, DEFAULT_VALID_PCT, LAYOUTS,
+from petclf.core.defaults import (AUGMENTS, BALANCES, DEFAULT_BALANCE, DEFAULT_SEED, DEFAULT_UNKNOWN_ACCEPT,
+                                  DEFAULT_VALID_PCT, LAYOUTS,
                                   MAX_LR, MAX_SEED, MAX_SIZE, MIN_SIZE, PRECISIONS, THRESHOLD_MODES)
 from petclf.core.errors import UsageError, require_between, require_fraction, require_non_negative, require_positive
 
@@ -101,6 +102,7 @@ class TrainOptions:
     strict: bool = field(default=False, metadata={"help": "stop on unreadable files instead of skipping them"})
     image_cache: bool | None = None  # decode each image once into a presized cache; None: when under 4 GiB
     feature_cache: bool = True  # frozen epochs train the head on body features computed once
+    unknown_accept: float = DEFAULT_UNKNOWN_ACCEPT  # single-label: share of validation images the "unknown" threshold keeps known
 
     def validate(self) -> None:
         """Refuse impossible settings before any work starts."""
@@ -117,6 +119,10 @@ class TrainOptions:
             raise UsageError(f"lr_find chooses the learning rate, but lr={self.lr:g} was given too: keep one of them.")
         require_fraction(valid_pct=self.valid_pct)
         require_threshold(self.threshold)
+        if isinstance(self.unknown_accept, bool) or not isinstance(self.unknown_accept, (int, float)) or not (
+                0.5 <= self.unknown_accept <= 1.0):
+            raise UsageError("unknown_accept is the share of ordinary (validation) images to keep known, from 0.5 "
+                             f"to 1 (e.g. 0.95). Received: unknown_accept={self.unknown_accept!r}.")
         if self.tta and self.augment != "standard":
             raise UsageError(f"tta mirrors images, but augment={self.augment!r} trains without mirrored images: "
                              "use tta only with augment='standard' (flip-invariant photos).")

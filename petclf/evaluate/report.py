@@ -17,6 +17,7 @@ from markupsafe import Markup
 from petclf.core.atomic import write_json_atomic
 from petclf.core.destinations import output_dir
 from petclf.core.safe_text import csv_safe
+from petclf.evaluate.calibration import calibration_metrics, plot_reliability
 from petclf.evaluate.interpretation import AnyInterpretation, Interpretation, interpret_saved
 from petclf.evaluate.multilabel import MultiLabelInterpretation
 from petclf.evaluate.plots import figure_png
@@ -25,13 +26,13 @@ from petclf.runtime.modeldir import read_meta
 __all__ = ["SECTIONS", "MULTI_LABEL_SECTIONS", "report_saved_model", "write_report"]
 
 #: Section ids of the page for a single-label model (anchors: report.html#per-class).
-SECTIONS = ("summary", "metrics", "learning-curves", "confusion-matrix", "most-confused", "top-losses", "per-class")
+SECTIONS = ("summary", "metrics", "learning-curves", "calibration", "confusion-matrix", "most-confused", "top-losses", "per-class")
 #: Section ids of the page for a multi-label model.
 MULTI_LABEL_SECTIONS = ("summary", "metrics", "learning-curves", "per-label", "most-missed", "most-added",
                         "top-losses")
 _HEADINGS = {"confusion-matrix": "Confusion matrix", "most-confused": "Most confused", "top-losses": "Top losses",
              "per-class": "Per class", "per-label": "Per label", "most-missed": "Labels most often missed",
-             "most-added": "Labels most often added"}
+             "most-added": "Labels most often added", "calibration": "Calibration"}
 
 
 @lru_cache(maxsize=1)
@@ -110,7 +111,8 @@ def _multi_label_parts(interp: MultiLabelInterpretation, out: Path, *, top_k: in
 
 def write_report(out: str | Path, interps: Sequence[AnyInterpretation], *, summary: dict | None = None,
                  history: pd.DataFrame | None = None, loss_png: Path | None = None, top_k: int = 9,
-                 heatmaps: str | Path | None = None) -> Path:
+                 heatmaps: str | Path | None = None, temperature: float | None = None,
+                 calibrated: bool = False) -> Path:
     """Write the figures and tables of each split in ``interps``, ``metrics.json`` and ``report.html`` into
     ``out``; return the HTML path.
 
@@ -119,13 +121,21 @@ def write_report(out: str | Path, interps: Sequence[AnyInterpretation], *, summa
     top losses with given and predicted label sets. Files of the validation split have plain
     names; other splits get a prefix (``test_per_class.csv``). ``heatmaps``: the model directory of the
     predictions, to draw each single-label top loss beside its Grad-CAM heat maps (``top_losses_heatmaps.png``).
+    With a single-label model's ``temperature``, each split's ECE before and after it goes into ``metrics.json``
+    and a reliability diagram into the page (``calibrated``: the probabilities are already at that temperature,
+    as a saved model's ``Predictor`` gives them).
 
     Example: ``write_report("runs/pets", [interpret(learn)], summary=summary)``.
     """
     out = output_dir(out, what="the report files")
     metrics = {i.split: i.metrics() for i in interps}
-    write_json_atomic(out / "metrics.json", metrics)
     multi = any(isinstance(i, MultiLabelInterpretation) for i in interps)
+    calibration = {} if multi or temperature is None else {
+        i.split: calibration_metrics(i.probs, i.targets, temperature=temperature, calibrated=calibrated)
+        for i in interps}
+    for split, figures in calibration.items():
+        metrics[split].update(ece_before=figures["ece_before"], ece_after=figures["ece_after"])
+    write_json_atomic(out / "metrics.json", metrics)
     sections: dict[str, list[dict]] = {key: [] for key in (MULTI_LABEL_SECTIONS if multi else SECTIONS)}
     sections["summary"] = [_summary_block(summary or {})]
     sections["metrics"] = [_table(pd.DataFrame(metrics).T)]
@@ -133,6 +143,8 @@ def write_report(out: str | Path, interps: Sequence[AnyInterpretation], *, summa
         sections["learning-curves"].append(_image(Path(loss_png).read_bytes(), "training and validation loss"))
     sections["learning-curves"].append(_table(history, index=False) if history is not None
                                        else _text("No training history (saved model)."))
+    if not multi:
+        sections["calibration"] = _calibration_blocks(calibration, out)
     for interp in interps:
         if isinstance(interp, MultiLabelInterpretation):
             split_parts = _multi_label_parts(interp, out, top_k=top_k)
@@ -152,6 +164,22 @@ def write_report(out: str | Path, interps: Sequence[AnyInterpretation], *, summa
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _calibration_blocks(calibration: dict[str, dict], out: Path) -> list[dict]:
+    """Per split: the reliability diagram (also written as ``[split_]reliability.png``) and the two ECE figures."""
+    if not calibration:
+        return [_text("No temperature: this model was saved before calibration.")]
+    blocks = [_text("Probabilities are divided by a temperature fitted on the validation split. Expected "
+                    "calibration error (ECE, 15 bins): the mean gap between confidence and accuracy; 0 is perfect.")]
+    for split, figures in calibration.items():
+        png = figure_png(plot_reliability(figures, title=f"Reliability diagram ({split})"))
+        (out / f"{_prefix(split)}reliability.png").write_bytes(png)
+        blocks += [{"kind": "title", "text": f"{split} split"}, _image(png, f"{split} reliability diagram"),
+                   {"kind": "pairs", "rows": [("temperature", f"{figures['temperature']:.4f}"),
+                                              ("ECE before", f"{figures['ece_before']:.4f}"),
+                                              ("ECE after", f"{figures['ece_after']:.4f}")]}]
+    return blocks
 
 
 def _summary_block(summary: dict) -> dict:
@@ -182,8 +210,10 @@ def report_saved_model(model_dir: str | Path, data: str | Path, *, split: str = 
     Example: ``report_saved_model("runs/caltech/model", "data/caltech10", split="test")``.
     """
     model_dir = Path(model_dir)
-    summary = read_meta(model_dir).get("summary", {})
+    meta = read_meta(model_dir)
+    summary = meta.get("summary", {})
     target = output_dir(out if out is not None else model_dir.resolve().parent / f"report-{split}",
                         what="the report files")
     interp = interpret_saved(model_dir, data, split=split, layout=layout, label_pat=label_pat, images=images)
-    return write_report(target, [interp], summary=summary, heatmaps=model_dir if heatmaps else None)
+    return write_report(target, [interp], summary=summary, heatmaps=model_dir if heatmaps else None,
+                        temperature=meta.get("temperature"), calibrated=True)

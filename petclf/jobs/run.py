@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +19,8 @@ from petclf.core.options import TrainOptions, resolve_options
 from petclf.core.processes import is_main
 from petclf.core.safe_text import csv_safe
 from petclf.data.saved_split import split_record
-from petclf.core.defaults import MULTI_LABEL, SINGLE_LABEL
+from petclf.core.defaults import DEFAULT_UNKNOWN_ACCEPT, MULTI_LABEL, SINGLE_LABEL
+from petclf.evaluate.calibration import calibration_metrics, rescale
 from petclf.evaluate.interpretation import AnyInterpretation, interpret_files
 from petclf.evaluate.multilabel import MultiLabelInterpretation, choose_thresholds
 from petclf.evaluate.plots import save_loss_plot, save_lr_find_plot
@@ -29,12 +30,13 @@ from petclf.learn.distributed import broadcast
 from petclf.learn.learner import learner_predictor, quick_learner, run_settings, run_settings_callback
 from petclf.learn.recipe import TrainResult, find_lr, train
 from petclf.learn.save import save_model
+from petclf.learn.trust import Trust, fit_trust
 
 __all__ = ["TrainOptions", "RunResult", "train_folder"]
 
 CHECKPOINT_DIR = "checkpoints"
 #: Settings added after runs were first resumable, with the value runs had before them.
-_UNRECORDED = {"balance": "none"}
+_UNRECORDED = {"balance": "none", "unknown_accept": DEFAULT_UNKNOWN_ACCEPT}
 #: Which file trains, validates or tests in this run (paths relative to the data folder).
 SPLIT_FILE = "split.json"
 
@@ -99,13 +101,19 @@ def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-o
         return RunResult(out=out, model_dir=out / "model", summary={}, learn=learn)
     evaluated = time.perf_counter()
     interps = _evaluate(learn, threshold=options.threshold, tta=options.tta)
-    summary = _summary(learn, result, interps, seconds=time.perf_counter() - start)
+    # Single-label: calibrated on the validation split, and an "unknown" detector (an extra pass over the images,
+    # counted in a time budget's evaluation).
+    trust = fit_trust(learn, interps[0], accept=options.unknown_accept) if run_settings(learn).task == SINGLE_LABEL \
+        else None
+    if trust is not None:  # the report shows what the saved model will answer: calibrated probabilities
+        interps = _calibrated(learn, interps, trust.temperature, tta=options.tta)
+    summary = _summary(learn, result, interps, seconds=time.perf_counter() - start, trust=trust)
     # Where the job's time went: before the first training step (imports, scan, caches, lr choice), training,
     # evaluation (writing the files comes after summary.json; the command's own wall time holds it).
     summary["timing"] = {"setup_s": round(evaluated - start - result.seconds, 2), "train_s": round(result.seconds, 2),
                          "evaluate_s": round(time.perf_counter() - evaluated, 2)}
     try:
-        model_dir = _write_results(learn, out, result, interps, summary, tta=options.tta)
+        model_dir = _write_results(learn, out, result, interps, summary, tta=options.tta, trust=trust)
     except OSError as err:
         raise _unwritten(out, err, epochs=len(result.history)) from err
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the run is complete; the model dir has it all
@@ -118,16 +126,16 @@ def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-o
 
 
 def _write_results(learn: Learner, out: Path, result: TrainResult, interps: list[AnyInterpretation],
-                   summary: dict, *, tta: bool) -> Path:
+                   summary: dict, *, tta: bool, trust: Trust | None = None) -> Path:
     if any(i.skipped for i in interps):
         _write_skipped(_all_skipped(learn, interps), out)
     result.history.to_csv(out / "history.csv", index=False)
     save_loss_plot(result, out / "loss.png")
     thresholds = getattr(interps[0], "thresholds", None)  # the validation split's, for a multi-label model
-    model_dir = save_model(learn, out / "model", summary=summary, thresholds=thresholds, tta=tta)
+    model_dir = save_model(learn, out / "model", summary=summary, thresholds=thresholds, tta=tta, trust=trust)
     write_json_atomic(out / "summary.json", summary)
     write_report(out, interps, summary=summary, history=result.history, loss_png=out / "loss.png",
-                 heatmaps=model_dir)
+                 heatmaps=model_dir, temperature=None if trust is None else trust.temperature, calibrated=True)
     return model_dir
 
 
@@ -214,6 +222,17 @@ def _evaluate(learn: Learner, *, threshold: str | float, tta: bool) -> list[AnyI
     return interps
 
 
+def _calibrated(learn: Learner, interps: list[AnyInterpretation], temperature: float, *,
+                tta: bool) -> list[AnyInterpretation]:
+    """The single-label evaluations at ``temperature``: the probabilities rescaled (exact: log-probabilities are
+    logits up to a constant), or with ``tta`` scored again, since a mean of probabilities does not rescale."""
+    if tta:
+        predictor = learner_predictor(learn, tta=True, temperature=temperature)
+        return [interpret_files(predictor, list(i.items), [i.classes[t] for t in i.targets], split=i.split)
+                for i in interps]
+    return [replace(i, probs=rescale(i.probs, 1.0 / temperature)) for i in interps]
+
+
 def headline(summary: dict) -> str:
     """The run's main validation figures in words, by task."""
     if summary.get("task") == MULTI_LABEL:
@@ -231,7 +250,8 @@ _TEST_METRICS = {SINGLE_LABEL: ("error_rate", "accuracy", "balanced_accuracy", "
                  MULTI_LABEL: ("f1_micro", "f1_macro", "map", "accuracy_multi")}
 
 
-def _summary(learn: Learner, result: TrainResult, interps: list[AnyInterpretation], *, seconds: float) -> dict:
+def _summary(learn: Learner, result: TrainResult, interps: list[AnyInterpretation], *, seconds: float,
+             trust: Trust | None = None) -> dict:
     spec = run_settings(learn)
     dataset = run_settings_callback(learn).dataset
     best = result.best
@@ -253,6 +273,15 @@ def _summary(learn: Learner, result: TrainResult, interps: list[AnyInterpretatio
         if interp.split == "test":
             m = interp.metrics()
             summary.update(test_loss=m["log_loss"], **{f"test_{key}": m[key] for key in _TEST_METRICS[spec.task]})
+    if trust is not None:
+        summary["temperature"] = round(trust.temperature, 4)
+        for interp in interps:
+            prefix = "" if interp.split == "valid" else f"{interp.split}_"
+            ece = calibration_metrics(interp.probs, interp.targets, temperature=trust.temperature, calibrated=True)
+            summary.update({f"{prefix}ece_before": ece["ece_before"], f"{prefix}ece_after": ece["ece_after"]})
+        if trust.unknown is not None:
+            summary["unknown"] = {"score": trust.unknown.score.kind, "accept": trust.unknown.accept,
+                                  "threshold": round(trust.unknown.threshold, 6)}
     summary["seconds"] = round(seconds, 2)
     return summary
 

@@ -204,7 +204,8 @@ def default_num_workers(device: torch.device) -> int:
     return min(8, max(1, (torch.multiprocessing.cpu_count() or 2) - 1))
 
 
-def learner_predictor(learn: Learner, *, precision: str = "auto", tta: bool = False) -> Predictor:
+def learner_predictor(learn: Learner, *, precision: str = "auto", tta: bool = False,
+                      temperature: float = 1.0) -> Predictor:
     """A ``Predictor`` for a learner made by ``quick_learner``, without saving it first (the learner is not changed).
 
     Example: ``learner_predictor(learn).predict("cat.jpg")``.
@@ -212,4 +213,4 @@ def learner_predictor(learn: Learner, *, precision: str = "auto", tta: bool = Fa
     spec = run_settings(learn)
     model = copy.deepcopy(bare(learn.model)).float().cpu()
     return Predictor.from_network(model, spec.classes, spec.pipeline, device=learn.dls.device, precision=precision,
-                                  multi_label=spec.task == MULTI_LABEL, tta=tta)
+                                  multi_label=spec.task == MULTI_LABEL, tta=tta, temperature=temperature)

@@ -20,7 +20,7 @@ from fastai.learner import Learner
 
 from petclf.core import log
 from petclf.core.errors import TrainingDiverged, UsageError, require_non_negative
-from petclf.core.defaults import DEFAULT_LR
+from petclf.core.defaults import DEFAULT_LR, OOD_FIT_IMAGES
 from petclf.core.options import (DEFAULT_EPOCHS, DEFAULT_PRETRAINED_EPOCHS, UNSET, TrainOptions, parse_duration,
                                  require_lr, resolve_options)
 from petclf.core.processes import is_main, world_size
@@ -270,12 +270,15 @@ def _mirrors(learn: Learner) -> bool:
 
 
 def _eval_images(learn: Learner) -> int:
-    """Images the evaluation after training predicts: validation and test of a quick_learner's run; of another
-    Learner, whose test images petclf does not know, its validation set."""
+    """Images the evaluation after training predicts: validation and test of a quick_learner's run, and for a
+    single-label run the "unknown" detector's pass over training (at most ``OOD_FIT_IMAGES``) and validation
+    images; of another Learner, whose test images petclf does not know, its validation set."""
     holder = run_settings_callback(learn)
     if holder is None:
         return len(learn.dls.valid_ds)
-    return holder.dataset.count("valid") + holder.dataset.count("test")
+    dataset = holder.dataset
+    ood = 0 if dataset.multi_label else min(dataset.count("train"), OOD_FIT_IMAGES) + dataset.count("valid")
+    return dataset.count("valid") + dataset.count("test") + ood
 
 
 def _restore(learn: Learner, resume: ResumeState | None, best: KeepBest | None) -> int:

@@ -13,7 +13,9 @@ from petclf.core.defaults import MULTI_LABEL
 from petclf.core.errors import UsageError
 from petclf.learn.distributed import bare
 from petclf.learn.learner import run_settings
+from petclf.learn.trust import Trust
 from petclf.runtime.modeldir import write_model_dir
+from petclf.runtime.trust import save_unknown
 from petclf.runtime.predict import DEFAULT_THRESHOLD
 
 __all__ = ["save_model"]
@@ -27,12 +29,13 @@ def _versions() -> dict[str, str]:
 
 
 def save_model(learn: Learner, directory: str | Path, *, summary: dict | None = None,
-               thresholds: Sequence[float] | None = None, tta: bool = False) -> Path:
+               thresholds: Sequence[float] | None = None, tta: bool = False, trust: Trust | None = None) -> Path:
     """Write ``learn``'s network as a petclf model directory and return its path.
 
     A multi-label model keeps its decision ``thresholds`` (one per class; default 0.5 each, or
     those ``choose_thresholds`` picked on the validation set). ``tta`` is the model's default for
-    flip test-time augmentation when a ``Predictor`` loads it.
+    flip test-time augmentation when a ``Predictor`` loads it. ``trust`` (single-label, from ``fit_trust``) adds
+    the calibration temperature and the "unknown" detector.
 
     Example: ``save_model(learn, "runs/pets/model")`` → ``Path('runs/pets/model')``.
     """
@@ -58,4 +61,11 @@ def save_model(learn: Learner, directory: str | Path, *, summary: dict | None = 
         "versions": _versions(),
         "summary": summary or {},
     }
-    return write_model_dir(directory, bare(learn.model).state_dict(), meta)
+    if trust is not None and spec.task != MULTI_LABEL:
+        meta["temperature"] = float(trust.temperature)
+        if trust.unknown is not None:
+            meta["unknown"] = trust.unknown.meta()
+    path = write_model_dir(directory, bare(learn.model).state_dict(), meta)
+    if trust is not None and trust.unknown is not None and spec.task != MULTI_LABEL:
+        save_unknown(path, trust.unknown)
+    return path

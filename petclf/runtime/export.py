@@ -5,6 +5,12 @@ The ONNX graph carries its own preprocessing: a client feeds RGB pixels (uint8, 
 ``presize`` and centre-cropped — and gets class scores (``logits``; a multi-label model gives
 each label's sigmoid probability instead, as ``probabilities``). Dtype conversion, the resize to
 ``size`` and the normalisation happen inside the graph, exactly as in validation.
+
+A single-label model's graph also outputs ``probabilities`` (softmax of the logits divided by the
+model's temperature, as ``Predictor`` computes them) and, when the model has an "unknown" detector,
+``ood_score`` (N,) and ``unknown`` (N,) booleans (score over the stored threshold). ``logits`` stays
+the first output, so clients that ask for it by name are unchanged. The temperature and the
+threshold are also in the metadata (``petclf.temperature``, ``petclf.unknown``).
 """
 from __future__ import annotations
 
@@ -21,8 +27,10 @@ from petclf.core.errors import PetclfError, UsageError
 from petclf.data.images import Presizer
 from petclf.data.pipeline import Pipeline
 from petclf.runtime.modeldir import LoadedModel, load_model
+from petclf.runtime.ood import split_network
 from petclf.runtime.predict import DEFAULT_THRESHOLD
 from petclf.runtime.preprocess import PixelClassifier
+from petclf.runtime.trust import ScoredNetwork, Unknown, load_unknown
 
 __all__ = ["export_metadata", "export_onnx", "export_wrapper", "onnx_input"]
 
@@ -34,6 +42,24 @@ def onnx_input(image: str | Path | Image.Image, pipeline: Pipeline, *, dtype: st
     """
     pixels = Presizer(pipeline.presize)(image)
     return pixels[None].astype(np.uint8 if dtype == "uint8" else np.float32)
+
+
+class _Calibrated(nn.Module):
+    """Pixels in → logits, calibrated probabilities and (with a detector) the OOD score and the unknown flag."""
+
+    def __init__(self, model: nn.Module, pipeline: Pipeline, *, temperature: float, detector: Unknown | None) -> None:
+        super().__init__()
+        if detector is not None:
+            model = ScoredNetwork(*split_network(model), detector.score)
+        self.net = PixelClassifier(model, pipeline)
+        self.temperature, self.detector = float(temperature), detector
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.net(pixels)
+        if self.detector is None:
+            return out, (out / self.temperature).softmax(dim=1)
+        logits, score = out[:, :-1], out[:, -1]
+        return logits, (logits / self.temperature).softmax(dim=1), score, score > self.detector.threshold
 
 
 def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8", opset: int = 18) -> Path:
@@ -48,7 +74,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8",
     except ImportError:
         raise UsageError("ONNX export needs the onnx extras: pip install 'petclf[onnx]'.") from None
     loaded = load_model(model_dir)
-    wrapper, outputs = export_wrapper(loaded)
+    wrapper, outputs = export_wrapper(loaded, model_dir=model_dir)
     p = loaded.pipeline.presize
     example = torch.zeros(2, p, p, 3, dtype=torch.uint8 if dtype == "uint8" else torch.float32)
     out = Path(out)
@@ -60,24 +86,28 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8",
                                     verbose=False)
     except Exception as err:  # the exporter raises many kinds; the user needs the reason, not the stack
         raise PetclfError(f"ONNX export of {loaded.meta['arch']['name']} failed: {str(err).splitlines()[0]}") from None
-    info = export_metadata(loaded, dtype=dtype)
+    info = export_metadata(loaded, outputs=outputs, dtype=dtype)
     program.model.metadata_props.update({f"petclf.{key}": value for key, value in info.items()})
     program.save(str(out))  # one write, metadata included
     return out
 
 
-def export_wrapper(loaded: LoadedModel) -> tuple[nn.Module, list[str]]:
-    """The module every export target converts (pixels in, preprocessing inside) and its output names.
+def export_wrapper(loaded: LoadedModel, *, model_dir: str | Path) -> tuple[nn.Module, list[str]]:
+    """The module every export target converts (pixels in, preprocessing inside) and its output names: a
+    single-label model gives ``logits``, calibrated ``probabilities`` and, with an "unknown" detector,
+    ``ood_score`` and ``unknown``; a multi-label model each label's ``probabilities``.
 
-    Example: ``export_wrapper(load_model("runs/pets/model"))`` → ``(PixelClassifier(...), ["logits"])``.
+    Example: ``export_wrapper(load_model(d), model_dir=d)`` → ``(_Calibrated(...), ["logits", "probabilities"])``.
     """
-    wrapper = PixelClassifier(loaded.model, loaded.pipeline).eval()
     if loaded.meta.get("task") == MULTI_LABEL:
-        return nn.Sequential(wrapper, nn.Sigmoid()).eval(), ["probabilities"]
-    return wrapper, ["logits"]
+        return nn.Sequential(PixelClassifier(loaded.model, loaded.pipeline), nn.Sigmoid()).eval(), ["probabilities"]
+    detector = load_unknown(model_dir, loaded.meta, loaded.model)
+    wrapper = _Calibrated(loaded.model, loaded.pipeline, temperature=float(loaded.meta.get("temperature", 1.0)),
+                          detector=detector).eval()
+    return wrapper, ["logits", "probabilities"] + (["ood_score", "unknown"] if detector is not None else [])
 
 
-def export_metadata(loaded: LoadedModel, *, dtype: str = "uint8") -> dict[str, str]:
+def export_metadata(loaded: LoadedModel, *, outputs: list[str], dtype: str = "uint8") -> dict[str, str]:
     """The facts a client of an exported graph needs (classes, sizes, input, task), as strings for its metadata.
 
     Example: ``json.loads(export_metadata(loaded)["classes"])`` → ``["cat", "dog"]``.
@@ -86,7 +116,12 @@ def export_metadata(loaded: LoadedModel, *, dtype: str = "uint8") -> dict[str, s
     info = {"classes": json.dumps(list(loaded.classes)), "size": str(loaded.pipeline.size),
             "presize": str(p), "input": f"RGB pixels (N, {p}, {p}, 3) {dtype}, 0..255, shorter side resized "
                                        f"to {p} then centre-cropped",
-            "task": loaded.meta.get("task", SINGLE_LABEL)}
+            "task": loaded.meta.get("task", SINGLE_LABEL), "outputs": json.dumps(outputs)}
+    if loaded.meta.get("task") != MULTI_LABEL:
+        info["temperature"] = repr(float(loaded.meta.get("temperature", 1.0)))
+        if loaded.meta.get("unknown") is not None:
+            unknown = loaded.meta["unknown"]
+            info["unknown"] = json.dumps({key: unknown[key] for key in ("score", "threshold", "accept")})
     if loaded.meta.get("task") == MULTI_LABEL:
         thresholds = loaded.meta.get("thresholds") or [DEFAULT_THRESHOLD] * len(loaded.classes)
         info["thresholds"] = json.dumps([float(t) for t in thresholds])

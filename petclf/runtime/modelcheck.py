@@ -26,11 +26,14 @@ from petclf.core.defaults import (ARCH_SOURCES, AUGMENTS, LAYOUTS, MAX_CLASS_NAM
                                   MIN_SIZE, MULTI_LABEL, SINGLE_LABEL, TASKS)
 from petclf.core.errors import ModelFileError, UsageError
 from petclf.core.safe_text import one_line
+from petclf.runtime.ood import OOD_KINDS
+from petclf.runtime.temperature import MAX_TEMPERATURE, MIN_TEMPERATURE
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MAX_META_BYTES", "MAX_JSON_DEPTH", "MAX_CLASSES", "MAX_CLASS_NAME_CHARS",
            "MAX_PRESIZE", "PRESIZE_FACTOR", "MIN_STD", "MAX_ABS_STAT",
            "MAX_WEIGHTS_HEADER_BYTES", "MAX_TEXT_CHARS",
-           "parse_meta", "validate_meta", "read_meta_file", "check_weights_header"]
+           "CURVE_LOW", "CURVE_POINTS", "MAX_OOD_SCORE",
+           "parse_meta", "validate_meta", "read_meta_file", "check_weights_header", "check_header_length"]
 
 FORMAT = "petclf-model"
 FORMAT_VERSION = 1
@@ -50,6 +53,10 @@ MAX_ABS_STAT = 1e3
 #: A safetensors header lists names, dtypes and offsets: a few hundred kB for the largest timm models.
 MAX_WEIGHTS_HEADER_BYTES = 16 * 1024 * 1024
 MAX_TEXT_CHARS = 1000
+#: The "unknown" thresholds stored per acceptance: 0.50, 0.505, …, 1.00 (``petclf.runtime.trust``).
+CURVE_LOW, CURVE_POINTS = 0.5, 101
+#: OOD scores petclf computes are logits-sized or distances; one beyond this is a damaged or hostile file.
+MAX_OOD_SCORE = 1e12
 
 
 _DAMAGED = "the model directory is damaged or was not written by petclf"
@@ -272,6 +279,39 @@ def _check_optional(meta: dict, path: Path) -> None:
         raise _field_error(path, "precision", "null or a precision name such as 'fp32'", meta["precision"])
 
 
+def _finite(value: object, bound: float = MAX_OOD_SCORE) -> bool:
+    return _is_number(value) and math.isfinite(value) and abs(value) <= bound
+
+
+def _check_trust(meta: dict, path: Path) -> None:
+    """``temperature`` (absent: 1, as every model before calibration) and the ``unknown`` detector."""
+    if "temperature" in meta:
+        value = meta["temperature"]
+        if not (_finite(value) and MIN_TEMPERATURE <= value <= MAX_TEMPERATURE):
+            raise _field_error(path, "temperature", f"a number from {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g}",
+                               value)
+    if meta.get("unknown") is None:
+        return
+    if meta.get("task", SINGLE_LABEL) != SINGLE_LABEL:
+        raise _field_error(path, "unknown", "null for a multi-label model", meta["unknown"])
+    unknown = meta["unknown"]
+    if not isinstance(unknown, dict):
+        raise _field_error(path, "unknown", "null or an object", unknown)
+    kind = _get(unknown, "kind", path, "unknown.")
+    if kind not in OOD_KINDS:
+        raise _field_error(path, "unknown.kind", "one of " + ", ".join(map(repr, OOD_KINDS)), kind)
+    if not _finite(_get(unknown, "threshold", path, "unknown.")):
+        raise _field_error(path, "unknown.threshold", f"a finite number of at most {MAX_OOD_SCORE:g} in size",
+                           unknown["threshold"])
+    accept = _get(unknown, "accept", path, "unknown.")
+    if not (_is_number(accept) and CURVE_LOW <= accept <= 1.0):
+        raise _field_error(path, "unknown.accept", f"a number from {CURVE_LOW} to 1", accept)
+    curve = _get(unknown, "curve", path, "unknown.")
+    if not (isinstance(curve, list) and len(curve) == CURVE_POINTS and all(_finite(v) for v in curve)
+            and all(a <= b for a, b in zip(curve, curve[1:]))):
+        raise _field_error(path, "unknown.curve", f"a list of {CURVE_POINTS} finite non-decreasing numbers", curve)
+
+
 def validate_meta(meta: object, *, path: Path) -> dict:
     """Check every field of a parsed ``petclf.json`` that petclf uses, and return it unchanged.
 
@@ -289,6 +329,7 @@ def validate_meta(meta: object, *, path: Path) -> dict:
     _check_data(meta, path)
     _check_task(meta, path)
     _check_optional(meta, path)
+    _check_trust(meta, path)
     return meta
 
 
@@ -322,6 +363,14 @@ def _header_length(path: Path) -> None:
     if length > MAX_WEIGHTS_HEADER_BYTES:
         raise ModelFileError(f"{path} declares a {length}-byte header, more than a weights file needs "
                              f"({MAX_WEIGHTS_HEADER_BYTES // 2**20} MB at most); the model directory is damaged.")
+
+
+def check_header_length(path: Path) -> None:
+    """Refuse a safetensors file whose header is larger than a weights file needs, before safetensors parses it.
+
+    Example: ``check_header_length(Path("m/ood.safetensors"))``.
+    """
+    _header_length(Path(path))
 
 
 def _kind(dtype: torch.dtype) -> str:

@@ -17,26 +17,42 @@ from petclf.data.images import Presizer
 from petclf.data.pipeline import Pipeline
 from petclf.runtime.device import pick_device, pick_precision
 from petclf.runtime.modeldir import load_model
+from petclf.runtime.ood import split_network
 from petclf.runtime.pickled import load_pickled_learner
 from petclf.runtime.preprocess import PixelClassifier
+from petclf.runtime.trust import ScoredNetwork, Unknown, load_unknown
 
-__all__ = ["DEFAULT_THRESHOLD", "DEFAULT_TOPK", "Predictor", "ReadBatch", "labels_over", "top_classes"]
+__all__ = ["Answer", "DEFAULT_THRESHOLD", "DEFAULT_TOPK", "Predictor", "ReadBatch", "UNKNOWN", "labels_over",
+           "top_classes"]
 
 ImageLike = str | Path | Image.Image
 #: Classes ``predict`` returns when not told (single-label models).
 DEFAULT_TOPK = 3
 #: A multi-label model's decision threshold when it carries none.
 DEFAULT_THRESHOLD = 0.5
+#: The answer of ``--reject-unknown`` (and ``Predictor(reject_unknown=True)``) for an image unlike the training ones.
+UNKNOWN = "unknown"
 # Mean probabilities of exactly 0 or 1 would make infinite scores; this keeps them finite in fp32.
 _TTA_EPS = 1e-7
 
 
 class ReadBatch(NamedTuple):
-    """One batch of ``Predictor.iter_readable``: the images read, their scores, and (image, reason) for the rest."""
+    """One batch of ``Predictor.iter_readable``: the images read, their scores, (image, reason) for the rest, and
+    the images' OOD scores (None for a model without an "unknown" detector)."""
 
     items: list
     logits: torch.Tensor
     failed: list
+    ood: torch.Tensor | None = None
+
+
+class Answer(NamedTuple):
+    """One image's answer: ``top`` as ``predict`` gives it, the OOD score (higher: less like the training images;
+    None without a detector) and whether it is over the "unknown" threshold."""
+
+    top: list[tuple[str, float]]
+    ood_score: float | None
+    unknown: bool
 
 
 def _fuse_conv_bn(model: nn.Module) -> nn.Module:
@@ -63,41 +79,70 @@ class Predictor:
     ``tta=True`` averages the probabilities of each image and its horizontal mirror (twice the compute): it
     helps on photos whose class does not change when flipped (pets, scenes), and is wrong for text or digits,
     where the model was trained without flips. Example: ``Predictor("runs/pets/model", tta=True)``.
+
+    Probabilities are calibrated: a single-label model's logits are divided by the temperature fitted on its
+    validation split (``self.temperature``; 1 for models saved before calibration). A single-label model trained
+    by petclf also scores how unlike its training images each image is; ``judge``/``judge_batch`` return an
+    ``Answer`` with that score and an ``unknown`` flag, while ``predict`` keeps returning the (class, probability)
+    list — empty for an unknown image when ``reject_unknown=True``. Example:
+    ``Predictor("runs/pets/model").judge("car.jpg")`` → ``Answer(top=[('Bengal', 0.41), …], ood_score=-2.9,
+    unknown=True)``.
     """
 
     def __init__(self, model_dir: str | Path, *, device: str | torch.device | None = None,
-                 precision: str = "auto", arch: Callable | nn.Module | None = None, tta: bool | None = None) -> None:
+                 precision: str = "auto", arch: Callable | nn.Module | None = None, tta: bool | None = None,
+                 unknown: float | None = None, reject_unknown: bool = False) -> None:
         """``tta``: also score each image's horizontal mirror and average the probabilities (flip-invariant
         photos only, not text or digits); ``None`` uses the model's own setting (``petclf train --tta``), so that
-        predictions match its report. Example: ``Predictor("runs/pets/model", tta=True)``."""
+        predictions match its report. ``unknown``: the share (0.5 to 1) of ordinary images to accept as known,
+        instead of the acceptance the model was trained with (the threshold moves along the validation curve
+        stored in the model; set ``unknown_threshold`` for a raw score threshold). ``reject_unknown``: answer
+        nothing (``predict``) for images flagged unknown. Example:
+        ``Predictor("runs/pets/model", unknown=0.99, reject_unknown=True)``."""
         loaded = load_model(model_dir, arch=arch)
+        single = loaded.meta.get("task") != MULTI_LABEL
+        detector = load_unknown(model_dir, loaded.meta, loaded.model) if single else None
         self._setup(loaded.model, loaded.classes, loaded.pipeline, device=device, precision=precision,
-                    multi_label=loaded.meta.get("task") == MULTI_LABEL, thresholds=loaded.meta.get("thresholds"),
-                    tta=bool(loaded.meta.get("tta", False)) if tta is None else tta)
+                    multi_label=not single, thresholds=loaded.meta.get("thresholds"),
+                    tta=bool(loaded.meta.get("tta", False)) if tta is None else tta,
+                    temperature=float(loaded.meta.get("temperature", 1.0)) if single else 1.0, detector=detector,
+                    unknown=unknown, reject_unknown=reject_unknown)
         self.meta = loaded.meta
 
     @classmethod
     def from_network(cls, model: nn.Module, classes: Sequence[str], pipeline: Pipeline, *,
                      device: str | torch.device | None = None, precision: str = "auto", multi_label: bool = False,
-                     thresholds: Sequence[float] | None = None, tta: bool = False) -> "Predictor":
+                     thresholds: Sequence[float] | None = None, tta: bool = False, temperature: float = 1.0,
+                     detector: Unknown | None = None) -> "Predictor":
         """A predictor for a network in memory (its classes and preprocessing given), without a model directory.
 
         The network is used as it is (fused and cast in place): pass a copy to keep the original.
         ``multi_label`` models give each label a sigmoid probability, compared with ``thresholds``
         (one per class; default 0.5). ``tta`` averages the probabilities of each image and its horizontal
-        mirror: for flip-invariant photos, not text or digits (see ``Predictor``).
+        mirror: for flip-invariant photos, not text or digits (see ``Predictor``). ``temperature`` and
+        ``detector`` are a single-label model's calibration and "unknown" detector (``petclf.runtime.trust``).
 
         Example: ``Predictor.from_network(copy.deepcopy(net), ["cat", "dog"], make_pipeline(size=224))``.
         """
         predictor = cls.__new__(cls)
         predictor._setup(model, classes, pipeline, device=device, precision=precision, multi_label=multi_label,
-                         thresholds=thresholds, tta=tta)
+                         thresholds=thresholds, tta=tta, temperature=temperature, detector=detector)
         predictor.meta = {}
         return predictor
 
     def _setup(self, model: nn.Module, classes, pipeline, *, device, precision: str, multi_label: bool,
-               thresholds: Sequence[float] | None, tta: bool = False) -> None:
+               thresholds: Sequence[float] | None, tta: bool = False, temperature: float = 1.0,
+               detector: Unknown | None = None, unknown: float | None = None, reject_unknown: bool = False) -> None:
         self.tta = bool(tta)
+        self.temperature = float(temperature)
+        self.detector, self.reject_unknown = detector, bool(reject_unknown)
+        if (unknown is not None or reject_unknown) and detector is None:
+            raise UsageError(f"{'unknown=' if unknown is not None else 'reject_unknown'} needs a single-label model "
+                             "trained with an 'unknown' detector (petclf train writes one); this model has none: "
+                             "train it again with this petclf.")
+        #: The OOD score over which an image is flagged unknown (None: no detector); may be set directly.
+        self.unknown_threshold = None if detector is None else (
+            detector.threshold if unknown is None else detector.threshold_for(unknown))
         self.device = pick_device(device)
         self.precision = pick_precision(precision, self.device, model=model, size=pipeline.size)
         self.classes, self.pipeline = tuple(classes), pipeline
@@ -109,7 +154,12 @@ class Predictor:
         # Weights stored in the compute dtype: autocast would re-cast every weight on every call,
         # which dominates the cost of small batches.
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
-        model = _fuse_conv_bn(model).to(dtype=dtype, memory_format=torch.channels_last)
+        if detector is not None:
+            features, linear = split_network(model)
+            model = ScoredNetwork(_fuse_conv_bn(features), linear, detector.score)
+        else:
+            model = _fuse_conv_bn(model)
+        model = model.to(dtype=dtype, memory_format=torch.channels_last)
         self.net = PixelClassifier(model, self.pipeline, dtype=dtype).to(self.device).eval()
         self._presize = Presizer(self.pipeline.presize)
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
@@ -143,17 +193,33 @@ class Predictor:
 
         Example: ``pred.scores(pred.pixels(["a.jpg"]))`` → a (1, classes) tensor.
         """
+        return self.scores_and_ood(pixels)[0]
+
+    def scores_and_ood(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``scores`` of the pixels and their OOD scores (None without a detector; with ``tta``, those of the
+        images as given, as the threshold was chosen).
+
+        Example: ``logits, ood = pred.scores_and_ood(pred.pixels(["a.jpg"]))``.
+        """
         if not self.tta:
-            return self.net(pixels)
+            return self._split(self.net(pixels))
         n = pixels.shape[0]
         # One batch of 2N: on a CPU one call costs less than two of N (less dispatch, better use of the cores).
-        both = self.net(torch.cat([pixels, pixels.flip(2)])).float()
+        both, ood = self._split(self.net(torch.cat([pixels, pixels.flip(2)])).float())
+        ood = None if ood is None else ood[:n]
         # Probabilities are averaged, not logits: a confident view must not be outvoted by a scale of scores.
         if self.multi_label:
             probs = both.sigmoid()
-            return torch.logit((probs[:n] + probs[n:]) / 2, eps=_TTA_EPS)
-        probs = both.softmax(dim=1)
-        return ((probs[:n] + probs[n:]) / 2).clamp_min(_TTA_EPS).log()
+            return torch.logit((probs[:n] + probs[n:]) / 2, eps=_TTA_EPS), ood
+        t = self.temperature
+        probs = (both / t).softmax(dim=1)
+        # Scaled back by t, so that ``probabilities`` (softmax of scores / t) is the mean calibrated probability.
+        return ((probs[:n] + probs[n:]) / 2).clamp_min(_TTA_EPS).log() * t, ood
+
+    def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.detector is None:
+            return out, None
+        return out[:, :-1], out[:, -1].float()
 
     def predict(self, image: ImageLike, *, topk: int | None = None) -> list[tuple[str, float]]:
         """The ``topk`` (default 3) most likely classes of one image with their probabilities; for a multi-label
@@ -161,7 +227,37 @@ class Predictor:
 
         Example: ``Predictor(d).predict("seven_3.jpg", topk=1)`` → ``[('seven', 0.998)]``.
         """
-        return self.decide(self.logits([image]), topk=topk)[0]
+        return self.judge(image, topk=topk).top
+
+    def judge(self, image: ImageLike, *, topk: int | None = None) -> Answer:
+        """``predict``'s answer for one image with its OOD score and ``unknown`` flag.
+
+        Example: ``Predictor(d).judge("car.jpg", topk=1)`` → ``Answer(top=[], ood_score=-1.2, unknown=True)`` with
+        ``reject_unknown=True``.
+        """
+        return self.judge_batch([image], topk=topk)[0]
+
+    def judge_batch(self, images: Iterable[ImageLike], *, bs: int = 64, topk: int | None = None) -> list[Answer]:
+        """``judge`` for many images, ``bs`` at a time, in the order given.
+
+        Example: ``[a.unknown for a in Predictor(d).judge_batch(paths)]`` → ``[False, True]``.
+        """
+        return [answer for batch in self._batches(list(images), bs=bs, skip=False)
+                for answer in self.answers(batch.logits, batch.ood, topk=topk)]
+
+    def answers(self, logits: torch.Tensor, ood: torch.Tensor | None, *, topk: int | None = None) -> list[Answer]:
+        """Each row of scores and OOD scores as ``judge`` answers.
+
+        Example: ``[pred.answers(b.logits, b.ood) for b in pred.iter_readable(paths)]``.
+        """
+        tops = self.decide(logits, topk=topk)
+        if ood is None or self.unknown_threshold is None:
+            return [Answer(top, None, False) for top in tops]
+        answers = []
+        for top, score in zip(tops, ood.tolist()):
+            unknown = score > self.unknown_threshold
+            answers.append(Answer([] if unknown and self.reject_unknown else top, score, unknown))
+        return answers
 
     def predict_batch(self, images: Iterable[ImageLike], *, bs: int = 64,
                       topk: int | None = None) -> list[list[tuple[str, float]]]:
@@ -169,7 +265,7 @@ class Predictor:
 
         Example: ``Predictor(d).predict_batch(["a.jpg", "b.jpg"], topk=1)`` → ``[[('cat', 0.97)], [('dog', 0.88)]]``.
         """
-        return [top for logits in self.iter_logits(list(images), bs=bs) for top in self.decide(logits, topk=topk)]
+        return [answer.top for answer in self.judge_batch(images, bs=bs, topk=topk)]
 
     def decide(self, logits: torch.Tensor, *, topk: int | None = None) -> list[list[tuple[str, float]]]:
         """Each row of scores as ``predict`` answers: the top-k classes, or the labels over their thresholds.
@@ -205,11 +301,12 @@ class Predictor:
             if k + 1 < len(chunks):
                 pending = self._prefetch.submit(read, chunks[k + 1])
             if pixels is None:
-                logits = torch.zeros(0, len(self.classes))
+                logits, ood = torch.zeros(0, len(self.classes)), None
             else:
                 with torch.inference_mode():
-                    logits = self.scores(pixels.to(self.device)).cpu()
-            yield ReadBatch(items, logits, failed)
+                    logits, ood = self.scores_and_ood(pixels.to(self.device))
+                logits, ood = logits.cpu(), None if ood is None else ood.cpu()
+            yield ReadBatch(items, logits, failed, ood)
 
     def _pixels_skipping(self, images: Sequence[ImageLike]) -> tuple[torch.Tensor | None, list, list]:
         def attempt(image: ImageLike) -> tuple[np.ndarray | None, str]:
@@ -225,12 +322,14 @@ class Predictor:
         return pixels, [image for image, _ in kept], failed
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Probabilities from the scores of ``logits``/``iter_logits``: softmax, or each label's sigmoid for a
-        multi-label model.
+        """Probabilities from the scores of ``logits``/``iter_logits``: softmax at the model's temperature, or each
+        label's sigmoid for a multi-label model.
 
         Example: ``pred.probabilities(pred.logits(["a.jpg"]))`` → a (1, classes) tensor.
         """
-        return logits.float().sigmoid() if self.multi_label else logits.float().softmax(dim=1)
+        if self.multi_label:
+            return logits.float().sigmoid()
+        return (logits.float() / self.temperature).softmax(dim=1)
 
 
 
@@ -262,6 +361,11 @@ class _PickledPredictor:
         self.learn = load_pickled_learner(path, trust=True)
         self.classes = tuple(self.learn.dls.vocab)
         self.multi_label = False
+        self.detector = None
+
+    def answers(self, logits: torch.Tensor, ood: torch.Tensor | None, *, topk: int | None = None) -> list[Answer]:
+        """As ``Predictor.answers``; a pickled learner has no "unknown" detector."""
+        return [Answer(top, None, False) for top in self.decide(logits, topk=topk)]
 
     def decide(self, logits: torch.Tensor, *, topk: int | None = None) -> list[list[tuple[str, float]]]:
         """As ``Predictor.decide`` for a single-label fastai learner."""

@@ -114,7 +114,8 @@ def export_openvino(model_dir: str | Path, out: str | Path, *, dtype: str = "uin
             model = ov.convert_model(str(onnx_path))
         except Exception as err:  # noqa: BLE001
             raise _failed("openvino", loaded, err) from None
-    for key, value in export_metadata(loaded, dtype=dtype).items():
+    outputs = [output.get_any_name() for output in model.outputs]
+    for key, value in export_metadata(loaded, outputs=outputs, dtype=dtype).items():
         model.set_rt_info(value, ["petclf", key])
     # fp32 weights: fp16 halves the file but moved the logits of a one-epoch resnet18 by 0.018 (fp32: 1.4e-5).
     ov.save_model(model, str(out), compress_to_fp16=False)
@@ -131,7 +132,7 @@ def export_tflite(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8
     import litert_torch  # noqa: PLC0415 - an optional extra, installed in its own environment
 
     loaded = load_model(model_dir)
-    wrapper, outputs = export_wrapper(loaded)
+    wrapper, outputs = export_wrapper(loaded, model_dir=model_dir)
     p = loaded.pipeline.presize
     example = torch.zeros(1, p, p, 3, dtype=torch.uint8 if dtype == "uint8" else torch.float32)
     out = Path(out)
@@ -142,7 +143,7 @@ def export_tflite(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8
         edge.export(str(out))
     except Exception as err:  # noqa: BLE001
         raise _failed("tflite", loaded, err) from None
-    info = {**export_metadata(loaded, dtype=dtype), "outputs": json.dumps(outputs)}
+    info = export_metadata(loaded, outputs=outputs, dtype=dtype)
     info["input"] = info["input"].replace("(N,", "(1,")
     Path(f"{out}.json").write_text(json.dumps(info, indent=1) + "\n")
     return out
@@ -160,7 +161,7 @@ def export_coreml(model_dir: str | Path, out: str | Path) -> Path:
     import coremltools as ct  # noqa: PLC0415 - an optional extra
 
     loaded = load_model(model_dir)
-    wrapper, outputs = export_wrapper(loaded)
+    wrapper, outputs = export_wrapper(loaded, model_dir=model_dir)
     p = loaded.pipeline.presize
     example = torch.rand(1, 3, p, p) * 255
     out = Path(out)
@@ -176,7 +177,7 @@ def export_coreml(model_dir: str | Path, out: str | Path) -> Path:
                              minimum_deployment_target=ct.target.iOS16)
     except Exception as err:  # noqa: BLE001
         raise _failed("coreml", loaded, err) from None
-    info = export_metadata(loaded)
+    info = export_metadata(loaded, outputs=outputs)
     info["input"] = (f"Core ML image 'image', RGB, {p}x{p}: the photo's shorter side resized to {p} "
                      "and centre-cropped (Vision: imageCropAndScaleOption = .centerCrop)")
     mlmodel.user_defined_metadata.update({f"petclf.{key}": value for key, value in info.items()})

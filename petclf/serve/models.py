@@ -63,17 +63,34 @@ class ServedModel:
         own = self.predictor.thresholds
         return [float(t) for t in own] if own is not None else [DEFAULT_THRESHOLD] * len(self.classes)
 
+    @property
+    def has_unknown(self) -> bool:
+        """Whether the model scores how unlike its training images an image is (an "unknown" detector)."""
+        return self.predictor.detector is not None
+
     def logits(self, pixels: np.ndarray) -> np.ndarray:
-        """(n, classes) float32 scores of (n, presize, presize, 3) uint8 pixels, ``max_batch`` images per forward.
+        """(n, classes) float32 scores of (n, presize, presize, 3) uint8 pixels, ``max_batch`` images per forward;
+        for a model with an "unknown" detector (n, classes + 1), the OOD score last (``split`` parts them).
 
         Runs on the server's worker thread (blocking); ``Batcher`` calls it with the images of many requests.
         """
         x = torch.from_numpy(pixels)
-        scores, device = self.predictor.scores, self.predictor.device  # flip TTA included when the model asks for it
+        # flip TTA included when the model asks for it
+        scores, device = self.predictor.scores_and_ood, self.predictor.device
+        parts = []
         with torch.inference_mode():
-            parts = [scores(x[i:i + self.max_batch].to(device)).float().cpu()
-                     for i in range(0, len(x), self.max_batch)]
+            for i in range(0, len(x), self.max_batch):
+                logits, ood = scores(x[i:i + self.max_batch].to(device))
+                parts.append(logits.float().cpu() if ood is None else
+                             torch.cat([logits.float(), ood.float()[:, None]], dim=1).cpu())
         return torch.cat(parts).numpy()
+
+    def split(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(logits, OOD scores, unknown flags) of ``logits``' output; the last two None without a detector."""
+        if not self.has_unknown:
+            return out, None, None
+        ood = out[:, -1]
+        return out[:, :-1], ood, ood > self.predictor.unknown_threshold
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Probabilities of ``logits`` as ``Predictor`` computes them (softmax; each label's sigmoid if multi-label)."""
@@ -115,6 +132,10 @@ class ServedModel:
             "classes": list(self.classes),
             "multi_label": self.multi_label,
             "thresholds": self.thresholds,
+            "temperature": None if self.multi_label else self.predictor.temperature,
+            "unknown": None if not self.has_unknown else {
+                "score": self.predictor.detector.score.kind, "threshold": self.predictor.unknown_threshold,
+                "accept": self.predictor.detector.accept},
             "arch": (meta.get("arch") or {}).get("name"),
             "input": {"size": self.predictor.pipeline.size, "presize": self.presize,
                       "pixels": [-1, self.presize, self.presize, 3]},

@@ -3,7 +3,9 @@
 ``POST /predict`` takes one image as the raw body (``Content-Type: image/jpeg``, ``image/png``, …
 or ``application/octet-stream``) or any number of files as ``multipart/form-data``, and answers
 ``{"model": NAME, "predictions": [[{"label": …, "probability": …}, …], …]}``: one list per image, in
-the order sent, most likely label first.
+the order sent, most likely label first. A model with an "unknown" detector adds ``"ood_scores"`` and
+``"unknown"`` (one number and one boolean per image: how unlike the training images it is, and whether that
+is over the model's threshold); with ``?reject_unknown=true`` an unknown image's predictions are ``[]``.
 """
 from __future__ import annotations
 
@@ -31,6 +33,13 @@ def _topk(request: Request) -> int | None:
     if not count:
         raise RequestError(400, f"topk must be a positive integer. Received: topk={printable(text)[:40]!r}.")
     return count
+
+
+def _reject_unknown(request: Request) -> bool:
+    text = request.query_params.get("reject_unknown", "false").lower()
+    if text not in ("true", "1", "false", "0"):
+        raise RequestError(400, f"reject_unknown must be true or false. Received: {printable(text)[:40]!r}.")
+    return text in ("true", "1")
 
 
 async def _images(request: Request, state: ServerState) -> list[tuple[str, bytes]]:
@@ -63,14 +72,18 @@ async def predict(request: Request) -> JSONResponse:
     """Top-k labels and probabilities for each image of the request (see the module's docstring)."""
     state = server_state(request)
     model = state.model(request.path_params.get("name"))
-    topk = _topk(request)
+    topk, reject = _topk(request), _reject_unknown(request)
 
-    async def answer() -> list:
-        logits = await state.predict_encoded(model, await _images(request, state))
-        return model.top(model.probabilities(logits), topk)
+    async def answer() -> dict:
+        logits, ood, unknown = model.split(await state.predict_encoded(model, await _images(request, state)))
+        predictions = model.top(model.probabilities(logits), topk)
+        if ood is None:
+            return {"predictions": predictions}
+        if reject:
+            predictions = [[] if flag else top for top, flag in zip(predictions, unknown.tolist())]
+        return {"predictions": predictions, "ood_scores": ood.tolist(), "unknown": unknown.tolist()}
 
-    predictions = await state.within_timeout(answer())
-    return JSONResponse({"model": model.name, "predictions": predictions})
+    return JSONResponse({"model": model.name, **await state.within_timeout(answer())})
 
 
 async def health(request: Request) -> JSONResponse:

@@ -15,7 +15,9 @@ and answers with (all of them unless the request names some):
 - ``labels``, BYTES, ``[N, classes]``: the class names ordered most likely first;
 - ``logits``, FP32, ``[N, classes]``: the raw scores, as the ONNX export's output of the same name,
   so a client that sends ``pixels`` and reads ``logits`` runs unchanged against Triton or KServe
-  serving that export.
+  serving that export;
+- for a model with an "unknown" detector also ``ood_score``, FP32, ``[N]`` (higher: less like the training
+  images) and ``unknown``, BOOL, ``[N]`` (over the model's threshold), as in the ONNX export.
 
 With Triton's classification extension (``class_count=k`` in tritonclient) ``probabilities`` or
 ``logits`` come as BYTES ``[N, k]`` of ``"value:index:label"``, most likely first.
@@ -42,12 +44,14 @@ from petclf.serve.errors import RequestError
 from petclf.serve.models import ServedModel
 from petclf.serve.state import ServerState, server_state
 
-__all__ = ["INPUT_IMAGE", "INPUT_PIXELS", "OUTPUTS", "VERSION", "inference_response",
+__all__ = ["INPUT_IMAGE", "INPUT_PIXELS", "OUTPUTS", "UNKNOWN_OUTPUTS", "VERSION", "model_outputs", "inference_response",
            "model_metadata", "parse_inference", "routes"]
 
 INPUT_IMAGE, INPUT_PIXELS = "image", "pixels"
 #: Output names, as they are answered when a request names none.
 OUTPUTS = ("probabilities", "labels", "logits")
+#: The outputs a model with an "unknown" detector adds.
+UNKNOWN_OUTPUTS = ("ood_score", "unknown")
 #: A model directory is one version of a model; clients that name a version must name this one.
 VERSION = "1"
 _HEADER_LENGTH = "inference-header-content-length"
@@ -84,6 +88,11 @@ def _model(request: Request) -> tuple[ServerState, ServedModel]:
     return state, model
 
 
+def model_outputs(model: ServedModel) -> tuple[str, ...]:
+    """The output names ``model`` answers (all of them when a request names none)."""
+    return OUTPUTS + (UNKNOWN_OUTPUTS if model.has_unknown else ())
+
+
 def model_metadata(model: ServedModel) -> dict:
     """The v2 model metadata: name, versions, platform, and the inputs and outputs with datatypes and shapes."""
     p, c = model.presize, len(model.classes)
@@ -92,7 +101,9 @@ def model_metadata(model: ServedModel) -> dict:
                        {"name": INPUT_PIXELS, "datatype": "UINT8", "shape": [-1, p, p, 3]}],
             "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, c]},
                         {"name": "labels", "datatype": "BYTES", "shape": [-1, c]},
-                        {"name": "logits", "datatype": "FP32", "shape": [-1, c]}]}
+                        {"name": "logits", "datatype": "FP32", "shape": [-1, c]}]
+            + ([{"name": "ood_score", "datatype": "FP32", "shape": [-1]},
+                {"name": "unknown", "datatype": "BOOL", "shape": [-1]}] if model.has_unknown else [])}
 
 
 # ---- reading a request -----------------------------------------------------------------------------------------
@@ -236,21 +247,21 @@ def _pixels(tensor: dict, raw: bytes | None, shape: list[int], presize: int) -> 
     return np.array(values, dtype=np.uint8).reshape(shape)
 
 
-def _outputs(request: dict) -> list[_Output]:
+def _outputs(request: dict, names: tuple[str, ...] = OUTPUTS) -> list[_Output]:
     default_binary = bool(_parameters(request, "the inference request").get("binary_data_output", False))
-    asked = request.get("outputs") or [{"name": name} for name in OUTPUTS]
+    asked = request.get("outputs") or [{"name": name} for name in names]
     if not isinstance(asked, list):
         raise _bad("'outputs' must be a list of {\"name\": …} objects.")
     outputs, seen = [], set()
     for item in asked:
         name = item.get("name") if isinstance(item, dict) else None
-        if name not in OUTPUTS or name in seen:
+        if name not in names or name in seen:
             raise _bad(f"unknown or repeated output {printable(name)!r}: the outputs are "
-                       f"{', '.join(map(repr, OUTPUTS))}, each at most once.")
+                       f"{', '.join(map(repr, names))}, each at most once.")
         seen.add(name)
         params = _parameters(item, f"output {name!r}")
         k = params.get("classification", 0)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 0 or (k and name == "labels"):
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0 or (k and name not in ("probabilities", "logits")):
             raise _bad(f"output {name!r}: 'classification' must be a non-negative integer, on 'probabilities' or "
                        f"'logits' only. Received: {printable(k)!r}.")
         outputs.append(_Output(name, bool(params.get("binary_data", default_binary)), k))
@@ -283,7 +294,7 @@ def parse_inference(body: bytes, header_length: str | None, *, model: ServedMode
         raise _bad(f"unknown input {printable(tensor.get('name'))!r}: expected {INPUT_IMAGE!r} (BYTES) or "
                    f"{INPUT_PIXELS!r} (UINT8).")
     request_id = request.get("id")
-    return _Inference(images=images, pixels=pixels, outputs=_outputs(request),
+    return _Inference(images=images, pixels=pixels, outputs=_outputs(request, model_outputs(model)),
                       request_id=request_id if isinstance(request_id, str) else None)
 
 
@@ -293,9 +304,13 @@ def _bytes_tensor(items: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(b)) + b for b in items)
 
 
-def _tensor(output: _Output, logits: np.ndarray, probs: np.ndarray,
-            model: ServedModel) -> tuple[str, list[int], list | np.ndarray]:
-    """(datatype, shape, values) of one output: a float32 array, or a list of bytes for BYTES."""
+def _tensor(output: _Output, logits: np.ndarray, probs: np.ndarray, model: ServedModel,
+            ood: np.ndarray | None = None, unknown: np.ndarray | None = None) -> tuple[str, list[int], list | np.ndarray]:
+    """(datatype, shape, values) of one output: a float32 or bool array, or a list of bytes for BYTES."""
+    if output.name == "ood_score":
+        return "FP32", [len(ood)], ood.astype("<f4")
+    if output.name == "unknown":
+        return "BOOL", [len(unknown)], unknown.astype(np.bool_)
     order = np.argsort(-probs, axis=1, kind="stable")
     if output.name == "labels":
         names = [model.classes[i].encode() for row in order for i in row]
@@ -310,17 +325,18 @@ def _tensor(output: _Output, logits: np.ndarray, probs: np.ndarray,
 
 def inference_response(model: ServedModel, logits: np.ndarray, spec: _Inference) -> Response:
     """The v2 response: JSON, or JSON followed by the binary outputs when any output asked for binary data."""
+    logits, ood, unknown = model.split(logits)
     probs = model.probabilities(logits)
     outputs, blobs = [], []
     for output in spec.outputs:
-        datatype, shape, values = _tensor(output, logits, probs, model)
+        datatype, shape, values = _tensor(output, logits, probs, model, ood, unknown)
         entry: dict = {"name": output.name, "datatype": datatype, "shape": shape}
         if output.binary:
-            blob = values.tobytes() if datatype == "FP32" else _bytes_tensor(values)
+            blob = values.tobytes() if datatype != "BYTES" else _bytes_tensor(values)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = values.ravel().tolist() if datatype == "FP32" else [v.decode() for v in values]
+            entry["data"] = values.ravel().tolist() if datatype != "BYTES" else [v.decode() for v in values]
         outputs.append(entry)
     answer = {"model_name": model.name, "model_version": VERSION, "outputs": outputs}
     if spec.request_id is not None:
