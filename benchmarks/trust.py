@@ -82,7 +82,8 @@ def skimage_photos() -> list[Image.Image]:
         if image.ndim == 3 and image.shape[2] == 4:
             image = image[..., :3]
         if image.dtype != np.uint8:
-            image = (255 * (image.astype(float) - image.min()) / max(float(np.ptp(image)), 1e-9)).astype(np.uint8)
+            image = image.astype(float)
+            image = (255 * (image - image.min()) / max(float(image.max() - image.min()), 1e-9)).astype(np.uint8)
         if image.ndim in (2, 3):
             out.append(Image.fromarray(image).convert("RGB"))
     return out
@@ -204,7 +205,10 @@ def score_table(train: dict, labels: np.ndarray, sets: dict[str, dict], *, timin
                                                      logits=t(train["logits"]), labels=y), space)
         for k in KNN_GRID:
             fitted[f"knn k={k}{tag}"] = (fit_ood_score("knn", features=t(train[space]), logits=t(train["logits"]),
-                                                       labels=y, k=k, max_bytes=2**40), space)
+                                                       labels=y, k=k, max_bytes=2**40, half=False), space)
+    # As fit_ood_score ships it: the bank in float16, subsampled to MAX_OOD_BYTES.
+    fitted["knn k=10 (pooled body, float16, ≤ 20 MB)"] = (
+        fit_ood_score("knn", features=t(train["pooled"]), logits=t(train["logits"]), labels=y, k=10), "pooled")
     out: dict[str, dict] = {}
     for name, (score, space) in fitted.items():
         with torch.inference_mode():
@@ -263,20 +267,80 @@ def network_ms(loaded, images: list) -> float:
     return (time.perf_counter() - start) / 3 / len(pixels) * 1000
 
 
+# ---------------------------------------------------------------- audit outliers (issue #24, item 4)
+def audit_case(work: Path, data: Path, *, arch: str, size: int, merge: tuple[str, str], foreign: int,
+               quick: bool) -> dict:
+    """The audit's outlier check on real embeddings (a pretrained body, as ``petclf audit`` uses by default):
+    flowers5 train images with two classes merged into one label (a class of two clusters) and ``foreign``
+    images (half scikit-image photos, half Fashion-MNIST) injected under random flower labels. Compares the
+    distance to the nearest class centroid (the audit's old score) with the knn score, in-sample."""
+    from petclf.audit.oof import centroid_distances, embed, knn_distances, pretrained_body
+    from petclf.audit.outliers import OutlierSettings, _robust_z
+    from petclf.core.options import TrainOptions
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    classes = tuple(sorted(p.name for p in (data / "train").iterdir() if p.is_dir()))
+    files, labels = class_files(data, classes, "train")
+    if quick:
+        files, labels = files[::40], labels[::40]
+    codes = np.array([classes.index(merge[0]) if classes[c] == merge[1] else c for c in labels])
+    extra = skimage_photos()[: foreign // 2] + fashion_mnist(foreign - foreign // 2, size)
+    rng = np.random.default_rng(0)
+    codes = np.r_[codes, rng.integers(0, len(classes), len(extra))]
+    codes = np.unique(codes, return_inverse=True)[1]  # the merged class's code is gone: renumber
+    is_foreign = np.r_[np.zeros(len(files), bool), np.ones(len(extra), bool)]
+    path = work / f"audit_{arch}_{size}_{len(files)}_{len(extra)}.npy"
+    if path.exists():
+        feats = np.load(path)
+    else:
+        net, pipeline = pretrained_body(TrainOptions(arch=arch, size=size), len(classes))
+        feats = embed(net, pipeline, [*files, *extra], precision="fp32")
+        np.save(path, feats)
+    n_classes = int(codes.max()) + 1
+    in_merged = np.r_[np.isin(labels, [classes.index(m) for m in merge]), np.zeros(len(extra), bool)]
+    out = {"images": len(files), "foreign": len(extra), "merged": list(merge)}
+    limit = OutlierSettings().max_z
+    candidates = {"centroid": centroid_distances(feats, codes, n_classes),
+                  **{f"knn k={k}": knn_distances(feats, k=k) for k in KNN_GRID}}
+    for name, dist in candidates.items():
+        z = _robust_z(dist)
+        flagged = z > limit
+        top = np.argsort(-dist)[: len(extra)]
+        out[name] = {"auroc": float(roc_auc_score(is_foreign, dist)),
+                     "average_precision": float(average_precision_score(is_foreign, dist)),
+                     "foreign_in_top_n": int(is_foreign[top].sum()),
+                     "flagged": int(flagged.sum()), "flagged_foreign": int((flagged & is_foreign).sum()),
+                     "merged_class_flagged": int((flagged & in_merged).sum()),
+                     "foreign_z_min": float(z[is_foreign].min()), "foreign_z_median": float(np.median(z[is_foreign])),
+                     "z_p99_of_flowers": float(np.quantile(z[~is_foreign], 0.99))}
+        print(f"  audit outliers, {name}: {json.dumps(out[name])}", flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model5", type=Path, required=True, help="flowers5 model directory")
-    parser.add_argument("--model3", type=Path, required=True, help="model of 3 of the 5 classes (near-OOD)")
+    parser.add_argument("--model5", type=Path, help="flowers5 model directory")
+    parser.add_argument("--model3", type=Path, help="model of 3 of the 5 classes (near-OOD; without it: skipped)")
     parser.add_argument("--data", type=Path, default=Path("/work/shared/data/flowers5"))
     parser.add_argument("--work", type=Path, default=Path("trust-work"), help="cache of network outputs, results")
     parser.add_argument("--fmnist", type=int, default=1000, help="Fashion-MNIST test images")
     parser.add_argument("--timing", action="store_true", help="also time each score (ms/image): quiet machine only")
     parser.add_argument("--quick", action="store_true", help="a few images of each set, to check the script")
+    parser.add_argument("--audit-only", action="store_true", help="only the audit's outlier case (item 4)")
+    parser.add_argument("--arch", default="tf_efficientnet_lite0", help="audit case: the pretrained body")
+    parser.add_argument("--size", type=int, default=128, help="audit case: image side")
+    parser.add_argument("--foreign", type=int, default=20, help="audit case: foreign images injected")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     cap = 40 if args.quick else None
     results: dict = {}
 
+    results["audit_outliers"] = audit_case(args.work, args.data, arch=args.arch, size=args.size,
+                                           merge=("daisy", "sunflower"), foreign=args.foreign, quick=args.quick)
+    if args.audit_only:
+        return
+    if args.model5 is None:
+        parser.error("--model5 is needed (all but --audit-only)")
     m5 = load_model(args.model5)
     side = m5.pipeline.presize
     train_files, train_labels = class_files(args.data, m5.classes, "train")
@@ -300,6 +364,10 @@ def main() -> None:
     results["far"] = figures(scores5, tuple(far))
     print(markdown(results["far"], tuple(far), scores5), flush=True)
 
+    if args.model3 is None:
+        print("no --model3: near out-of-distribution figures skipped")
+        (args.work / "trust.json").write_text(json.dumps(results, indent=1))
+        return
     m3 = load_model(args.model3)
     held_out = tuple(c for c in m5.classes if c not in m3.classes)
     tr3, y3 = class_files(args.data, m3.classes, "train")

@@ -34,9 +34,10 @@ from petclf.core.options import TrainOptions
 from petclf.data.layouts import Dataset
 from petclf.data.pipeline import Pipeline, make_pipeline
 from petclf.runtime.network import ConcatPool2d
+from petclf.runtime.ood import DEFAULT_KNN_K, fit_ood_score
 from petclf.runtime.predict import Predictor
 
-__all__ = ["OutOfSample", "assign_folds", "embed", "centroid_distances", "pretrained_body", "probabilities_from_features",
+__all__ = ["OutOfSample", "assign_folds", "embed", "centroid_distances", "knn_distances", "pretrained_body", "probabilities_from_features",
            "probabilities_from_trainings"]
 
 
@@ -96,6 +97,38 @@ def embed(model: nn.Module, pipeline: Pipeline, paths: list[str], *, device=None
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def knn_distances(features: np.ndarray, *, bank: np.ndarray | None = None, k: int = DEFAULT_KNN_K,
+                  chunk: int = 1024) -> np.ndarray:
+    """Mean cosine distance of each embedding to its ``k`` nearest rows of ``bank`` (default: the other embeddings).
+
+    It is the runtime's ``knn`` out-of-distribution score (``petclf.runtime.ood``), so the audit and a saved
+    model's 'unknown' answer agree on what "unlike the training images" means. Unlike the distance to the
+    nearest class centroid, it does not flag the images of a class that forms several clusters (whose centroid
+    lies between them): see BENCHMARKS.md, "trust" (audit outliers).
+
+    Example: ``knn_distances(oof.features)`` → ``array([0.21, 0.18, …])``.
+    """
+    import torch  # noqa: PLC0415 - torch comes with the runtime this module already imports
+
+    in_sample = bank is None
+    reference = features if in_sample else bank
+    # The embedding itself is its own nearest neighbour (distance 0) when it is in the bank: ask for one more
+    # and rescale the mean over k+1 to a mean over the k others (exact: a self-match or an exact copy is 0).
+    want = min(k + 1 if in_sample else k, len(reference))
+    others = want - 1 if in_sample else want
+    if others < 1:
+        return np.zeros(len(features))
+    ref = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
+    score = fit_ood_score("knn", features=ref, logits=torch.zeros(len(ref), 1), labels=torch.zeros(len(ref)),
+                          k=want, max_bytes=max(ref.numel() * 4, 1), half=False)  # every image, exactly
+    out = np.empty(len(features))
+    with torch.inference_mode():
+        for start in range(0, len(features), chunk):  # an (n, n) similarity matrix at once would not fit
+            rows = torch.from_numpy(np.ascontiguousarray(features[start:start + chunk], dtype=np.float32))
+            out[start:start + chunk] = score(rows, torch.zeros(len(rows), 1)).double().numpy()
+    return out * want / others
 
 
 def centroid_distances(features: np.ndarray, codes: np.ndarray, n_classes: int, *,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 __all__ = ["DEFAULT_LR", "ARCH_SOURCES", "AUGMENTS", "BALANCES", "DEFAULT_BALANCE", "MULTI_LABEL", "SINGLE_LABEL", "TASKS",
            "THRESHOLD_MODES", "DEFAULT_SEED", "DEFAULT_VALID_PCT", "IMAGENET_STATS", "LAYOUTS", "MAX_LR", "MAX_SEED",
-           "MAX_SIZE", "MIN_SIZE", "PRECISIONS", "MAX_CLASSES", "MAX_CLASS_NAME_CHARS"]
+           "MAX_SIZE", "MIN_SIZE", "PRECISIONS", "MAX_CLASSES", "MAX_CLASS_NAME_CHARS", "DEFAULT_OOD_SCORE",
+           "DEFAULT_KNN_K"]
 
 #: Where an architecture comes from: torchvision's or timm's names, ``register_arch``, or the user's own object.
 ARCH_SOURCES = ("torchvision", "timm", "registered", "custom")
@@ -52,3 +53,8 @@ MAX_CLASSES = 100_000
 #: The longest class name, in characters, for the same two readers: class names come from folder and file
 #: names (255 bytes on common file systems) or from table cells.
 MAX_CLASS_NAME_CHARS = 1024
+
+#: The out-of-distribution score behind a model's 'unknown' answer (one of petclf.runtime.ood.OOD_KINDS), and the
+#: neighbours its knn score averages over: chosen on real photos by benchmarks/trust.py (BENCHMARKS.md, "trust").
+DEFAULT_OOD_SCORE = "knn"
+DEFAULT_KNN_K = 10

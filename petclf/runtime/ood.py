@@ -1,7 +1,7 @@
 """Out-of-distribution scores: how unlike the training images an image is (higher = less like them).
 
-Four usual scores, each an ``nn.Module`` of a batch's features (the input of the network's last
-``nn.Linear``) and logits, built only of ops that ``torch.onnx.export(dynamo=True)`` and OpenVINO carry
+Four usual scores, each an ``nn.Module`` of a batch's features (taken where ``features_at(kind)`` says:
+the body's pooled features for the distances) and logits, built only of ops that ``torch.onnx.export(dynamo=True)`` and OpenVINO carry
 (matmul, topk, logsumexp, softmax), so the score travels inside an exported graph:
 
 * ``msp``: minus the maximum softmax probability (Hendrycks & Gimpel 2017);
@@ -24,20 +24,23 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from petclf.core.defaults import DEFAULT_KNN_K
 from petclf.core.errors import ModelFileError, UsageError
+from petclf.runtime.network import ConcatPool2d
 
-__all__ = ["OOD_KINDS", "DEFAULT_KNN_K", "MAX_OOD_BYTES", "OODScore", "fit_ood_score", "load_ood_score",
-           "split_network", "threshold_at_acceptance"]
+__all__ = ["OOD_KINDS", "DEFAULT_KNN_K", "FEATURE_POINTS", "MAX_OOD_BYTES", "OODScore", "features_at", "fit_ood_score",
+           "load_ood_score", "split_network", "threshold_at_acceptance"]
 
 #: The scores petclf can compute; ``DEFAULT_OOD_SCORE`` (petclf/core/defaults.py) picks one.
 OOD_KINDS: tuple[str, ...] = ("msp", "energy", "mahalanobis", "knn")
-#: Neighbours the ``knn`` score averages over: best of 1, 5, 10, 20, 50 on flowers5 (BENCHMARKS.md, "trust").
-DEFAULT_KNN_K = 10
 #: The largest bank of training features (bytes, float32) a ``knn`` score keeps: more training images are
 #: subsampled to fit. 20 MB is 10,240 images of fastai's 512-wide head features.
 MAX_OOD_BYTES = 20 * 2**20
 #: The most neighbours a stored ``knn`` score may ask for (a stranger's file sets ``k``).
 _MAX_K = 1000
+#: Points of a petclf network where a score can take its features (``split_network``'s ``at``).
+FEATURE_POINTS = ("pooled", "linear")
+_FEATURES_AT = {"msp": "linear", "energy": "linear", "mahalanobis": "pooled", "knn": "pooled"}
 
 
 class OODScore(nn.Module):
@@ -100,13 +103,13 @@ class _Knn(OODScore):
 
     def __init__(self, bank: Tensor, k: int) -> None:
         super().__init__()
-        self.register_buffer("bank", bank.float().contiguous())
+        self.register_buffer("bank", bank.contiguous())  # float16 halves the file; computed in float32
         self.k = int(k)
 
     def forward(self, features: Tensor, logits: Tensor) -> Tensor:
         x = features.float()
         unit = x / torch.clamp(torch.linalg.vector_norm(x, dim=1, keepdim=True), min=1e-12)
-        nearest = torch.topk(unit @ self.bank.T, self.k, dim=1).values
+        nearest = torch.topk(unit @ self.bank.float().T, self.k, dim=1).values
         return 1.0 - nearest.mean(dim=1)
 
     def tensors(self) -> dict[str, Tensor]:
@@ -141,10 +144,11 @@ def _fit_mahalanobis(features: np.ndarray, labels: np.ndarray, classes: int) -> 
 
 
 def fit_ood_score(kind: str, *, features: Tensor, logits: Tensor, labels: Tensor, k: int = DEFAULT_KNN_K,
-                  max_bytes: int = MAX_OOD_BYTES, seed: int = 0) -> OODScore:
-    """Fit a score of ``kind`` on the training split's features (input of the last Linear), logits and labels.
+                  max_bytes: int = MAX_OOD_BYTES, half: bool = True, seed: int = 0) -> OODScore:
+    """Fit a score of ``kind`` on the training split's features (see ``split_network``), logits and labels.
 
-    ``knn`` keeps at most ``max_bytes`` of training features (a random subsample of rows beyond that).
+    ``knn`` keeps its bank of unit-length training features in float16 (``half``; the scores move by about
+    1e-4, see BENCHMARKS.md) and at most ``max_bytes`` of it: a random subsample of rows beyond that.
 
     Example: ``fit_ood_score("knn", features=f, logits=z, labels=y)(f_new, z_new)`` → ``tensor([0.12, ...])``.
     """
@@ -155,19 +159,21 @@ def fit_ood_score(kind: str, *, features: Tensor, logits: Tensor, labels: Tensor
         return _MaxSoftmax()
     if kind == "energy":
         return _Energy()
-    feats = features.detach().double().cpu().numpy()
     if kind == "mahalanobis":
+        feats = features.detach().double().cpu().numpy()
         codes = labels.detach().cpu().numpy().astype(int)
         if codes.min() < 0 or codes.max() >= logits.shape[1]:
             raise UsageError(f"labels must be class indices 0..{logits.shape[1] - 1} (the logits' columns).")
         return _fit_mahalanobis(feats, codes, logits.shape[1])
     if not 1 <= k <= _MAX_K:
         raise UsageError(f"k must be between 1 and {_MAX_K} (10 is usual). Received: k={k}.")
+    feats = features.detach().float().cpu().numpy()  # float32 is what the bank stores: no double copy
     unit = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-    rows = max(1, max_bytes // (4 * feats.shape[1]))
+    rows = max(1, max_bytes // ((2 if half else 4) * feats.shape[1]))
     if len(unit) > rows:
         unit = unit[np.sort(np.random.default_rng(seed).choice(len(unit), rows, replace=False))]
-    return _Knn(torch.from_numpy(unit).float(), min(k, len(unit)))
+    bank = torch.from_numpy(unit).to(torch.float16 if half else torch.float32)
+    return _Knn(bank, min(k, len(unit)))
 
 
 def _tensor(tensors: dict[str, Tensor], name: str, shape: tuple, what: str) -> Tensor:
@@ -180,7 +186,7 @@ def _tensor(tensors: dict[str, Tensor], name: str, shape: tuple, what: str) -> T
                              f"{shape} ({what}). The model directory is damaged or was edited: re-save it.")
     if not torch.isfinite(value).all():
         raise ModelFileError(f"the out-of-distribution score's {name!r} holds NaN or infinite values: re-save the model.")
-    return value.float()
+    return value
 
 
 def load_ood_score(kind: str, tensors: dict[str, Tensor], *, feature_dim: int, classes: int) -> OODScore:
@@ -200,35 +206,58 @@ def load_ood_score(kind: str, tensors: dict[str, Tensor], *, feature_dim: int, c
     if kind == "energy":
         return _Energy()
     if kind == "mahalanobis":
-        return _Mahalanobis(_tensor(tensors, "transform", (feature_dim, feature_dim), "features × features"),
-                            _tensor(tensors, "means", (classes, feature_dim), "classes × features"))
+        return _Mahalanobis(_tensor(tensors, "transform", (feature_dim, feature_dim), "features × features").float(),
+                            _tensor(tensors, "means", (classes, feature_dim), "classes × features").float())
     k = tensors["k"]
     if not isinstance(k, Tensor) or k.dtype != torch.int64 or k.numel() != 1:
         raise ModelFileError("the knn out-of-distribution score's 'k' must be one int64: re-save the model.")
     bank = tensors["bank"]
     rows = bank.shape[0] if isinstance(bank, Tensor) and bank.ndim == 2 else -1
-    if not 1 <= rows <= max(1, MAX_OOD_BYTES // (2 * feature_dim)):  # float16 rows are half as large
-        raise ModelFileError(f"the knn score's bank has {rows} rows; expected 1 to "
-                             f"{MAX_OOD_BYTES // (2 * feature_dim)} for {feature_dim} features. Re-save the model.")
+    most = max(1, MAX_OOD_BYTES // (bank.element_size() * feature_dim)) if isinstance(bank, Tensor) else 0
+    if not 1 <= rows <= most:
+        raise ModelFileError(f"the knn score's bank has {rows} rows; expected 1 to {most} for {feature_dim} "
+                             f"features (at most {MAX_OOD_BYTES // 2**20} MB). Re-save the model.")
     bank = _tensor(tensors, "bank", (rows, feature_dim), "training images × features")
     if not 1 <= int(k) <= min(rows, _MAX_K):
         raise ModelFileError(f"the knn score's k is {int(k)}; expected 1 to {min(rows, _MAX_K)}. Re-save the model.")
     return _Knn(bank, int(k))
 
 
-def split_network(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
-    """A petclf network (``Sequential(body, head)``, the head ending in ``nn.Linear``) as (features, last Linear).
+def features_at(kind: str) -> str:
+    """Where in the network ``kind`` takes its features: ``'pooled'`` (the body's pooled features, as the audit's
+    embeddings) or ``'linear'`` (the input of the last Linear; msp and energy use only the logits).
 
-    ``features`` computes everything up to the input of the last layer, so ``linear(features(x)) == model(x)``.
+    The distance scores are measured far better on the body's pooled features than on the 512 head features
+    trained on the few labelled images (BENCHMARKS.md, "trust"), so ``split_network(model, at=features_at(kind))``.
 
-    Example: ``features, linear = split_network(load_model("model").model)``.
+    Example: ``features_at("knn")`` → ``'pooled'``.
     """
+    if kind not in OOD_KINDS:
+        raise UsageError(f"unknown out-of-distribution score {kind!r}: choose one of {', '.join(OOD_KINDS)}.")
+    return _FEATURES_AT[kind]
+
+
+def split_network(model: nn.Module, *, at: str = "linear") -> tuple[nn.Module, nn.Module]:
+    """A petclf network (``Sequential(body, head)``, the head ending in ``nn.Linear``) as (features, the rest).
+
+    ``at="linear"``: everything up to the input of the last Linear, and that ``nn.Linear``. ``at="pooled"``:
+    the body and the head's pooling (fastai's concatenated max and average pooling, flattened), and the rest of
+    the head. Either way ``rest(features(x)) == model(x)``.
+
+    Example: ``features, rest = split_network(load_model("model").model, at=features_at("knn"))``.
+    """
+    if at not in FEATURE_POINTS:
+        raise UsageError(f"at must be one of {', '.join(FEATURE_POINTS)}. Received: at={at!r}.")
     if (isinstance(model, nn.Sequential) and len(model) == 2 and isinstance(model[1], nn.Sequential)
             and len(model[1]) >= 1 and isinstance(model[1][-1], nn.Linear)):
-        return nn.Sequential(model[0], model[1][:-1]), model[1][-1]
+        body, head = model
+        if at == "linear":
+            return nn.Sequential(body, head[:-1]), head[-1]
+        if len(head) > 2 and isinstance(head[0], (ConcatPool2d, nn.AdaptiveAvgPool2d)):
+            return nn.Sequential(body, head[:2]), head[2:]
     raise UsageError(f"an out-of-distribution score needs a petclf network, Sequential(body, head) with the head "
-                     f"ending in nn.Linear; this model is a {type(model).__name__} used whole. Train it with "
-                     "petclf's head (an arch name or a backbone) to get an 'unknown' answer.")
+                     f"starting with pooling and ending in nn.Linear; this model is a {type(model).__name__} used "
+                     "whole. Train it with petclf's head (an arch name or a backbone) to get an 'unknown' answer.")
 
 
 def threshold_at_acceptance(scores: Tensor, accept: float) -> float:

@@ -8,7 +8,7 @@ from torch import nn
 
 from petclf.core.errors import ModelFileError, UsageError
 from petclf.runtime.network import classifier_head
-from petclf.runtime.ood import OOD_KINDS, fit_ood_score, load_ood_score, split_network, threshold_at_acceptance
+from petclf.runtime.ood import OOD_KINDS, features_at, fit_ood_score, load_ood_score, split_network, threshold_at_acceptance
 
 D, C = 16, 3
 
@@ -86,17 +86,22 @@ def test_msp_and_energy_store_nothing_and_distances_store_their_fit(data):
     assert knn["bank"].shape == (600, D) and int(knn["k"]) == 7
 
 
-def test_knn_bank_is_subsampled_to_its_byte_budget(data):
+def test_knn_bank_is_subsampled_to_its_byte_budget_in_float16(data):
     f, z, y = data["train"]
-    knn = fit_ood_score("knn", features=f, logits=z, labels=y, max_bytes=100 * D * 4)
-    assert knn.tensors()["bank"].shape == (100, D)
+    half = fit_ood_score("knn", features=f, logits=z, labels=y, max_bytes=100 * D * 2).tensors()["bank"]
+    assert half.shape == (100, D) and half.dtype == torch.float16
+    full = fit_ood_score("knn", features=f, logits=z, labels=y, max_bytes=100 * D * 4, half=False)
+    assert full.tensors()["bank"].shape == (100, D) and full.tensors()["bank"].dtype == torch.float32
+    exact = fit_ood_score("knn", features=f, logits=z, labels=y, half=False)(*data["valid"][:2])
+    rounded = fit_ood_score("knn", features=f, logits=z, labels=y)(*data["valid"][:2])
+    torch.testing.assert_close(rounded, exact, atol=2e-3, rtol=0)  # float16 moves a cosine by ~1e-3 at most
 
 
 def test_knn_ranks_as_cleanlab_out_of_distribution(data):
     cleanlab = pytest.importorskip("cleanlab.outlier", reason="cleanlab comes with the audit extra")
     f, z, y = data["train"]
     probe = torch.cat([data["valid"][0][:100], data["foreign"][0][:50]])
-    ours = fit_ood_score("knn", features=f, logits=z, labels=y, k=10)(probe, z[:150]).numpy()
+    ours = fit_ood_score("knn", features=f, logits=z, labels=y, k=10, half=False)(probe, z[:150]).numpy()
     ood = cleanlab.OutOfDistribution(params={"k": 10})
     ood.fit(features=f.numpy(), verbose=False)
     theirs = -ood.score(features=probe.numpy())  # cleanlab: higher = more typical
@@ -149,5 +154,11 @@ def test_split_network_gives_the_last_linear_and_what_feeds_it():
     x = torch.rand(2, 3, 16, 16)
     assert linear.out_features == 4 and features(x).shape == (2, linear.in_features)
     torch.testing.assert_close(linear(features(x)), model(x))
+    pooled, rest = split_network(model, at="pooled")
+    assert pooled(x).shape == (2, 16)  # fastai's concatenated max and average pooling of 8 channels
+    torch.testing.assert_close(rest(pooled(x)), model(x))
+    assert features_at("knn") == "pooled" and features_at("msp") == "linear"
     with pytest.raises(UsageError, match="Sequential\\(body, head\\)"):
         split_network(nn.Linear(3, 4))
+    with pytest.raises(UsageError, match="at must be"):
+        split_network(model, at="body")
