@@ -89,6 +89,14 @@ def skimage_photos() -> list[Image.Image]:
     return out
 
 
+def subset(files: list, labels: np.ndarray, limit: int | None, seed: int = 0) -> tuple[list, np.ndarray]:
+    """A seeded random ``limit`` of (files, labels), in their order; all when ``limit`` is None."""
+    if limit is None or limit >= len(files):
+        return files, labels
+    keep = np.sort(np.random.default_rng(seed).choice(len(files), limit, replace=False))
+    return [files[i] for i in keep], labels[keep]
+
+
 def class_files(root: Path, classes: tuple[str, ...], split: str) -> tuple[list[Path], np.ndarray]:
     files, labels = [], []
     for c, name in enumerate(classes):
@@ -324,6 +332,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/work/shared/data/flowers5"))
     parser.add_argument("--work", type=Path, default=Path("trust-work"), help="cache of network outputs, results")
     parser.add_argument("--fmnist", type=int, default=1000, help="Fashion-MNIST test images")
+    parser.add_argument("--digits", type=int, default=1797, help="scikit-learn digit scans (all: 1,797)")
+    parser.add_argument("--train-limit", type=int, default=None,
+                        help="fit the scores on this many training photos (a seeded random subset; default all)")
+    parser.add_argument("--near-splits", default="train,valid", help="splits of the held-out classes used as near")
     parser.add_argument("--timing", action="store_true", help="also time each score (ms/image): quiet machine only")
     parser.add_argument("--quick", action="store_true", help="a few images of each set, to check the script")
     parser.add_argument("--audit-only", action="store_true", help="only the audit's outlier case (item 4)")
@@ -350,14 +362,15 @@ def main() -> None:
         tr, va = pick(len(train_files)), pick(len(valid_files))
         train_files, train_labels = [train_files[i] for i in tr], train_labels[tr]
         valid_files, valid_labels = [valid_files[i] for i in va], valid_labels[va]
-    far = {"fashion-mnist": fashion_mnist(cap or args.fmnist, side), "digits": digits(cap or 1797, side),
+    far = {"fashion-mnist": fashion_mnist(cap or args.fmnist, side), "digits": digits(cap or args.digits, side),
            "skimage": skimage_photos()[: cap or None]}
     print(f"flowers5: {len(train_files)} train, {len(valid_files)} valid; far: "
           + ", ".join(f"{k} {len(v)}" for k, v in far.items()), flush=True)
     sets5 = {"valid": cached_outputs(args.work, "m5_valid", m5, valid_files)}
     for name, images in far.items():
         sets5[name] = cached_outputs(args.work, f"m5_{name}", m5, images)
-    train5 = cached_outputs(args.work, "m5_train", m5, train_files)
+    train_files, train_labels = subset(train_files, train_labels, args.train_limit)
+    train5 = cached_outputs(args.work, f"m5_train{len(train_files)}", m5, train_files)
     results["calibration"] = calibration(sets5["valid"]["logits"], valid_labels)
     print(json.dumps(results["calibration"], indent=1), flush=True)
     scores5 = score_table(train5, train_labels, sets5, timing=args.timing)
@@ -372,13 +385,14 @@ def main() -> None:
     held_out = tuple(c for c in m5.classes if c not in m3.classes)
     tr3, y3 = class_files(args.data, m3.classes, "train")
     va3, vy3 = class_files(args.data, m3.classes, "valid")
-    near = [f for s in ("train", "valid") for f in class_files(args.data, held_out, s)[0]]
+    near = [f for s in args.near_splits.split(",") for f in class_files(args.data, held_out, s)[0]]
+    tr3, y3 = subset(tr3, y3, args.train_limit)
     if cap:
         tr3, y3, va3, vy3, near = tr3[:cap], y3[:cap], va3[:cap], vy3[:cap], near[:cap]
     print(f"near: model of {m3.classes}, {len(near)} images of {held_out}", flush=True)
     sets3 = {"valid": cached_outputs(args.work, "m3_valid", m3, va3),
-             "near": cached_outputs(args.work, "m3_near", m3, near)}
-    train3 = cached_outputs(args.work, "m3_train", m3, tr3)
+             "near": cached_outputs(args.work, f"m3_near{len(near)}", m3, near)}
+    train3 = cached_outputs(args.work, f"m3_train{len(tr3)}", m3, tr3)
     scores3 = score_table(train3, y3, sets3, timing=False)
     results["near"] = figures(scores3, ("near",))
     results["calibration_m3"] = calibration(sets3["valid"]["logits"], vy3)
@@ -386,7 +400,7 @@ def main() -> None:
     if args.timing:
         results["network_ms_per_image"] = network_ms(m5, valid_files)
         print(f"network: {results['network_ms_per_image']:.2f} ms/image (batch 64, fp32 or auto precision)")
-    results["sizes"] = {"train": len(train_files), "valid": len(valid_files), "near": len(near),
+    results["sizes"] = {"train": len(train_files), "valid": len(valid_files), "near": len(near), "train3": len(tr3),
                         **{k: len(v) for k, v in far.items()}}
     (args.work / "trust.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {args.work / 'trust.json'}")

@@ -8,8 +8,9 @@ Two ways, by cost:
 * ``trainings``: k networks trained from scratch with the train options, each on k-1 folds,
   predicting the fold it never saw: k times the cost of one training (lr_find, if asked for, runs once).
 
-Either way every image also gets its cosine distance to the nearest class centroid in an
-embedding space where it was not trained on as a labelled example (for the outlier check).
+Either way every image also gets its mean cosine distance to its nearest other images (the runtime's
+``knn`` out-of-distribution score) in an embedding space where it was not trained on as a labelled
+example (for the outlier check).
 
 The heads go through scikit-learn's ``cross_val_predict`` with the folds as a ``PredefinedSplit``.
 The trainings do not: ``cross_val_predict`` wants an estimator that fits arrays in memory and is
@@ -47,7 +48,7 @@ class OutOfSample:
 
     probs: np.ndarray
     classes: tuple[str, ...]
-    distances: np.ndarray  # cosine distance to the nearest class centroid (n,)
+    distances: np.ndarray  # mean cosine distance to the nearest other images, knn_distances (n,)
     features: np.ndarray | None  # (n, d) embeddings in one space (features method), else None
     method: str  # 'model', 'pretrained' or 'trainings'
     folds: int
@@ -133,7 +134,8 @@ def knn_distances(features: np.ndarray, *, bank: np.ndarray | None = None, k: in
 
 def centroid_distances(features: np.ndarray, codes: np.ndarray, n_classes: int, *,
                        reference: np.ndarray | None = None) -> np.ndarray:
-    """Cosine distance of each embedding to the nearest class centroid (centroids of the ``reference`` rows, default all)."""
+    """Cosine distance of each embedding to the nearest class centroid (of the ``reference`` rows, default all): the
+    audit's outlier distance before ``knn_distances``, which misses images between a class's clusters."""
     unit = _unit(features)
     ref = np.ones(len(codes), bool) if reference is None else reference
     centroids = np.stack([unit[ref & (codes == c)].mean(0) if (ref & (codes == c)).any() else np.zeros(unit.shape[1])
@@ -178,9 +180,9 @@ def probabilities_from_trainings(data, dataset: Dataset, codes: np.ndarray, clas
                                  ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Train one network per fold (from the train options) and predict the fold it did not see.
 
-    Returns (probs, distances, seconds). Distances use the fold's own network: centroids of up to
-    ``per_class_reference`` of its training images per class, distances of its held-out images over
-    their median (so that folds compare).
+    Returns (probs, distances, seconds). Distances use the fold's own network: the knn distances of its
+    held-out images to up to ``per_class_reference`` of its training images per class, over their median
+    (so that folds compare).
     """
     from petclf.learn.learner import learner_predictor, quick_learner, run_spec  # noqa: PLC0415
     from petclf.learn.recipe import train  # noqa: PLC0415
@@ -214,7 +216,7 @@ def probabilities_from_trainings(data, dataset: Dataset, codes: np.ndarray, clas
                       device=learn.dls.device, precision=options.precision)
         is_ref = np.zeros(len(rows), bool)
         is_ref[len(held):] = True
-        held_distances = centroid_distances(feats, codes[rows], len(classes), reference=is_ref)[:len(held)]
+        held_distances = knn_distances(feats[~is_ref], bank=feats[is_ref])
         # Each fold's network has its own embedding space: distances are compared in units of the fold's median.
         distances[held] = held_distances / max(float(np.median(held_distances)), 1e-9)
         timings.append(time.perf_counter() - start)
