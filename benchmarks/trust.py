@@ -157,7 +157,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         return loss
 
     opt.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
