@@ -55,6 +55,8 @@ MAX_CLASSES = 100_000
 MAX_CLASS_NAME_CHARS = 1024
 
 #: The out-of-distribution score behind a model's 'unknown' answer (one of petclf.runtime.ood.OOD_KINDS), and the
-#: neighbours its knn score averages over: chosen on real photos by benchmarks/trust.py (BENCHMARKS.md, "trust").
+#: neighbours its knn score averages over. On flowers5 (BENCHMARKS.md, 2026-12-07 "trust") knn on the body's pooled
+#: features is the only score with far-OOD AUROC ≥ 0.98 and FPR@95 ≤ 10% on every far set (≥ 0.998, 0%); msp and
+#: energy stay under 0.74, Mahalanobis fails on digits. k = 5, 10, 20 tie there; 10 is also cleanlab's default.
 DEFAULT_OOD_SCORE = "knn"
 DEFAULT_KNN_K = 10
