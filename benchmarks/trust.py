@@ -128,7 +128,8 @@ def outputs(loaded, images: list, bs: int = 64) -> dict[str, np.ndarray]:
     names = [str(i) for i in range(d_pool + d_feat + c)]
     predictor = Predictor.from_network(net, names, loaded.pipeline, precision="fp32")
     rows = np.concatenate([z.numpy() for z in predictor.iter_logits(images, bs=bs)])
-    return {"pooled": rows[:, :d_pool], "features": rows[:, d_pool:d_pool + d_feat], "logits": rows[:, d_pool + d_feat:]}
+    return {"pooled": rows[:, :d_pool], "features": rows[:, d_pool:d_pool + d_feat],
+            "logits": rows[:, d_pool + d_feat:]}
 
 
 def cached_outputs(work: Path, name: str, loaded, images: list) -> dict[str, np.ndarray]:
@@ -387,8 +388,8 @@ def main() -> None:
     va3, vy3 = class_files(args.data, m3.classes, "valid")
     near = [f for s in args.near_splits.split(",") for f in class_files(args.data, held_out, s)[0]]
     tr3, y3 = subset(tr3, y3, args.train_limit)
-    if cap:
-        tr3, y3, va3, vy3, near = tr3[:cap], y3[:cap], va3[:cap], vy3[:cap], near[:cap]
+    if cap:  # random, so that every class is there
+        (tr3, y3), (va3, vy3), near = subset(tr3, y3, cap), subset(va3, vy3, cap), near[:cap]
     print(f"near: model of {m3.classes}, {len(near)} images of {held_out}", flush=True)
     sets3 = {"valid": cached_outputs(args.work, "m3_valid", m3, va3),
              "near": cached_outputs(args.work, f"m3_near{len(near)}", m3, near)}

@@ -38,8 +38,8 @@ from petclf.runtime.network import ConcatPool2d
 from petclf.runtime.ood import DEFAULT_KNN_K, fit_ood_score
 from petclf.runtime.predict import Predictor
 
-__all__ = ["OutOfSample", "assign_folds", "embed", "centroid_distances", "knn_distances", "pretrained_body", "probabilities_from_features",
-           "probabilities_from_trainings"]
+__all__ = ["OutOfSample", "assign_folds", "embed", "centroid_distances", "knn_distances", "pretrained_body",
+           "probabilities_from_features", "probabilities_from_trainings"]
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ def find_outliers(frame: pd.DataFrame, prints: Fingerprints, distances: np.ndarr
         elif prints.readable[k] and prints.std[k] < settings.min_std:
             rows.append((k, "blank", 1.0 - prints.std[k] / settings.min_std, f"grey spread {prints.std[k]:.1f}"))
         elif z[k] > settings.max_z:
-            rows.append((k, "far", float(z[k]), f"mean distance {distances[k]:.3f} to its nearest images (z {z[k]:.1f})"))
+            rows.append((k, "far", float(z[k]),
+                         f"mean distance {distances[k]:.3f} to its nearest images (z {z[k]:.1f})"))
     out = pd.DataFrame(rows, columns=["row", "reason", "score", "detail"])
     out.insert(1, "path", frame.path.to_numpy()[out.row.to_numpy(dtype=int)])
     out.insert(2, "split", frame.split.to_numpy()[out.row.to_numpy(dtype=int)])

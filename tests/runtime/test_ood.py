@@ -8,7 +8,8 @@ from torch import nn
 
 from petclf.core.errors import ModelFileError, UsageError
 from petclf.runtime.network import classifier_head
-from petclf.runtime.ood import OOD_KINDS, features_at, fit_ood_score, load_ood_score, split_network, threshold_at_acceptance
+from petclf.runtime.ood import (OOD_KINDS, features_at, fit_ood_score, load_ood_score, split_network,
+                                threshold_at_acceptance)
 
 D, C = 16, 3
 
