@@ -19,7 +19,7 @@ from petclf.data.table import TableFormat
 from petclf.audit.duplicates import NearCopySettings, find_duplicates
 from petclf.audit.fingerprints import fingerprint_files
 from petclf.audit.issues import find_label_issues, overlapping_classes
-from petclf.audit.oof import (OutOfSample, assign_folds, centroid_distances, embed, pretrained_body,
+from petclf.audit.oof import (OutOfSample, assign_folds, embed, knn_distances, pretrained_body,
                               probabilities_from_features, probabilities_from_trainings)
 from petclf.audit.outliers import OutlierSettings, find_outliers
 from petclf.audit.report import folder_identity
@@ -101,7 +101,7 @@ def _oof(data, dataset: LabelledImages, codes, classes, fold, options: TrainOpti
         start = time.perf_counter()
         probs = probabilities_from_features(features, codes, len(classes), fold, seed=options.seed)
         seconds["heads"] = time.perf_counter() - start
-        distances = centroid_distances(features, codes, len(classes))
+        distances = knn_distances(features)
         log.info(f"audit: embeddings of {len(paths)} images in {seconds['embeddings']:.1f} s, "
                  f"{int(fold.max()) + 1} fold heads in {seconds['heads']:.1f} s")
         return OutOfSample(probs, classes, distances, features, method, int(fold.max()) + 1, seconds)

@@ -8,8 +8,9 @@ Two ways, by cost:
 * ``trainings``: k networks trained from scratch with the train options, each on k-1 folds,
   predicting the fold it never saw: k times the cost of one training (lr_find, if asked for, runs once).
 
-Either way every image also gets its cosine distance to the nearest class centroid in an
-embedding space where it was not trained on as a labelled example (for the outlier check).
+Either way every image also gets its mean cosine distance to its nearest other images (the runtime's
+``knn`` out-of-distribution score) in an embedding space where it was not trained on as a labelled
+example (for the outlier check).
 
 The heads go through scikit-learn's ``cross_val_predict`` with the folds as a ``PredefinedSplit``.
 The trainings do not: ``cross_val_predict`` wants an estimator that fits arrays in memory and is
@@ -34,10 +35,11 @@ from petclf.core.options import TrainOptions
 from petclf.data.dataset import LabelledImages
 from petclf.data.pipeline import Pipeline, make_pipeline
 from petclf.runtime.network import ConcatPool2d
+from petclf.runtime.ood import DEFAULT_KNN_K, fit_ood_score
 from petclf.runtime.predict import Predictor
 
-__all__ = ["OutOfSample", "assign_folds", "embed", "centroid_distances", "pretrained_body", "probabilities_from_features",
-           "probabilities_from_trainings"]
+__all__ = ["OutOfSample", "assign_folds", "embed", "centroid_distances", "knn_distances", "pretrained_body",
+           "probabilities_from_features", "probabilities_from_trainings"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class OutOfSample:
 
     probs: np.ndarray
     classes: tuple[str, ...]
-    distances: np.ndarray  # cosine distance to the nearest class centroid (n,)
+    distances: np.ndarray  # mean cosine distance to the nearest other images, knn_distances (n,)
     features: np.ndarray | None  # (n, d) embeddings in one space (features method), else None
     method: str  # 'model', 'pretrained' or 'trainings'
     folds: int
@@ -98,9 +100,42 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def knn_distances(features: np.ndarray, *, bank: np.ndarray | None = None, k: int = DEFAULT_KNN_K,
+                  chunk: int = 1024) -> np.ndarray:
+    """Mean cosine distance of each embedding to its ``k`` nearest rows of ``bank`` (default: the other embeddings).
+
+    It is the runtime's ``knn`` out-of-distribution score (``petclf.runtime.ood``), so the audit and a saved
+    model's 'unknown' answer agree on what "unlike the training images" means. Unlike the distance to the
+    nearest class centroid, it does not flag the images of a class that forms several clusters (whose centroid
+    lies between them): see BENCHMARKS.md, "trust" (audit outliers).
+
+    Example: ``knn_distances(oof.features)`` → ``array([0.21, 0.18, …])``.
+    """
+    import torch  # noqa: PLC0415 - torch comes with the runtime this module already imports
+
+    in_sample = bank is None
+    reference = features if in_sample else bank
+    # The embedding itself is its own nearest neighbour (distance 0) when it is in the bank: ask for one more
+    # and rescale the mean over k+1 to a mean over the k others (exact: a self-match or an exact copy is 0).
+    want = min(k + 1 if in_sample else k, len(reference))
+    others = want - 1 if in_sample else want
+    if others < 1:
+        return np.zeros(len(features))
+    ref = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))
+    score = fit_ood_score("knn", features=ref, logits=torch.zeros(len(ref), 1), labels=torch.zeros(len(ref)),
+                          k=want, max_bytes=max(ref.numel() * 4, 1), half=False)  # every image, exactly
+    out = np.empty(len(features))
+    with torch.inference_mode():
+        for start in range(0, len(features), chunk):  # an (n, n) similarity matrix at once would not fit
+            rows = torch.from_numpy(np.ascontiguousarray(features[start:start + chunk], dtype=np.float32))
+            out[start:start + chunk] = score(rows, torch.zeros(len(rows), 1)).double().numpy()
+    return out * want / others
+
+
 def centroid_distances(features: np.ndarray, codes: np.ndarray, n_classes: int, *,
                        reference: np.ndarray | None = None) -> np.ndarray:
-    """Cosine distance of each embedding to the nearest class centroid (centroids of the ``reference`` rows, default all)."""
+    """Cosine distance of each embedding to the nearest class centroid (of the ``reference`` rows, default all): the
+    audit's outlier distance before ``knn_distances``, which misses images between a class's clusters."""
     unit = _unit(features)
     ref = np.ones(len(codes), bool) if reference is None else reference
     centroids = np.stack([unit[ref & (codes == c)].mean(0) if (ref & (codes == c)).any() else np.zeros(unit.shape[1])
@@ -145,9 +180,9 @@ def probabilities_from_trainings(data, dataset: LabelledImages, codes: np.ndarra
                                  ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Train one network per fold (from the train options) and predict the fold it did not see.
 
-    Returns (probs, distances, seconds). Distances use the fold's own network: centroids of up to
-    ``per_class_reference`` of its training images per class, distances of its held-out images over
-    their median (so that folds compare).
+    Returns (probs, distances, seconds). Distances use the fold's own network: the knn distances of its
+    held-out images to up to ``per_class_reference`` of its training images per class, over their median
+    (so that folds compare).
     """
     from petclf.learn.learner import learner_predictor, quick_learner, run_settings  # noqa: PLC0415
     from petclf.learn.recipe import train  # noqa: PLC0415
@@ -181,7 +216,7 @@ def probabilities_from_trainings(data, dataset: LabelledImages, codes: np.ndarra
                       device=learn.dls.device, precision=options.precision)
         is_ref = np.zeros(len(rows), bool)
         is_ref[len(held):] = True
-        held_distances = centroid_distances(feats, codes[rows], len(classes), reference=is_ref)[:len(held)]
+        held_distances = knn_distances(feats[~is_ref], bank=feats[is_ref])
         # Each fold's network has its own embedding space: distances are compared in units of the fold's median.
         distances[held] = held_distances / max(float(np.median(held_distances)), 1e-9)
         timings.append(time.perf_counter() - start)

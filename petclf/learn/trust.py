@@ -13,7 +13,7 @@ from petclf.core.defaults import DEFAULT_OOD_SCORE, OOD_FIT_IMAGES
 from petclf.evaluate.interpretation import Interpretation
 from petclf.learn.distributed import bare
 from petclf.learn.learner import run_settings, run_settings_callback
-from petclf.runtime.ood import split_network
+from petclf.runtime.ood import features_at, split_network
 from petclf.runtime.temperature import fit_temperature
 from petclf.runtime.trust import Unknown, fit_unknown
 
@@ -45,7 +45,7 @@ def fit_trust(learn: Learner, valid: Interpretation, *, accept: float, kind: str
     index = {name: k for k, name in enumerate(spec.classes)}
     model = copy.deepcopy(bare(learn.model)).float()
     try:
-        split_network(model)
+        split_network(model, at=features_at(kind))
     except UsageError:  # a whole custom network (arch=an nn.Module) need not end in a Linear layer
         log.info(f"calibration: temperature {temperature:.3f}; no 'unknown' detector (the network does not end "
                  "in a linear layer)")

@@ -27,7 +27,7 @@ from petclf.core.errors import PetclfError, UsageError
 from petclf.data.images import Presizer
 from petclf.data.pipeline import Pipeline
 from petclf.runtime.modeldir import LoadedModel, load_model
-from petclf.runtime.ood import split_network
+from petclf.runtime.ood import features_at, split_network
 from petclf.runtime.predict import DEFAULT_THRESHOLD
 from petclf.runtime.preprocess import PixelClassifier
 from petclf.runtime.trust import ScoredNetwork, Unknown, load_unknown
@@ -50,7 +50,7 @@ class _Calibrated(nn.Module):
     def __init__(self, model: nn.Module, pipeline: Pipeline, *, temperature: float, detector: Unknown | None) -> None:
         super().__init__()
         if detector is not None:
-            model = ScoredNetwork(*split_network(model), detector.score)
+            model = ScoredNetwork(*split_network(model, at=features_at(detector.score.kind)), detector.score)
         self.net = PixelClassifier(model, pipeline)
         self.temperature, self.detector = float(temperature), detector
 

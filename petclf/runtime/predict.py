@@ -17,7 +17,7 @@ from petclf.data.images import Presizer
 from petclf.data.pipeline import Pipeline
 from petclf.runtime.device import pick_device, pick_precision
 from petclf.runtime.modeldir import load_model
-from petclf.runtime.ood import split_network
+from petclf.runtime.ood import features_at, split_network
 from petclf.runtime.pickled import load_pickled_learner
 from petclf.runtime.preprocess import PixelClassifier
 from petclf.runtime.trust import ScoredNetwork, Unknown, load_unknown
@@ -155,8 +155,8 @@ class Predictor:
         # which dominates the cost of small batches.
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
         if detector is not None:
-            features, linear = split_network(model)
-            model = ScoredNetwork(_fuse_conv_bn(features), linear, detector.score)
+            features, rest = split_network(model, at=features_at(detector.score.kind))
+            model = ScoredNetwork(_fuse_conv_bn(features), rest, detector.score)
         else:
             model = _fuse_conv_bn(model)
         model = model.to(dtype=dtype, memory_format=torch.channels_last)

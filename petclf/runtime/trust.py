@@ -26,15 +26,16 @@ from petclf.core.safe_text import one_line
 from petclf.data.images import Presizer
 from petclf.data.pipeline import Pipeline
 from petclf.runtime.modelcheck import CURVE_LOW, CURVE_POINTS, FORMAT, check_header_length
-from petclf.runtime.ood import OODScore, fit_ood_score, load_ood_score, split_network, threshold_at_acceptance
+from petclf.runtime.ood import (OODScore, features_at, fit_ood_score, load_ood_score, split_network,
+                               threshold_at_acceptance)
 from petclf.runtime.preprocess import PixelClassifier
 
-__all__ = ["MAX_OOD_BYTES", "OOD_FILE", "ScoredNetwork", "Unknown", "fit_unknown", "load_unknown",
+__all__ = ["MAX_OOD_FILE_BYTES", "OOD_FILE", "ScoredNetwork", "Unknown", "fit_unknown", "load_unknown", "network_dims",
            "network_outputs", "save_unknown"]
 
 OOD_FILE = "ood.safetensors"
 #: A score's tensors (a few thousand training features at most) stay far under this; a larger file is not ours.
-MAX_OOD_BYTES = 1024 * 2**20
+MAX_OOD_FILE_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -66,39 +67,52 @@ class ScoredNetwork(nn.Module):
     """A petclf network that also scores how out-of-distribution each input is: (N, classes + 1) out, the logits
     then the OOD score (fp32).
 
-    Example: ``ScoredNetwork(*split_network(model), score)(x)[:, -1]`` → the OOD scores.
+    ``features`` and ``rest`` are the network cut where the score takes its features
+    (``split_network(model, at=features_at(score.kind))``).
+
+    Example: ``ScoredNetwork(*split_network(model, at="pooled"), score)(x)[:, -1]`` → the OOD scores.
     """
 
-    def __init__(self, features: nn.Module, linear: nn.Linear, score: OODScore) -> None:
+    def __init__(self, features: nn.Module, rest: nn.Module, score: OODScore) -> None:
         super().__init__()
-        self.features, self.linear, self.score = features, linear, score
+        self.features, self.rest, self.score = features, rest, score
 
     def forward(self, x: Tensor) -> Tensor:
         features = self.features(x)
-        logits = self.linear(features).float()
+        logits = self.rest(features).float()
         return torch.cat([logits, self.score(features.float(), logits)[:, None]], dim=1)
 
 
 class _FeaturesAndLogits(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, at: str) -> None:
         super().__init__()
-        self.features, self.linear = split_network(model)
+        self.features, self.rest = split_network(model, at=at)
 
     def forward(self, x: Tensor) -> Tensor:
         features = self.features(x)
-        return torch.cat([self.linear(features), features], dim=1)
+        return torch.cat([self.rest(features), features], dim=1)
 
 
-def network_outputs(model: nn.Module, pipeline: Pipeline, images: Sequence[str | Path], *, bs: int = 64,
-                    device: str | torch.device = "cpu") -> tuple[Tensor, Tensor, list[int]]:
+def network_dims(model: nn.Module, *, at: str) -> tuple[int, int]:
+    """(feature width at ``at``, classes) of a petclf network, read off its layers (no forward pass).
+
+    Example: ``network_dims(resnet_net, at="linear")`` → ``(512, 37)``.
+    """
+    _, rest = split_network(model, at=at)
+    first = next(m for m in rest.modules() if isinstance(m, (nn.Linear, nn.BatchNorm1d)))
+    width = first.in_features if isinstance(first, nn.Linear) else first.num_features
+    return width, [m for m in rest.modules() if isinstance(m, nn.Linear)][-1].out_features
+
+
+def network_outputs(model: nn.Module, pipeline: Pipeline, images: Sequence[str | Path], *, at: str = "linear",
+                    bs: int = 64, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor, list[int]]:
     """(features, logits, indices of the images read) of ``images`` through ``model`` in eval mode, preprocessed
-    as validation does; unreadable images are left out.
+    as validation does, the features taken at ``at`` (see ``split_network``); unreadable images are left out.
 
     Example: ``features, logits, kept = network_outputs(model, pipeline, paths)``.
     """
-    _, linear = split_network(model)
-    classes = linear.out_features
-    net = PixelClassifier(_FeaturesAndLogits(model), pipeline).to(device).eval()
+    width, classes = network_dims(model, at=at)
+    net = PixelClassifier(_FeaturesAndLogits(model, at=at), pipeline).to(device).eval()
     presize = Presizer(pipeline.presize)
     outs, kept = [], []
     for start in range(0, len(images), bs):
@@ -112,7 +126,7 @@ def network_outputs(model: nn.Module, pipeline: Pipeline, images: Sequence[str |
         if arrays:
             with torch.inference_mode():
                 outs.append(net(torch.from_numpy(np.stack(arrays)).to(device)).float().cpu())
-    both = torch.cat(outs) if outs else torch.zeros(0, classes + linear.in_features)
+    both = torch.cat(outs) if outs else torch.zeros(0, classes + width)
     return both[:, classes:], both[:, :classes], kept
 
 
@@ -127,10 +141,11 @@ def fit_unknown(model: nn.Module, pipeline: Pipeline, *, kind: str, accept: floa
     was_training = model.training
     model.eval()
     try:
-        features, logits, kept = network_outputs(model, pipeline, list(train[0]), bs=bs, device=device)
+        at = features_at(kind)
+        features, logits, kept = network_outputs(model, pipeline, list(train[0]), at=at, bs=bs, device=device)
         labels = torch.as_tensor([int(train[1][k]) for k in kept], dtype=torch.long)
         score = fit_ood_score(kind, features=features, logits=logits, labels=labels)
-        features, logits, _ = network_outputs(model, pipeline, list(valid), bs=bs, device=device)
+        features, logits, _ = network_outputs(model, pipeline, list(valid), at=at, bs=bs, device=device)
     finally:
         model.train(was_training)
     if not len(logits):
@@ -169,14 +184,14 @@ def load_unknown(directory: str | Path, meta: dict, model: nn.Module) -> Unknown
     path = Path(directory) / OOD_FILE
     tensors: dict[str, Tensor] = {}
     if path.exists():
-        if path.stat().st_size > MAX_OOD_BYTES:
-            raise ModelFileError(f"{path} is larger than {MAX_OOD_BYTES // 2**20} MB; the model directory is damaged.")
+        if path.stat().st_size > MAX_OOD_FILE_BYTES:
+            raise ModelFileError(f"{path} is larger than {MAX_OOD_FILE_BYTES // 2**20} MB; the model directory is damaged.")
         check_header_length(path)
         try:
             tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
             raise ModelFileError(f"cannot read {path} ({one_line(err)}); the model directory is damaged.") from None
-    _, linear = split_network(model)
-    score = load_ood_score(info["kind"], tensors, feature_dim=linear.in_features, classes=linear.out_features)
+    width, classes = network_dims(model, at=features_at(info["kind"]))
+    score = load_ood_score(info["kind"], tensors, feature_dim=width, classes=classes)
     return Unknown(score=score.eval(), threshold=float(info["threshold"]), accept=float(info["accept"]),
                    curve=tuple(float(v) for v in info["curve"]))

@@ -39,3 +39,38 @@ def test_popcount_without_numpy_2_counts_as_bitwise_count_does(monkeypatch):
     monkeypatch.delattr(np, "bitwise_count", raising=False)  # as on NumPy 1.x
     assert (duplicates.popcount(x) == expected).all() and duplicates.popcount(x).dtype == np.uint8
     assert (duplicates.popcount(x[:, ::2]) == expected[:, ::2]).all()  # a strided view
+
+
+def _two_cluster_class(seed: int = 0):
+    """Class 0 in two clusters (around e0 and e1), class 1 around e2, and 4 foreign embeddings between the
+    clusters of class 0 (around e0 + e1 + e5), which its centroid lies near."""
+    rng = np.random.default_rng(seed)
+    centres = np.repeat(np.eye(8)[[0, 1, 2]], 40, axis=0)
+    foreign = np.repeat((np.eye(8)[0] + np.eye(8)[1] + 0.7 * np.eye(8)[5])[None], 4, axis=0)
+    features = np.r_[centres, foreign] * 5 + rng.normal(scale=0.3, size=(124, 8))
+    codes = np.r_[[0] * 80, [1] * 40, [0] * 4]
+    return features, codes, np.r_[np.zeros(120, bool), np.ones(4, bool)]
+
+
+def test_knn_distances_find_foreign_images_a_class_centroid_hides():
+    from petclf.audit.oof import centroid_distances, knn_distances  # noqa: PLC0415
+
+    features, codes, foreign = _two_cluster_class()
+    knn = knn_distances(features, k=5)
+    assert set(np.argsort(-knn)[:4]) == set(np.nonzero(foreign)[0])
+    centroid = centroid_distances(features, codes, 2)
+    assert not set(np.argsort(-centroid)[:4]) & set(np.nonzero(foreign)[0])  # why the audit moved to knn
+
+
+def test_knn_distances_leave_each_image_out_of_its_own_neighbours():
+    from petclf.audit.oof import knn_distances  # noqa: PLC0415
+
+    features, _, _ = _two_cluster_class()
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    cos = 1 - unit @ unit.T
+    np.fill_diagonal(cos, np.inf)
+    expected = np.sort(cos, axis=1)[:, :3].mean(1)
+    np.testing.assert_allclose(knn_distances(features, k=3, chunk=7), expected, atol=1e-5)
+    bank = features[:60]
+    np.testing.assert_allclose(knn_distances(features[60:], bank=bank, k=3),
+                               np.sort(1 - unit[60:] @ unit[:60].T, axis=1)[:, :3].mean(1), atol=1e-5)
