@@ -121,7 +121,8 @@ def export_metadata(loaded: LoadedModel, *, outputs: list[str], dtype: str = "ui
         info["temperature"] = repr(float(loaded.meta.get("temperature", 1.0)))
         if loaded.meta.get("unknown") is not None:
             unknown = loaded.meta["unknown"]
-            info["unknown"] = json.dumps({key: unknown[key] for key in ("score", "threshold", "accept")})
+            info["unknown"] = json.dumps({"score": unknown["kind"], "threshold": unknown["threshold"],
+                                          "accept": unknown["accept"]})
     if loaded.meta.get("task") == MULTI_LABEL:
         thresholds = loaded.meta.get("thresholds") or [DEFAULT_THRESHOLD] * len(loaded.classes)
         info["thresholds"] = json.dumps([float(t) for t in thresholds])

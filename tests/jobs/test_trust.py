@@ -14,6 +14,7 @@ import torch
 
 from petclf import Predictor
 from petclf.cli import main
+from petclf.core.defaults import DEFAULT_OOD_SCORE
 from petclf.core.options import TrainOptions
 from petclf.jobs.run import train_folder
 
@@ -36,7 +37,7 @@ def images(folders_dir):
 def test_model_summary_and_metrics_carry_temperature_detector_and_both_ece(run):
     meta = json.loads((run.model_dir / "petclf.json").read_text())
     assert 0.01 <= meta["temperature"] <= 100
-    assert meta["unknown"]["kind"] == "energy" and meta["unknown"]["accept"] == 0.5
+    assert meta["unknown"]["kind"] == DEFAULT_OOD_SCORE and meta["unknown"]["accept"] == 0.5
     summary = json.loads((run.out / "summary.json").read_text())
     metrics = json.loads((run.out / "metrics.json").read_text())
     for split, prefix in (("valid", ""), ("test", "test_")):

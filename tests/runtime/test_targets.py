@@ -65,7 +65,7 @@ def test_tflite_matches_pytorch(model_dir, reference, tmp_path):
     ours = np.concatenate([runner(pixels=pixels[i:i + 1])["logits"] for i in range(len(pixels))])  # batch of one
     assert np.abs(ours - logits).max() < 1e-4
     facts = json.loads((tmp_path / "pets.tflite.json").read_text())
-    assert facts["classes"] == json.dumps(list(CLASSES)) and facts["outputs"] == '["logits"]'
+    assert facts["classes"] == json.dumps(list(CLASSES)) and json.loads(facts["outputs"]) == ["logits", "probabilities"]
 
 
 @pytest.mark.parametrize("task", ["single_label", "multi_label"])
@@ -81,7 +81,8 @@ def test_coreml_package_has_an_image_input_named_outputs_and_the_classes(tmp_pat
     assert (image.type.imageType.width, image.type.imageType.height) == (48, 48)  # the presize of size 32
     assert image.type.imageType.colorSpace == ct.proto.FeatureTypes_pb2.ImageFeatureType.RGB
     names = [o.name for o in spec.description.output]
-    assert names == (["probabilities"] if task == "multi_label" else ["logits"])
+    # single-label: the raw scores and the calibrated probabilities (a model without an "unknown" detector)
+    assert names == (["probabilities"] if task == "multi_label" else ["logits", "probabilities"])
     assert list(spec.description.output[0].type.multiArrayType.shape) == [1, len(CLASSES)]
     meta = spec.description.metadata.userDefined
     assert json.loads(meta["petclf.classes"]) == list(CLASSES) and meta["petclf.task"] == task
