@@ -77,7 +77,10 @@ def test_onnx_outputs_match_the_predictor(run, images, tmp_path):
     reference = predictor.probabilities(predictor.logits(images)).numpy()
     assert np.abs(probs - reference).max() < 1e-5
     assert np.abs(scores - np.array([a.ood_score for a in ours])).max() < 1e-4
-    assert unknown.tolist() == [a.unknown for a in ours]
+    # The threshold is one validation image's own score: that image may fall either side by float rounding.
+    clear = np.abs(scores - predictor.unknown_threshold) > 1e-4
+    assert clear.sum() >= len(images) - 1
+    assert unknown[clear].tolist() == [a.unknown for a, c in zip(ours, clear) if c]
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert float(meta["petclf.temperature"]) == predictor.temperature
     assert json.loads(meta["petclf.unknown"])["threshold"] == predictor.unknown_threshold
