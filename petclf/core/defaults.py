@@ -4,7 +4,8 @@ from __future__ import annotations
 
 __all__ = ["DEFAULT_LR", "ARCH_SOURCES", "AUGMENTS", "BALANCES", "DEFAULT_BALANCE", "MULTI_LABEL", "SINGLE_LABEL", "TASKS",
            "THRESHOLD_MODES", "DEFAULT_SEED", "DEFAULT_VALID_PCT", "IMAGENET_STATS", "LAYOUTS", "MAX_LR", "MAX_SEED",
-           "MAX_SIZE", "MIN_SIZE", "PRECISIONS", "MAX_CLASSES", "MAX_CLASS_NAME_CHARS"]
+           "MAX_SIZE", "MIN_SIZE", "PRECISIONS", "MAX_CLASSES", "MAX_CLASS_NAME_CHARS",
+           "BACKENDS", "DEFAULT_MAX_INT8_DROP", "DEFAULT_CALIB_IMAGES"]
 
 #: Where an architecture comes from: torchvision's or timm's names, ``register_arch``, or the user's own object.
 ARCH_SOURCES = ("torchvision", "timm", "registered", "custom")
@@ -52,3 +53,11 @@ MAX_CLASSES = 100_000
 #: The longest class name, in characters, for the same two readers: class names come from folder and file
 #: names (255 bytes on common file systems) or from table cells.
 MAX_CLASS_NAME_CHARS = 1024
+
+#: Where a saved model's forward pass runs: PyTorch, or its exported ONNX graph in ONNX Runtime or OpenVINO.
+BACKENDS = ("torch", "onnxruntime", "openvino")
+#: `petclf export --int8` refuses a graph whose validation top-1 falls more than this many points below fp32's
+#: (OpenVINO publishes 0.2-point drops for ResNet-50; a silent multi-point loss is the known trap of int8 exports).
+DEFAULT_MAX_INT8_DROP = 1.0
+#: Training images that calibrate int8 activation ranges (ONNX Runtime and NNCF both suggest a few hundred).
+DEFAULT_CALIB_IMAGES = 300

@@ -20,6 +20,7 @@ from petclf.core.defaults import MULTI_LABEL, SINGLE_LABEL
 from petclf.core.errors import PetclfError, UsageError
 from petclf.data.images import Presizer
 from petclf.data.pipeline import Pipeline
+from petclf.runtime.graphs import HASH_KEY, model_hash
 from petclf.runtime.modeldir import load_model
 from petclf.runtime.predict import DEFAULT_THRESHOLD
 from petclf.runtime.preprocess import PixelClassifier
@@ -67,6 +68,8 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8",
             "presize": str(p), "input": f"RGB pixels (N, {p}, {p}, 3) {dtype}, 0..255, shorter side resized "
                                        f"to {p} then centre-cropped",
             "task": loaded.meta.get("task", SINGLE_LABEL)}
+    # Which model files the graph comes from: backends refuse a graph whose model changed since.
+    info[HASH_KEY.removeprefix("petclf.")] = model_hash(model_dir)
     if multi_label:
         thresholds = loaded.meta.get("thresholds") or [DEFAULT_THRESHOLD] * len(loaded.classes)
         info["thresholds"] = json.dumps([float(t) for t in thresholds])

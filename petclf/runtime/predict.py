@@ -6,7 +6,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from petclf.runtime.device import pick_device, pick_precision
 from petclf.runtime.modeldir import load_model
 from petclf.runtime.pickled import load_pickled_learner
 from petclf.runtime.preprocess import PixelClassifier
+
+if TYPE_CHECKING:
+    from petclf.runtime.graphs import GraphNet
 
 __all__ = ["DEFAULT_THRESHOLD", "DEFAULT_TOPK", "Predictor", "ReadBatch", "expand_images", "labels_over",
            "predict_files", "top_classes"]
@@ -73,14 +76,23 @@ class Predictor:
     """
 
     def __init__(self, model_dir: str | Path, *, device: str | torch.device | None = None,
-                 precision: str = "auto", arch: Callable | nn.Module | None = None, tta: bool | None = None) -> None:
+                 precision: str = "auto", arch: Callable | nn.Module | None = None, tta: bool | None = None,
+                 backend: str = "torch", int8: bool = False, graph: str | Path | None = None) -> None:
         """``tta``: also score each image's horizontal mirror and average the probabilities (flip-invariant
         photos only, not text or digits); ``None`` uses the model's own setting (``petclf train --tta``), so that
-        predictions match its report. Example: ``Predictor("runs/pets/model", tta=True)``."""
+        predictions match its report. Example: ``Predictor("runs/pets/model", tta=True)``.
+
+        ``backend``: 'torch', or 'onnxruntime' / 'openvino' running the model's exported graph on the CPU (its
+        fp32 graph, exported and cached on first use; ``int8=True`` its ``petclf export --int8`` graph; ``graph``
+        a given ONNX file). Example: ``Predictor("runs/pets/model", backend="onnxruntime", int8=True)``."""
         loaded = load_model(model_dir, arch=arch)
+        multi_label = loaded.meta.get("task") == MULTI_LABEL
+        net = None
+        if backend != "torch" or int8 or graph is not None:
+            net = _graph_net(model_dir, backend=backend, int8=int8, graph=graph, multi_label=multi_label)
         self._setup(loaded.model, loaded.classes, loaded.pipeline, device=device, precision=precision,
-                    multi_label=loaded.meta.get("task") == MULTI_LABEL, thresholds=loaded.meta.get("thresholds"),
-                    tta=bool(loaded.meta.get("tta", False)) if tta is None else tta)
+                    multi_label=multi_label, thresholds=loaded.meta.get("thresholds"),
+                    tta=bool(loaded.meta.get("tta", False)) if tta is None else tta, net=net)
         self.meta = loaded.meta
 
     @classmethod
@@ -103,10 +115,12 @@ class Predictor:
         return predictor
 
     def _setup(self, model: nn.Module, classes, pipeline, *, device, precision: str, multi_label: bool,
-               thresholds: Sequence[float] | None, tta: bool = False) -> None:
+               thresholds: Sequence[float] | None, tta: bool = False, net: "GraphNet | None" = None) -> None:
         self.tta = bool(tta)
-        self.device = pick_device(device)
-        self.precision = pick_precision(precision, self.device, model=model, size=pipeline.size)
+        self.backend = "torch" if net is None else net.backend
+        self.device = pick_device(device) if net is None else torch.device("cpu")
+        self.precision = (pick_precision(precision, self.device, model=model, size=pipeline.size) if net is None
+                          else net.precision)
         self.classes, self.pipeline = tuple(classes), pipeline
         self.multi_label = bool(multi_label)
         if thresholds is not None and len(thresholds) != len(self.classes):
@@ -116,8 +130,11 @@ class Predictor:
         # Weights stored in the compute dtype: autocast would re-cast every weight on every call,
         # which dominates the cost of small batches.
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
-        model = _fuse_conv_bn(model).to(dtype=dtype, memory_format=torch.channels_last)
-        self.net = PixelClassifier(model, self.pipeline, dtype=dtype).to(self.device).eval()
+        if net is None:
+            model = _fuse_conv_bn(model).to(dtype=dtype, memory_format=torch.channels_last)
+            self.net = PixelClassifier(model, self.pipeline, dtype=dtype).to(self.device).eval()
+        else:
+            self.net = net  # the exported graph stands in for the forward call; all else stays as with torch
         self._presize = Presizer(self.pipeline.presize)
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
         self._prefetch = ThreadPoolExecutor(max_workers=1)
@@ -241,6 +258,18 @@ class Predictor:
 
 
 
+def _graph_net(model_dir: str | Path, *, backend: str, int8: bool, graph: str | Path | None,
+               multi_label: bool) -> "GraphNet":
+    """The graph ``Predictor`` runs on a non-torch backend (see ``petclf.runtime.graphs``)."""
+    from petclf.runtime.graphs import GraphNet, graph_for, require_runtime  # noqa: PLC0415 - only for those backends
+
+    if backend == "torch":
+        raise UsageError("an ONNX graph (int8 or a given file) runs on backend 'onnxruntime' or 'openvino', not "
+                         "'torch': pass backend='onnxruntime'.")
+    require_runtime(backend)
+    return GraphNet(graph_for(model_dir, int8=int8, graph=graph), backend=backend, multi_label=multi_label)
+
+
 def top_classes(probs: torch.Tensor, classes: Sequence[str], topk: int) -> list[list[tuple[str, float]]]:
     """For each row of ``probs`` (n, classes): the ``topk`` (class, probability) pairs, most likely first."""
     if topk < 1:
@@ -303,7 +332,8 @@ class _PickledPredictor:
 
 def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: int | None = None,
                   csv: str | Path | None = None, bs: int = 64, trust_pickle: bool = False,
-                  tta: bool | None = None) -> int:
+                  tta: bool | None = None, backend: str = "torch", int8: bool = False,
+                  graph: str | Path | None = None) -> int:
     """Print predictions for image files and folders, as ``Predictor.predict`` makes them (top-k classes, or the
     labels over their thresholds for a multi-label model); unreadable files are reported, not fatal.
 
@@ -318,7 +348,7 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: 
     if Path(model_dir).is_file() and trust_pickle:
         predictor = _PickledPredictor(model_dir)
     else:
-        predictor = Predictor(model_dir, precision="auto", tta=tta)
+        predictor = Predictor(model_dir, precision="auto", tta=tta, backend=backend, int8=int8, graph=graph)
     files = expand_images(inputs)
     if not files:
         raise UsageError(f"no image files found in {printable(', '.join(map(str, inputs)))}.")
