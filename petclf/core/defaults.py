@@ -5,7 +5,8 @@ from __future__ import annotations
 __all__ = ["DEFAULT_LR", "ARCH_SOURCES", "AUGMENTS", "BALANCES", "DEFAULT_BALANCE", "MULTI_LABEL", "SINGLE_LABEL", "TASKS",
            "THRESHOLD_MODES", "DEFAULT_SEED", "DEFAULT_VALID_PCT", "IMAGENET_STATS", "LAYOUTS", "MAX_LR", "MAX_SEED",
            "MAX_SIZE", "MIN_SIZE", "PRECISIONS", "MAX_CLASSES", "MAX_CLASS_NAME_CHARS",
-           "BACKENDS", "DEFAULT_MAX_INT8_DROP", "DEFAULT_CALIB_IMAGES"]
+           "BACKENDS", "DEFAULT_MAX_INT8_DROP", "DEFAULT_CALIB_IMAGES",
+           "DEFAULT_THRESHOLD"]
 
 #: Where an architecture comes from: torchvision's or timm's names, ``register_arch``, or the user's own object.
 ARCH_SOURCES = ("torchvision", "timm", "registered", "custom")
@@ -61,3 +62,5 @@ BACKENDS = ("torch", "onnxruntime", "openvino")
 DEFAULT_MAX_INT8_DROP = 1.0
 #: Training images that calibrate int8 activation ranges (ONNX Runtime and NNCF both suggest a few hundred).
 DEFAULT_CALIB_IMAGES = 300
+#: A multi-label model's decision threshold when it carries none.
+DEFAULT_THRESHOLD = 0.5

@@ -8,6 +8,7 @@ each label's sigmoid probability instead, as ``probabilities``). Dtype conversio
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -16,16 +17,19 @@ import torch
 from PIL import Image
 from torch import nn
 
-from petclf.core.defaults import MULTI_LABEL, SINGLE_LABEL
+from petclf.core.defaults import DEFAULT_THRESHOLD, MULTI_LABEL, SINGLE_LABEL
 from petclf.core.errors import PetclfError, UsageError
 from petclf.data.images import Presizer
 from petclf.data.pipeline import Pipeline
-from petclf.runtime.graphs import HASH_KEY, model_hash
-from petclf.runtime.modeldir import load_model
-from petclf.runtime.predict import DEFAULT_THRESHOLD
+from petclf.runtime.modeldir import META_FILE, WEIGHTS_FILE, load_model
 from petclf.runtime.preprocess import PixelClassifier
 
-__all__ = ["export_onnx", "onnx_input"]
+__all__ = ["HASH_KEY", "export_onnx", "model_hash", "onnx_input"]
+
+#: Metadata key of an exported graph naming the model files it was made from.
+HASH_KEY = "petclf.model_sha256"
+# Raised when the export changes in a way that makes cached graphs wrong (inputs, outputs, opset).
+_GRAPH_VERSION = "1"
 
 
 def onnx_input(image: str | Path | Image.Image, pipeline: Pipeline, *, dtype: str = "uint8") -> np.ndarray:
@@ -35,6 +39,19 @@ def onnx_input(image: str | Path | Image.Image, pipeline: Pipeline, *, dtype: st
     """
     pixels = Presizer(pipeline.presize)(image)
     return pixels[None].astype(np.uint8 if dtype == "uint8" else np.float32)
+
+
+def model_hash(model_dir: str | Path) -> str:
+    """SHA-256 of a model directory's weights and petclf.json (what an exported graph is made from).
+
+    Example: ``model_hash("runs/pets/model")`` → ``'3f1c…'``.
+    """
+    digest = hashlib.sha256(_GRAPH_VERSION.encode())
+    for name in (WEIGHTS_FILE, META_FILE):
+        with open(Path(model_dir) / name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8", opset: int = 18) -> Path:

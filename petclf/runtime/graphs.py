@@ -9,7 +9,6 @@ same hash and is refused when it no longer matches its model.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -19,15 +18,12 @@ import torch
 from petclf.core.defaults import BACKENDS
 from petclf.core.errors import UsageError
 from petclf.data.cachedir import cache_dir
+from petclf.runtime.export import HASH_KEY, export_onnx, model_hash
 
-__all__ = ["GraphNet", "HASH_KEY", "INT8_FILE", "cached_graph", "graph_for", "graph_precision", "model_hash", "require_runtime"]
+__all__ = ["GraphNet", "INT8_FILE", "cached_graph", "graph_for", "graph_precision", "require_runtime"]
 
 #: Where ``petclf export --int8`` writes inside the model directory, and where ``--int8`` looks.
 INT8_FILE = "model.int8.onnx"
-#: Metadata key of an exported graph naming the model files it was made from.
-HASH_KEY = "petclf.model_sha256"
-# Raised when the export changes in a way that makes cached graphs wrong (inputs, outputs, opset).
-_GRAPH_VERSION = "1"
 _EXTRAS = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
 
 
@@ -45,28 +41,12 @@ def require_runtime(backend: str):
         raise UsageError(f"the {backend} backend needs the {module} package: pip install 'petclf[{extra}]'.") from None
 
 
-def model_hash(model_dir: str | Path) -> str:
-    """SHA-256 of a model directory's weights and petclf.json (what an exported graph is made from).
-
-    Example: ``model_hash("runs/pets/model")`` → ``'3f1c…'``.
-    """
-    from petclf.runtime.modeldir import META_FILE, WEIGHTS_FILE  # noqa: PLC0415 - modeldir imports the network code
-
-    digest = hashlib.sha256(_GRAPH_VERSION.encode())
-    for name in (WEIGHTS_FILE, META_FILE):
-        with open(Path(model_dir) / name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def cached_graph(model_dir: str | Path) -> Path:
     """The model's fp32 ONNX graph, exported now if the cache holds none for these exact weights.
 
     Example: ``cached_graph("runs/pets/model")`` → ``Path('~/.cache/petclf/graphs/3f1c….onnx')``.
     """
     from petclf.core.atomic import atomic_path  # noqa: PLC0415
-    from petclf.runtime.export import export_onnx  # noqa: PLC0415 - export imports this module's users
 
     key = model_hash(model_dir)
     path = cache_dir() / "graphs" / f"{key}.onnx"

@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from petclf.core.atomic import atomic_path
-from petclf.core.defaults import MULTI_LABEL
+from petclf.core.defaults import DEFAULT_THRESHOLD, MULTI_LABEL
 from petclf.core.destinations import output_file
 from petclf.core.errors import UsageError, require_positive
 from petclf.core.safe_text import csv_cell, printable
@@ -35,8 +35,6 @@ __all__ = ["DEFAULT_THRESHOLD", "DEFAULT_TOPK", "Predictor", "ReadBatch", "expan
 ImageLike = str | Path | Image.Image
 #: Classes ``predict`` returns when not told (single-label models).
 DEFAULT_TOPK = 3
-#: A multi-label model's decision threshold when it carries none.
-DEFAULT_THRESHOLD = 0.5
 # Mean probabilities of exactly 0 or 1 would make infinite scores; this keeps them finite in fp32.
 _TTA_EPS = 1e-7
 
