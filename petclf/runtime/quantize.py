@@ -233,7 +233,7 @@ def _quantize_nncf(fp32: Path, out: Path, batches: list[np.ndarray], *, work: Pa
     import onnx  # noqa: PLC0415
 
     model = onnx.load(str(fp32))
-    quantized = nncf.quantize(model, nncf.Dataset(batches, lambda b: {"pixels": b}), subset_size=sum(map(len, batches)),
+    quantized = nncf.quantize(model, nncf.Dataset(batches, lambda b: {"pixels": b}), subset_size=len(batches),
                               ignored_scope=nncf.IgnoredScope(names=_preprocessing_nodes(model), validate=False))
     onnx.save(quantized, str(out))
 
