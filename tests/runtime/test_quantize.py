@@ -1,8 +1,6 @@
 """`petclf export --int8`: calibration runs, the int8 graph serves, and the accuracy guard refuses with both figures."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -17,24 +15,22 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("PETCLF_CACHE_DIR", str(tmp_path / "cache"))
-
-
-@pytest.fixture()
-def folders(tmp_path) -> Path:
-    """calib/ (images) and valid/<class>/ (labelled images), small and distinct."""
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One model, its calibration and validation folders, and one cache (its fp32 graph exported once)."""
+    root = tmp_path_factory.mktemp("int8")
     rng = np.random.default_rng(0)
     for k in range(12):
-        for folder in (tmp_path / "calib", tmp_path / "valid" / CLASSES[k % 3]):
+        for folder in (root / "calib", root / "valid" / CLASSES[k % 3]):
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rng.integers(0, 256, size=(50, 60, 3), dtype=np.uint8)).save(folder / f"{k}.png")
-    return tmp_path
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PETCLF_CACHE_DIR", str(root / "cache"))
+        yield tiny_model_dir(root / "model"), root
 
 
-def test_int8_export_calibrates_checks_and_runs(tmp_path, folders, capsys):
-    model = tiny_model_dir(tmp_path / "model")
+def test_int8_export_calibrates_checks_and_runs(shared, capsys):
+    model, folders = shared
     code = main(["export", str(model), "--int8", "--calib", str(folders / "calib"), "--valid", str(folders / "valid")])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -48,18 +44,20 @@ def test_int8_export_calibrates_checks_and_runs(tmp_path, folders, capsys):
     assert torch.allclose(int8.logits(photos), fp32, atol=0.25)
 
 
-def test_accuracy_guard_refuses_and_names_both_figures(tmp_path, folders, capsys):
-    model = tiny_model_dir(tmp_path / "model")
+def test_accuracy_guard_refuses_and_names_both_figures(shared, tmp_path, capsys):
+    model, folders = shared
+    out = tmp_path / "refused.onnx"
     # A tolerance no graph can meet: int8 top-1 would have to beat fp32's by 100 points.
-    code = main(["export", str(model), "--int8", "--calib", str(folders / "calib"), "--valid", str(folders / "valid"),
-                 "--max-drop", "-100"])
+    code = main(["export", str(model), "--int8", "--onnx", str(out), "--calib", str(folders / "calib"),
+                 "--valid", str(folders / "valid"), "--max-drop", "-100"])
     err = capsys.readouterr().err
     assert code == 2
     assert "int8 export refused" in err and "fp32 " in err and "int8 " in err and "--max-drop -100" in err
-    assert not (model / "model.int8.onnx").exists()
+    assert not out.exists()
 
 
-def test_int8_graph_of_another_model_is_refused(tmp_path, folders, capsys):
+def test_int8_graph_of_another_model_is_refused(shared, tmp_path, capsys):
+    folders = shared[1]
     model = tiny_model_dir(tmp_path / "model")
     assert main(["export", str(model), "--int8", "--calib", str(folders / "calib"),
                  "--valid", str(folders / "valid")]) == 0
@@ -68,7 +66,6 @@ def test_int8_graph_of_another_model_is_refused(tmp_path, folders, capsys):
     assert "export it again" in capsys.readouterr().err
 
 
-def test_int8_without_a_run_or_folders_says_what_to_pass(tmp_path, capsys):
-    model = tiny_model_dir(tmp_path / "model")
-    assert main(["export", str(model), "--int8"]) == 2
+def test_int8_without_a_run_or_folders_says_what_to_pass(shared, capsys):
+    assert main(["export", str(shared[0]), "--int8"]) == 2
     assert "--calib DIR" in capsys.readouterr().err
