@@ -10,7 +10,7 @@ from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Sequence
 
 from petclf.core.defaults import (AUGMENTS, BACKENDS, BALANCES, DEFAULT_CALIB_IMAGES, DEFAULT_LR,
-                                  DEFAULT_MAX_INT8_DROP, DEFAULT_SEED, DEFAULT_VALID_PCT, LAYOUTS,
+                                  DEFAULT_MAX_INT8_DROP, DEFAULT_QUANTIZER, QUANTIZERS, DEFAULT_SEED, DEFAULT_VALID_PCT, LAYOUTS,
                                   PRECISIONS)
 from petclf.core.errors import PetclfError, UsageError
 from petclf.core.safe_text import printable
@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="validation images, one sub-folder per class (default: the run's validation split)")
     export.add_argument("--max-drop", type=float, default=DEFAULT_MAX_INT8_DROP,
                         help="largest top-1 loss allowed, in percentage points (default %(default)s)")
-    export.add_argument("--quantizer", default="onnxruntime", choices=["onnxruntime", "nncf"],
+    export.add_argument("--quantizer", default=DEFAULT_QUANTIZER, choices=QUANTIZERS,
                         help="who quantizes (default %(default)s)")
     export.add_argument("--calib-images", type=int, default=DEFAULT_CALIB_IMAGES,
                         help="calibration images used (default %(default)s)")

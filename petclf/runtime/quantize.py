@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -25,15 +25,15 @@ import numpy as np
 import torch
 
 from petclf.core.atomic import atomic_path
-from petclf.core.defaults import DEFAULT_CALIB_IMAGES, DEFAULT_MAX_INT8_DROP, MULTI_LABEL
+from petclf.core.defaults import DEFAULT_CALIB_IMAGES, DEFAULT_MAX_INT8_DROP, DEFAULT_QUANTIZER, MULTI_LABEL, QUANTIZERS
 from petclf.core.errors import DataError, UsageError
 from petclf.data.images import IMAGE_EXTENSIONS, Presizer
 from petclf.runtime.graphs import INT8_FILE, GraphNet, cached_graph, require_runtime
 from petclf.runtime.modeldir import read_meta
 
-__all__ = ["QUANTIZERS", "Int8AccuracyError", "Int8Export", "export_int8", "labelled_images"]
+__all__ = ["DEFAULT_QUANTIZER", "QUANTIZERS", "Int8AccuracyError", "Int8Export", "export_int8", "labelled_images"]
 
-QUANTIZERS = ("onnxruntime", "nncf")
+
 _BATCH = 32
 
 
@@ -49,10 +49,11 @@ class Int8Export:
     quantizer: str
     fp32_top1: float
     int8_top1: float
-    agreement: float  # share of images whose top class is the same in both graphs
+    agreement: float  # share of images whose top class is the same in both graphs (worst runtime)
     n_valid: int
     n_calib: int
     max_drop: float
+    by_runtime: dict = field(default_factory=dict)  # runtime → int8 top-1 (int8 kernels differ between runtimes)
 
     @property
     def drop(self) -> float:
@@ -61,13 +62,14 @@ class Int8Export:
 
     def summary(self) -> str:
         """One line: both top-1 figures, the drop, the tolerance and the agreement."""
+        each = ", ".join(f"{name} {top1:.2%}" for name, top1 in self.by_runtime.items())
         return (f"top-1 on {self.n_valid} validation images: fp32 {self.fp32_top1:.2%}, int8 {self.int8_top1:.2%} "
-                f"(drop {self.drop:.2f} points, tolerance --max-drop {self.max_drop:g}); top class agrees on "
+                f"({each}; drop {self.drop:.2f} points, tolerance --max-drop {self.max_drop:g}); top class agrees on "
                 f"{self.agreement:.2%}; calibrated on {self.n_calib} images with {self.quantizer}")
 
 
 def export_int8(model_dir: str | Path, out: str | Path | None = None, *, calib: str | Path | None = None,
-                valid: str | Path | None = None, quantizer: str = "onnxruntime",
+                valid: str | Path | None = None, quantizer: str = DEFAULT_QUANTIZER,
                 max_drop: float = DEFAULT_MAX_INT8_DROP, calib_images: int = DEFAULT_CALIB_IMAGES) -> Int8Export:
     """Write ``model_dir``'s network as an int8 ONNX graph (default ``MODEL/model.int8.onnx``), unless its top-1
     falls more than ``max_drop`` points below fp32's on the validation images (then ``Int8AccuracyError``).
@@ -100,10 +102,14 @@ def export_int8(model_dir: str | Path, out: str | Path | None = None, *, calib: 
         _copy_metadata(fp32, staged)
         want = np.asarray(labels)
         ref = _top1(GraphNet(fp32, backend="onnxruntime"), valid_files, presize)
-        got = _top1(GraphNet(staged, backend="onnxruntime"), valid_files, presize)
+        # Checked on every runtime installed: their int8 kernels round differently (on flowers5 the same graph
+        # lost 0.69 points in ONNX Runtime and 1.15 in OpenVINO), and the guard must hold wherever it runs.
+        got = {name: _top1(GraphNet(staged, backend=name), valid_files, presize) for name in _runtimes()}
+        top1 = {name: float((top == want).mean()) for name, top in got.items()}
         result = Int8Export(path=out, quantizer=quantizer, fp32_top1=float((ref == want).mean()),
-                            int8_top1=float((got == want).mean()), agreement=float((ref == got).mean()),
-                            n_valid=len(want), n_calib=len(calib_files), max_drop=float(max_drop))
+                            int8_top1=min(top1.values()),
+                            agreement=min(float((ref == top).mean()) for top in got.values()),
+                            n_valid=len(want), n_calib=len(calib_files), max_drop=float(max_drop), by_runtime=top1)
         if result.drop > max_drop:
             raise Int8AccuracyError(f"int8 export refused: {result.summary()}. The int8 graph loses more than "
                                     f"{max_drop:g} points: keep fp32 (--onnx), try --quantizer "
@@ -113,6 +119,13 @@ def export_int8(model_dir: str | Path, out: str | Path | None = None, *, calib: 
         with atomic_path(out) as tmp:
             shutil.copyfile(staged, tmp)
     return result
+
+
+def _runtimes() -> list[str]:
+    """ONNX Runtime, and OpenVINO where it is installed."""
+    import importlib.util  # noqa: PLC0415
+
+    return ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") is not None else [])
 
 
 def labelled_images(model_dir: str | Path, valid: str | Path | None, *, classes: Sequence[str]) -> tuple[list, list]:
