@@ -12,7 +12,8 @@ import warnings
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Sequence
 
-from petclf.core.defaults import AUGMENTS, BALANCES, DEFAULT_LR, LAYOUTS, PRECISIONS
+from petclf.core.defaults import (AUGMENTS, BACKENDS, BALANCES, DEFAULT_CALIB_IMAGES, DEFAULT_LR,
+                                  DEFAULT_MAX_INT8_DROP, DEFAULT_QUANTIZER, LAYOUTS, PRECISIONS, QUANTIZERS)
 from petclf.core.errors import PetclfError, UsageError
 from petclf.core.safe_text import printable
 
@@ -108,6 +109,14 @@ def _add_table_options(p: argparse.ArgumentParser) -> None:
                        help="splits a label cell into several labels, e.g. ' ': multi-label training")
 
 
+def _add_backend_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
+                   help="runtime of the forward pass: torch, or the exported ONNX graph in onnxruntime or openvino "
+                        "(default %(default)s)")
+    p.add_argument("--int8", action="store_true",
+                   help="run the model's int8 graph (MODEL_DIR/model.int8.onnx from `petclf export --int8`)")
+
+
 def _threshold(text: str) -> str | float:
     from petclf.core.defaults import THRESHOLD_MODES  # noqa: PLC0415
 
@@ -186,7 +195,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from petclf.jobs.predict import predict_files  # noqa: PLC0415
 
     return predict_files(args.model_dir, args.images, topk=args.topk, csv=args.csv, trust_pickle=args.trust_pickle,
-                         tta=args.tta, unknown=args.unknown_accept, reject_unknown=args.reject_unknown)
+                         tta=args.tta, unknown=args.unknown_accept, reject_unknown=args.reject_unknown,
+                         backend=args.backend, int8=args.int8, graph=args.graph)
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
@@ -205,8 +215,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("pass either --onnx OUT.onnx or --format FORMAT --out PATH, not both.")
     if args.onnx:
         args.format, args.out = "onnx", args.onnx
+    if args.int8:
+        from petclf.runtime.quantize import export_int8  # noqa: PLC0415
+
+        if args.format not in (None, "onnx"):
+            raise UsageError(f"--int8 writes an ONNX graph (run it with --backend onnxruntime or openvino); "
+                             f"--format {args.format} has no int8 export here: leave out --format.")
+        if args.dtype != "uint8":
+            raise UsageError("--int8 graphs take uint8 pixels: leave out --dtype.")
+        result = export_int8(args.model_dir, args.out, calib=args.calib, valid=args.valid, quantizer=args.quantizer,
+                             max_drop=args.max_drop, calib_images=args.calib_images)
+        print(f"int8 onnx: {result.path} ({result.path.stat().st_size / 1e6:.1f} MB); {result.summary()}")
+        return 0
+    if args.calib or args.valid:
+        raise UsageError("--calib and --valid calibrate and check an int8 export: add --int8.")
     if not args.format or not args.out:
-        raise UsageError("say what to export: --format onnx|openvino|tflite|coreml --out PATH (or --onnx OUT.onnx)")
+        raise UsageError("say what to export: --format onnx|openvino|tflite|coreml --out PATH (or --onnx OUT.onnx, "
+                         "or --int8)")
     path = export_model(args.model_dir, args.out, format=args.format, dtype=args.dtype)
     print(f"{args.format}: {path} ({written_bytes(path) / 1e6:.1f} MB)")
     return 0
@@ -309,7 +334,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                            max_images=args.max_images, timeout_s=args.timeout, precision=args.precision,
                            device=args.device, cors_origins=tuple(args.cors_origin), access_log=not args.no_access_log,
                            allowed_hosts=tuple(args.allowed_host), max_decode_mpx=args.max_decode_mpx,
-                           max_header_kb=args.max_header_kb, header_timeout_s=args.header_timeout)
+                           max_header_kb=args.max_header_kb, header_timeout_s=args.header_timeout,
+                           backend=args.backend, int8=args.int8)
     serve(args.model_dirs, host=args.host, port=args.port, options=options)
     return 0
 
@@ -394,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="answer 'unknown' instead of classes for images unlike the training images")
     predict.add_argument("--unknown-accept", type=float, default=None, metavar="SHARE",
                          help="share (0.5-1) of ordinary images to keep known (default: as the model was trained)")
+    _add_backend_options(predict)
+    predict.add_argument("--graph", default=None, metavar="ONNX",
+                         help="run this exported ONNX graph (from `petclf export`) with --backend")
     predict.set_defaults(func=_cmd_predict)
 
     explain = sub.add_parser("explain", help="heat maps (Grad-CAM) of where a saved model looked, one PNG per image")
@@ -414,6 +443,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", default=None, help="where to write it (.onnx, .xml, .tflite, .mlpackage)")
     export.add_argument("--onnx", default=None, help="write an ONNX file here (same as --format onnx --out OUT)")
     export.add_argument("--dtype", default="uint8", choices=["uint8", "float32"], help="pixel input type")
+    export.add_argument("--int8", action="store_true",
+                        help="quantize to int8 (to --onnx, default MODEL_DIR/model.int8.onnx); refused when validation "
+                             "top-1 drops more than --max-drop")
+    export.add_argument("--calib", default=None, metavar="DIR",
+                        help="calibration images (default: the run's training split, from split.json)")
+    export.add_argument("--valid", default=None, metavar="DIR",
+                        help="validation images, one sub-folder per class (default: the run's validation split)")
+    export.add_argument("--max-drop", type=float, default=DEFAULT_MAX_INT8_DROP,
+                        help="largest top-1 loss allowed, in percentage points (default %(default)s)")
+    export.add_argument("--quantizer", default=DEFAULT_QUANTIZER, choices=QUANTIZERS,
+                        help="who quantizes (default %(default)s)")
+    export.add_argument("--calib-images", type=int, default=DEFAULT_CALIB_IMAGES,
+                        help="calibration images used (default %(default)s)")
     export.set_defaults(func=_cmd_export)
 
     caltech = sub.add_parser("prepare-caltech10", help="build the 10-animal Caltech-256 subset (train/valid/test)")
@@ -514,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="request line and headers size limit (default %(default)s)")
     serve.add_argument("--header-timeout", type=float, default=d.header_timeout_s,
                        help="seconds a client has to send its request headers (default %(default)s)")
+    _add_backend_options(serve)
     serve.set_defaults(func=_cmd_serve)
     return parser
 

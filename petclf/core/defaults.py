@@ -5,7 +5,9 @@ from __future__ import annotations
 __all__ = ["DEFAULT_LR", "ARCH_SOURCES", "AUGMENTS", "BALANCES", "DEFAULT_BALANCE", "MULTI_LABEL", "SINGLE_LABEL", "TASKS",
            "THRESHOLD_MODES", "DEFAULT_SEED", "DEFAULT_VALID_PCT", "IMAGENET_STATS", "LAYOUTS", "MAX_LR", "MAX_SEED",
            "MAX_SIZE", "MIN_SIZE", "PRECISIONS", "MAX_CLASSES", "MAX_CLASS_NAME_CHARS",
-           "DEFAULT_OOD_SCORE", "DEFAULT_KNN_K", "DEFAULT_UNKNOWN_ACCEPT", "ECE_BINS", "OOD_FIT_IMAGES"]
+           "DEFAULT_OOD_SCORE", "DEFAULT_KNN_K", "DEFAULT_UNKNOWN_ACCEPT", "ECE_BINS", "OOD_FIT_IMAGES",
+           "BACKENDS", "DEFAULT_MAX_INT8_DROP", "DEFAULT_CALIB_IMAGES",
+           "DEFAULT_THRESHOLD", "QUANTIZERS", "DEFAULT_QUANTIZER"]
 
 #: Where an architecture comes from: torchvision's or timm's names, ``register_arch``, or the user's own object.
 ARCH_SOURCES = ("torchvision", "timm", "registered", "custom")
@@ -68,3 +70,17 @@ ECE_BINS = 15
 #: Training images (a random sample when there are more) the OOD score is fitted on after training: enough for
 #: feature statistics, and a bounded extra pass in a time budget.
 OOD_FIT_IMAGES = 5000
+#: Where a saved model's forward pass runs: PyTorch, or its exported ONNX graph in ONNX Runtime or OpenVINO.
+BACKENDS = ("torch", "onnxruntime", "openvino")
+#: `petclf export --int8` refuses a graph whose validation top-1 falls more than this many points below fp32's
+#: (OpenVINO publishes 0.2-point drops for ResNet-50; a silent multi-point loss is the known trap of int8 exports).
+DEFAULT_MAX_INT8_DROP = 1.0
+#: Training images that calibrate int8 activation ranges (ONNX Runtime and NNCF both suggest a few hundred).
+DEFAULT_CALIB_IMAGES = 300
+#: A multi-label model's decision threshold when it carries none.
+DEFAULT_THRESHOLD = 0.5
+#: Who quantizes for `petclf export --int8`. NNCF stayed closer to fp32 on flowers5 (BENCHMARKS.md 2026-12-07):
+#: tf_efficientnet_lite0 lost 0.58 / 0.81 top-1 points in ONNX Runtime / OpenVINO against 0.69 / 1.15 for ONNX
+#: Runtime's quantize_static, and resnet34's top class agreed with fp32 on 97.8% / 97.1% of photos against 95.3% / 94.1%.
+QUANTIZERS = ("nncf", "onnxruntime")
+DEFAULT_QUANTIZER = "nncf"

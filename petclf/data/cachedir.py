@@ -23,7 +23,7 @@ from petclf.core.errors import UsageError
 __all__ = ["CacheUsage", "cache_dir", "cache_limit_bytes", "cache_usage", "clear_cache", "prune_cache"]
 
 #: The cache's parts: one subfolder each.
-KINDS = ("images", "scan")
+KINDS = ("images", "scan", "graphs")
 DEFAULT_MAX_GB = 10.0
 #: An unfinished file older than this is left over from a killed run.
 STALE_TMP_SECONDS = 24 * 3600

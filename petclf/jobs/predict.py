@@ -23,13 +23,15 @@ __all__ = ["predict_files"]
 
 def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: int | None = None,
                   csv: str | Path | None = None, bs: int = 64, trust_pickle: bool = False,
-                  tta: bool | None = None, unknown: float | None = None, reject_unknown: bool = False) -> int:
+                  tta: bool | None = None, unknown: float | None = None, reject_unknown: bool = False,
+                  backend: str = "torch", int8: bool = False, graph: str | Path | None = None) -> int:
     """Print predictions for image files and folders, as ``Predictor.predict`` makes them (top-k classes, or the
     labels over their thresholds for a multi-label model); unreadable files are reported, not fatal.
 
     A single-label model with an "unknown" detector adds each image's OOD score and flag (CSV columns
     ``ood_score`` and ``unknown``); ``reject_unknown`` answers ``unknown`` instead of classes for flagged
     images, and ``unknown`` sets the share of ordinary images accepted (see ``Predictor``).
+    ``backend``/``int8``/``graph`` run the model's exported graph in ONNX Runtime or OpenVINO (see ``Predictor``).
 
     Returns 0 when every file was predicted, 1 when some could not be read.
 
@@ -42,7 +44,8 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: 
     if Path(model_dir).is_file() and trust_pickle:
         predictor = _PickledPredictor(model_dir)
     else:
-        predictor = Predictor(model_dir, precision="auto", tta=tta, unknown=unknown, reject_unknown=reject_unknown)
+        predictor = Predictor(model_dir, precision="auto", tta=tta, unknown=unknown, reject_unknown=reject_unknown,
+                              backend=backend, int8=int8, graph=graph)
     files = expand_images(inputs)
     if not files:
         raise UsageError(f"no image files found in {printable(', '.join(map(str, inputs)))}.")

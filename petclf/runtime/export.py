@@ -14,6 +14,7 @@ threshold are also in the metadata (``petclf.temperature``, ``petclf.unknown``).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -22,17 +23,22 @@ import torch
 from PIL import Image
 from torch import nn
 
-from petclf.core.defaults import MULTI_LABEL, SINGLE_LABEL
+from petclf.core.defaults import DEFAULT_THRESHOLD, MULTI_LABEL, SINGLE_LABEL
 from petclf.core.errors import PetclfError, UsageError
 from petclf.data.images import Presizer
 from petclf.data.pipeline import Pipeline
-from petclf.runtime.modeldir import LoadedModel, load_model
+from petclf.runtime.modeldir import META_FILE, WEIGHTS_FILE, LoadedModel, load_model
 from petclf.runtime.ood import features_at, split_network
-from petclf.runtime.predict import DEFAULT_THRESHOLD
 from petclf.runtime.preprocess import PixelClassifier
-from petclf.runtime.trust import ScoredNetwork, Unknown, load_unknown
+from petclf.runtime.trust import OOD_FILE, ScoredNetwork, Unknown, load_unknown
 
-__all__ = ["export_metadata", "export_onnx", "export_wrapper", "onnx_input"]
+__all__ = ["HASH_KEY", "export_metadata", "export_onnx", "export_wrapper", "model_hash", "onnx_input"]
+
+#: Metadata key of an exported graph naming the model files it was made from.
+HASH_KEY = "petclf.model_sha256"
+# Raised when the export changes in a way that makes cached graphs wrong (inputs, outputs, opset): 2 added the
+# calibrated probabilities and the "unknown" detector's outputs.
+_GRAPH_VERSION = "2"
 
 
 def onnx_input(image: str | Path | Image.Image, pipeline: Pipeline, *, dtype: str = "uint8") -> np.ndarray:
@@ -62,6 +68,22 @@ class _Calibrated(nn.Module):
         return logits, (logits / self.temperature).softmax(dim=1), score, score > self.detector.threshold
 
 
+def model_hash(model_dir: str | Path) -> str:
+    """SHA-256 of a model directory's weights, petclf.json and "unknown" detector (what a graph is made from).
+
+    Example: ``model_hash("runs/pets/model")`` → ``'3f1c…'``.
+    """
+    digest = hashlib.sha256(_GRAPH_VERSION.encode())
+    for name in (WEIGHTS_FILE, META_FILE, OOD_FILE):
+        path = Path(model_dir) / name
+        if name == OOD_FILE and not path.exists():
+            continue
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8", opset: int = 18) -> Path:
     """Write ``model_dir``'s network as ONNX with preprocessing inside and a dynamic batch dimension.
 
@@ -87,6 +109,8 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8",
     except Exception as err:  # the exporter raises many kinds; the user needs the reason, not the stack
         raise PetclfError(f"ONNX export of {loaded.meta['arch']['name']} failed: {str(err).splitlines()[0]}") from None
     info = export_metadata(loaded, outputs=outputs, dtype=dtype)
+    # Which model files the graph comes from: backends refuse a graph whose model changed since.
+    info[HASH_KEY.removeprefix("petclf.")] = model_hash(model_dir)
     program.model.metadata_props.update({f"petclf.{key}": value for key, value in info.items()})
     program.save(str(out))  # one write, metadata included
     return out

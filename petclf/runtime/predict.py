@@ -4,14 +4,14 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from petclf.core.defaults import MULTI_LABEL
+from petclf.core.defaults import DEFAULT_THRESHOLD, MULTI_LABEL
 from petclf.core.errors import UsageError
 from petclf.data.images import Presizer
 from petclf.data.pipeline import Pipeline
@@ -22,14 +22,15 @@ from petclf.runtime.pickled import load_pickled_learner
 from petclf.runtime.preprocess import PixelClassifier
 from petclf.runtime.trust import ScoredNetwork, Unknown, load_unknown
 
+if TYPE_CHECKING:
+    from petclf.runtime.graphs import GraphNet
+
 __all__ = ["Answer", "DEFAULT_THRESHOLD", "DEFAULT_TOPK", "Predictor", "ReadBatch", "UNKNOWN", "labels_over",
            "top_classes"]
 
 ImageLike = str | Path | Image.Image
 #: Classes ``predict`` returns when not told (single-label models).
 DEFAULT_TOPK = 3
-#: A multi-label model's decision threshold when it carries none.
-DEFAULT_THRESHOLD = 0.5
 #: The answer of ``--reject-unknown`` (and ``Predictor(reject_unknown=True)``) for an image unlike the training ones.
 UNKNOWN = "unknown"
 # Mean probabilities of exactly 0 or 1 would make infinite scores; this keeps them finite in fp32.
@@ -91,22 +92,30 @@ class Predictor:
 
     def __init__(self, model_dir: str | Path, *, device: str | torch.device | None = None,
                  precision: str = "auto", arch: Callable | nn.Module | None = None, tta: bool | None = None,
-                 unknown: float | None = None, reject_unknown: bool = False) -> None:
+                 unknown: float | None = None, reject_unknown: bool = False, backend: str = "torch",
+                 int8: bool = False, graph: str | Path | None = None) -> None:
         """``tta``: also score each image's horizontal mirror and average the probabilities (flip-invariant
         photos only, not text or digits); ``None`` uses the model's own setting (``petclf train --tta``), so that
         predictions match its report. ``unknown``: the share (0.5 to 1) of ordinary images to accept as known,
         instead of the acceptance the model was trained with (the threshold moves along the validation curve
         stored in the model; set ``unknown_threshold`` for a raw score threshold). ``reject_unknown``: answer
         nothing (``predict``) for images flagged unknown. Example:
-        ``Predictor("runs/pets/model", unknown=0.99, reject_unknown=True)``."""
+        ``Predictor("runs/pets/model", unknown=0.99, reject_unknown=True)``.
+
+        ``backend``: 'torch', or 'onnxruntime' / 'openvino' running the model's exported graph on the CPU (its
+        fp32 graph, exported and cached on first use; ``int8=True`` its ``petclf export --int8`` graph; ``graph``
+        a given ONNX file). Example: ``Predictor("runs/pets/model", backend="onnxruntime", int8=True)``."""
         loaded = load_model(model_dir, arch=arch)
         single = loaded.meta.get("task") != MULTI_LABEL
         detector = load_unknown(model_dir, loaded.meta, loaded.model) if single else None
+        net = None
+        if backend != "torch" or int8 or graph is not None:
+            net = _graph_net(model_dir, backend=backend, int8=int8, graph=graph, multi_label=not single)
         self._setup(loaded.model, loaded.classes, loaded.pipeline, device=device, precision=precision,
                     multi_label=not single, thresholds=loaded.meta.get("thresholds"),
                     tta=bool(loaded.meta.get("tta", False)) if tta is None else tta,
                     temperature=float(loaded.meta.get("temperature", 1.0)) if single else 1.0, detector=detector,
-                    unknown=unknown, reject_unknown=reject_unknown)
+                    unknown=unknown, reject_unknown=reject_unknown, net=net)
         self.meta = loaded.meta
 
     @classmethod
@@ -132,7 +141,8 @@ class Predictor:
 
     def _setup(self, model: nn.Module, classes, pipeline, *, device, precision: str, multi_label: bool,
                thresholds: Sequence[float] | None, tta: bool = False, temperature: float = 1.0,
-               detector: Unknown | None = None, unknown: float | None = None, reject_unknown: bool = False) -> None:
+               detector: Unknown | None = None, unknown: float | None = None, reject_unknown: bool = False,
+               net: "GraphNet | None" = None) -> None:
         self.tta = bool(tta)
         self.temperature = float(temperature)
         self.detector, self.reject_unknown = detector, bool(reject_unknown)
@@ -140,11 +150,17 @@ class Predictor:
             raise UsageError(f"{'unknown=' if unknown is not None else 'reject_unknown'} needs a single-label model "
                              "trained with an 'unknown' detector (petclf train writes one); this model has none: "
                              "train it again with this petclf.")
+        if net is not None and detector is not None and not net.scores_ood:
+            raise UsageError(f"the graph {net.path} has no 'ood_score' output, while this model has an 'unknown' "
+                             "detector: export it again with this petclf (petclf export MODEL --int8, or leave "
+                             "graph= out to use the cached fp32 graph).")
         #: The OOD score over which an image is flagged unknown (None: no detector); may be set directly.
         self.unknown_threshold = None if detector is None else (
             detector.threshold if unknown is None else detector.threshold_for(unknown))
-        self.device = pick_device(device)
-        self.precision = pick_precision(precision, self.device, model=model, size=pipeline.size)
+        self.backend = "torch" if net is None else net.backend
+        self.device = pick_device(device) if net is None else torch.device("cpu")
+        self.precision = (pick_precision(precision, self.device, model=model, size=pipeline.size) if net is None
+                          else net.precision)
         self.classes, self.pipeline = tuple(classes), pipeline
         self.multi_label = bool(multi_label)
         if thresholds is not None and len(thresholds) != len(self.classes):
@@ -154,13 +170,16 @@ class Predictor:
         # Weights stored in the compute dtype: autocast would re-cast every weight on every call,
         # which dominates the cost of small batches.
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
-        if detector is not None:
-            features, rest = split_network(model, at=features_at(detector.score.kind))
-            model = ScoredNetwork(_fuse_conv_bn(features), rest, detector.score)
+        if net is not None:
+            self.net = net  # the exported graph stands in for the forward call; all else stays as with torch
         else:
-            model = _fuse_conv_bn(model)
-        model = model.to(dtype=dtype, memory_format=torch.channels_last)
-        self.net = PixelClassifier(model, self.pipeline, dtype=dtype).to(self.device).eval()
+            if detector is not None:
+                features, rest = split_network(model, at=features_at(detector.score.kind))
+                model = ScoredNetwork(_fuse_conv_bn(features), rest, detector.score)
+            else:
+                model = _fuse_conv_bn(model)
+            model = model.to(dtype=dtype, memory_format=torch.channels_last)
+            self.net = PixelClassifier(model, self.pipeline, dtype=dtype).to(self.device).eval()
         self._presize = Presizer(self.pipeline.presize)
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
         self._prefetch = ThreadPoolExecutor(max_workers=1)
@@ -331,6 +350,18 @@ class Predictor:
             return logits.float().sigmoid()
         return (logits.float() / self.temperature).softmax(dim=1)
 
+
+
+def _graph_net(model_dir: str | Path, *, backend: str, int8: bool, graph: str | Path | None,
+               multi_label: bool) -> "GraphNet":
+    """The graph ``Predictor`` runs on a non-torch backend (see ``petclf.runtime.graphs``)."""
+    from petclf.runtime.graphs import GraphNet, graph_for, require_runtime  # noqa: PLC0415 - only for those backends
+
+    if backend == "torch":
+        raise UsageError("an ONNX graph (int8 or a given file) runs on backend 'onnxruntime' or 'openvino', not "
+                         "'torch': pass backend='onnxruntime'.")
+    require_runtime(backend)
+    return GraphNet(graph_for(model_dir, int8=int8, graph=graph), backend=backend, multi_label=multi_label)
 
 
 def top_classes(probs: torch.Tensor, classes: Sequence[str], topk: int) -> list[list[tuple[str, float]]]:

@@ -37,7 +37,8 @@ class ServedModel:
     def load(cls, name: str, directory: str | Path, *, options: ServeOptions) -> "ServedModel":
         """Load ``directory`` (checked as ``Predictor`` checks it) and run one image through it, so the first
         request does not pay for the kernels' set-up."""
-        predictor = Predictor(directory, device=options.device, precision=options.precision)
+        predictor = Predictor(directory, device=options.device, precision=options.precision, backend=options.backend,
+                              int8=options.int8)
         model = cls(name=name, directory=Path(directory), predictor=predictor, max_batch=options.max_batch)
         model.logits(np.zeros((1, model.presize, model.presize, 3), dtype=np.uint8))
         return model
@@ -142,7 +143,7 @@ class ServedModel:
             "metrics": metrics,
             "trained_with": meta.get("versions") or {},
             "serving": {"petclf": __version__, "torch": torch.__version__, "device": str(self.predictor.device),
-                        "precision": self.predictor.precision},
+                        "precision": self.predictor.precision, "backend": self.predictor.backend},
         }
 
 

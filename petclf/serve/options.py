@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from petclf.core.defaults import PRECISIONS
+from petclf.core.defaults import BACKENDS, PRECISIONS
 from petclf.core.errors import UsageError, require_between, require_positive
 
 __all__ = ["ServeOptions"]
@@ -34,6 +34,10 @@ class ServeOptions:
     max_decode_mpx: float = 100.0
     max_header_kb: float = 32.0  # request line and headers above this get 431 (they are held in memory until whole)
     header_timeout_s: float = 10.0  # a connection whose request headers are not whole by then gets 408 and is closed
+    # Runtime of the forward pass: 'torch', or the model's exported ONNX graph in 'onnxruntime' or 'openvino'
+    # (fp32, exported and cached on first use; with int8, MODEL/model.int8.onnx from `petclf export --int8`).
+    backend: str = "torch"
+    int8: bool = False
 
     def validate(self) -> "ServeOptions":
         """The options themselves, once every value is in range (else a UsageError naming the value and the fix).
@@ -47,6 +51,10 @@ class ServeOptions:
         if self.precision not in PRECISIONS:
             raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}. "
                              f"Received: precision={self.precision!r}.")
+        if self.backend not in BACKENDS:
+            raise UsageError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={self.backend!r}.")
+        if self.int8 and self.backend == "torch":
+            raise UsageError("int8 graphs run on backend 'onnxruntime' or 'openvino': add --backend onnxruntime.")
         require_between(1, 1_000_000, max_decode_mpx=self.max_decode_mpx)
         require_between(1, 1024, max_header_kb=self.max_header_kb)
         require_between(0.001, 3600, header_timeout_s=self.header_timeout_s)
