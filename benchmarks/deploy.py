@@ -168,6 +168,9 @@ def main() -> None:
     parser.add_argument("--models", default="lite0,resnet34")
     parser.add_argument("--backends", default="torch,onnxruntime,openvino")
     parser.add_argument("--accuracy-only", action="store_true", help="train, quantize, measure accuracy; no timing")
+    parser.add_argument("--no-int8", action="store_true", help="fp32 only (no quantization; e.g. to compare models)")
+    parser.add_argument("--model-dir", action="append", default=[], metavar="NAME=DIR",
+                        help="benchmark this saved model under NAME instead of training one (repeatable)")
     args = parser.parse_args()
     data, work = Path(args.data), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -178,22 +181,24 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}; "
           f"{args.requests} serve requests per level", flush=True)
     results = {}
-    for name in args.models.split(","):
-        model = _train(name, data, work)
+    given = dict(item.split("=", 1) for item in args.model_dir)
+    for name in list(given) or args.models.split(","):
+        model = Path(given[name]) if name in given else _train(name, data, work)
         print(f"{name}: {model}", flush=True)
-        int8 = _int8(model)
+        int8 = {} if args.no_int8 else _int8(model)
         configs = []
         for backend in args.backends.split(","):
             configs.append((f"{backend} fp32", backend, None))
-            if backend != "torch":
+            if backend != "torch" and int8:
                 configs += [(f"{backend} int8", backend, int8["nncf"]["path"]),
                             (f"{backend} int8-ort", backend, int8["onnxruntime"]["path"])]
         figures = {"int8_export": int8, "accuracy": _accuracy(model, data / "valid", configs)}
         from petclf.runtime.graphs import cached_graph
 
-        sizes = {"torch fp32": (model / "model.safetensors").stat().st_size, "fp32": cached_graph(model).stat().st_size,
-                 "int8": Path(int8["nncf"]["path"]).stat().st_size,
-                 "int8-ort": Path(int8["onnxruntime"]["path"]).stat().st_size}
+        sizes = {"torch fp32": (model / "model.safetensors").stat().st_size, "fp32": cached_graph(model).stat().st_size}
+        if int8:
+            sizes.update({"int8": Path(int8["nncf"]["path"]).stat().st_size,
+                          "int8-ort": Path(int8["onnxruntime"]["path"]).stat().st_size})
         for key, size in sizes.items():
             print(f"  size {key:<12} {size / 1e6:6.1f} MB", flush=True)
         figures["size_mb"] = {k: v / 1e6 for k, v in sizes.items()}

@@ -1,5 +1,8 @@
 """Checks of a model directory from someone else, before anything is built from it.
 
+Long on purpose: every field of petclf.json is checked in this one place, so a reader can see all that a
+stranger's file can set and what bounds it.
+
 ``petclf.json`` decides how large a network ``load_model`` builds and how images are fed to
 it, so every field it uses is checked here first: types, ranges and agreement between fields
 (``len(classes) == arch.n_out``). The weights file's header (names, shapes, dtypes; no tensor

@@ -1,4 +1,8 @@
-"""Predict with a saved model directory, preprocessing images exactly as validation does."""
+"""Predict with a saved model directory, preprocessing images exactly as validation does.
+
+Long on purpose: ``Predictor`` is one class (reading, TTA, calibration, the "unknown" flag, backends), and its
+fastai-pickle twin beside it mirrors its interface.
+"""
 from __future__ import annotations
 
 import os

@@ -1,6 +1,8 @@
 """The Open Inference Protocol (KServe v2, Triton's HTTP/REST API), so ``tritonclient.http`` and KServe's SDK
 work unchanged, and a deployment that outgrows one machine moves to Triton or KServe with the ONNX export.
 
+Long on purpose: the protocol's request parsing and validation (JSON and binary tensors) read as one unit.
+
 A model takes one of two inputs per request:
 
 - ``image``, BYTES, shape ``[N]`` (or ``[N, 1]``): encoded image files (JPEG, PNG, …), each read as
