@@ -78,7 +78,8 @@ def test_predict_command_and_csv(pets_run, pets_dir, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "pug_1.jpg:" in captured.out and "broken.jpg" in captured.err
     table = pd.read_csv(tmp_path / "p.csv")
-    assert list(table.columns) == ["path", "label_1", "prob_1", "label_2", "prob_2", "error"]
+    # a model trained by petclf has an "unknown" detector: its score and flag come before the error column
+    assert list(table.columns) == ["path", "label_1", "prob_1", "label_2", "prob_2", "ood_score", "unknown", "error"]
     assert len(table) == 2
 
 

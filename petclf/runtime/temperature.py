@@ -41,7 +41,11 @@ def _pass_through(classes: int):
             return self
 
         def decision_function(self, X):  # noqa: N803
-            return np.asarray(X)
+            X = np.asarray(X)
+            # scikit-learn takes a two-class decision as one column d and scales it as the logits (-d, d):
+            # softmax([z0, z1] / T) is softmax([-d, d] / T) for d = (z1 - z0) / 2, exactly (a known T is
+            # recovered: tests/runtime/test_temperature.py).
+            return (X[:, 1] - X[:, 0]) / 2 if X.shape[1] == 2 else X
 
         def predict(self, X):  # noqa: N803
             return np.asarray(X).argmax(axis=1)

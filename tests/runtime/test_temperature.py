@@ -24,9 +24,10 @@ def _sample(temperature: float, *, n: int = 6000, classes: int = 5, seed: int = 
     return logits, labels
 
 
+@pytest.mark.parametrize("classes", [2, 5])  # two classes: scikit-learn's binary path (one decision column)
 @pytest.mark.parametrize("temperature", [0.5, 2.5])
-def test_a_known_temperature_is_recovered(temperature):
-    logits, labels = _sample(temperature)
+def test_a_known_temperature_is_recovered(temperature, classes):
+    logits, labels = _sample(temperature, classes=classes)
     assert fit_temperature(logits, labels) == pytest.approx(temperature, rel=0.08)
 
 
