@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import shutil
 import socket
 import threading
@@ -19,6 +21,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def serving_url(proc: subprocess.Popen) -> re.Match:
+    """Read a `petclf serve` child's stderr until it says it is serving; the match of its URL (group 1: the port)."""
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "serving" in line:
+            break
+    url = re.search(r"http://127\.0\.0\.1:(\d+)/", "".join(lines))
+    assert url, "".join(lines)
+    return url
 
 
 class ThreadServer:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from PIL import Image
 from petclf.data.images import Presizer
 from petclf.runtime.predict import Predictor
 
+from ..web import serving_url
 from .conftest import image_bytes
 
 pytest.importorskip("onnxruntime")
@@ -33,14 +33,7 @@ def onnx_server(model_dir, tmp_path):
            "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        lines = []
-        for line in proc.stderr:
-            lines.append(line)
-            if "serving" in line:
-                break
-        port = re.search(r"http://127\.0\.0\.1:(\d+)/", "".join(lines))
-        assert port, "".join(lines)
-        yield f"127.0.0.1:{port.group(1)}"
+        yield f"127.0.0.1:{serving_url(proc).group(1)}"
     finally:
         proc.terminate()
         proc.wait(timeout=60)

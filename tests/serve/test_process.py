@@ -16,6 +16,7 @@ import pytest
 
 from petclf.cli import main
 
+from ..web import serving_url
 from .conftest import image_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,12 +51,7 @@ def test_sigterm_lets_the_request_in_flight_finish(model_dir):
     proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        lines = []
-        for line in proc.stderr:
-            lines.append(line)
-            if "serving" in line:
-                break
-        url = re.search(r"http://127\.0\.0\.1:(\d+)/", "".join(lines))
+        url = serving_url(proc)
         # SIGTERM arrives while the request's body is still on its way: the request is in flight.
         answer = _send_slowly(int(url.group(1)), image_bytes(3), pause_s=0.8,
                               during_pause=lambda: (time.sleep(0.2), proc.send_signal(signal.SIGTERM)))
