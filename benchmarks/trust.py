@@ -11,8 +11,10 @@ out-of-distribution set), both by petclf's default transfer recipe, e.g.
 
 It measures, with the validation split as the in-distribution images and each score fitted on the train split:
 
-1. ECE (15 bins) of the softmax before and after temperature scaling, on valid (temperature fitted on all of
-   valid) and on a random half of valid never used for fitting (temperature fitted on the other half);
+1. ECE (15 bins) of the softmax before and after petclf's temperature scaling, on valid (temperature fitted on all
+   of valid), on a random half of valid never used for fitting (temperature fitted on the other half), and
+   cross-fitted over all of valid (10 folds); beside each, the ECE that chance alone gives a perfectly calibrated
+   model with the same confidences on as many images (``petclf.evaluate.calibration.ece_by_chance``);
 2. for each out-of-distribution score (``petclf.runtime.ood``'s msp, energy, mahalanobis, knn with k from a
    grid, on the features at the last Linear's input and on the body's pooled features; and cleanlab's
    ``OutOfDistribution`` on features and on probabilities): AUROC and the false-positive rate at 95%
@@ -39,9 +41,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from petclf.evaluate.calibration import ece_by_chance
 from petclf.runtime.modeldir import load_model
 from petclf.runtime.ood import fit_ood_score, split_network, threshold_at_acceptance
 from petclf.runtime.predict import Predictor
+from petclf.runtime.temperature import expected_calibration_error as ece
+from petclf.runtime.temperature import fit_temperature
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 KNN_GRID = (1, 5, 10, 20, 50)
@@ -144,49 +149,33 @@ def cached_outputs(work: Path, name: str, loaded, images: list) -> dict[str, np.
 
 
 # ---------------------------------------------------------------- calibration
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature minimising the validation NLL (LBFGS on log T). Calibration's own function lives in the
-    calib helper's branch; this small copy keeps the benchmark standalone."""
-    z, y = torch.from_numpy(logits).double(), torch.from_numpy(labels).long()
-    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(z / log_t.exp(), y)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return float(log_t.detach().exp())
-
-
-def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """Expected calibration error of the top class, equal-width confidence bins."""
-    conf, right = probs.max(1), probs.argmax(1) == labels
-    edges = np.linspace(0, 1, bins + 1)
-    total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        inside = (conf > lo) & (conf <= hi)
-        if inside.any():
-            total += inside.mean() * abs(right[inside].mean() - conf[inside].mean())
-    return float(total)
-
-
 def softmax(z: np.ndarray) -> np.ndarray:
     return torch.softmax(torch.from_numpy(z).double(), 1).numpy()
 
 
-def calibration(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict:
+def calibration(logits: np.ndarray, labels: np.ndarray, seed: int = 0, folds: int = 10) -> dict:
+    """ECE before/after petclf's temperature: in-sample on valid, on a held-out half, and cross-fitted over all of
+    valid (each fold's temperature fitted on the other folds); with each, the ECE chance alone gives a perfectly
+    calibrated model with those confidences on as many images (mean and 95th percentile)."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labels))
     fit, held = order[: len(order) // 2], order[len(order) // 2:]
     t_all = fit_temperature(logits, labels)
     t_half = fit_temperature(logits[fit], labels[fit])
+    crossed = np.empty_like(logits, dtype=np.float64)
+    for part in np.array_split(order, folds):
+        rest = np.setdiff1d(order, part)
+        crossed[part] = softmax(logits[part] / fit_temperature(logits[rest], labels[rest]))
+    after_all, after_half = softmax(logits / t_all), softmax(logits[held] / t_half)
+    chance = {name: ece_by_chance(p) for name, p in (("valid", after_all), ("heldout", after_half),
+                                                      ("crossfit", crossed))}
     return {"temperature_valid": t_all, "ece_valid_before": ece(softmax(logits), labels),
-            "ece_valid_after": ece(softmax(logits / t_all), labels),
+            "ece_valid_after": ece(after_all, labels),
             "temperature_half": t_half, "ece_heldout_before": ece(softmax(logits[held]), labels[held]),
-            "ece_heldout_after": ece(softmax(logits[held] / t_half), labels[held]),
+            "ece_heldout_after": ece(after_half, labels[held]),
+            "ece_crossfit_after": ece(crossed, labels),
+            **{f"ece_{name}_chance_mean": c[0] for name, c in chance.items()},
+            **{f"ece_{name}_chance_p95": c[1] for name, c in chance.items()},
             "error_valid": float((logits.argmax(1) != labels).mean())}
 
 

@@ -134,7 +134,7 @@ def write_report(out: str | Path, interps: Sequence[AnyInterpretation], *, summa
         i.split: calibration_metrics(i.probs, i.targets, temperature=temperature, calibrated=calibrated)
         for i in interps}
     for split, figures in calibration.items():
-        metrics[split].update(ece_before=figures["ece_before"], ece_after=figures["ece_after"])
+        metrics[split].update({key: figures[key] for key in ("ece_before", "ece_after", "ece_chance_p95")})
     write_json_atomic(out / "metrics.json", metrics)
     sections: dict[str, list[dict]] = {key: [] for key in (MULTI_LABEL_SECTIONS if multi else SECTIONS)}
     sections["summary"] = [_summary_block(summary or {})]
@@ -171,14 +171,18 @@ def _calibration_blocks(calibration: dict[str, dict], out: Path) -> list[dict]:
     if not calibration:
         return [_text("No temperature: this model was saved before calibration.")]
     blocks = [_text("Probabilities are divided by a temperature fitted on the validation split. Expected "
-                    "calibration error (ECE, 15 bins): the mean gap between confidence and accuracy; 0 is perfect.")]
+                    "calibration error (ECE, 15 bins): the mean gap between confidence and accuracy; 0 is perfect. Even a "
+                    "perfectly calibrated model shows some ECE on a finite split: 'ECE by chance' is the 95th "
+                    "percentile of the ECE such a model with these confidences would show on as many images. An ECE "
+                    "after below it cannot be told from perfect calibration on this split.")]
     for split, figures in calibration.items():
         png = figure_png(plot_reliability(figures, title=f"Reliability diagram ({split})"))
         (out / f"{_prefix(split)}reliability.png").write_bytes(png)
         blocks += [{"kind": "title", "text": f"{split} split"}, _image(png, f"{split} reliability diagram"),
                    {"kind": "pairs", "rows": [("temperature", f"{figures['temperature']:.4f}"),
                                               ("ECE before", f"{figures['ece_before']:.4f}"),
-                                              ("ECE after", f"{figures['ece_after']:.4f}")]}]
+                                              ("ECE after", f"{figures['ece_after']:.4f}"),
+                                              ("ECE by chance (95%)", f"{figures['ece_chance_p95']:.4f}")]}]
     return blocks
 
 

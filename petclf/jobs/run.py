@@ -278,7 +278,7 @@ def _summary(learn: Learner, result: TrainResult, interps: list[AnyInterpretatio
         for interp in interps:
             prefix = "" if interp.split == "valid" else f"{interp.split}_"
             ece = calibration_metrics(interp.probs, interp.targets, temperature=trust.temperature, calibrated=True)
-            summary.update({f"{prefix}ece_before": ece["ece_before"], f"{prefix}ece_after": ece["ece_after"]})
+            summary.update({f"{prefix}{key}": ece[key] for key in ("ece_before", "ece_after", "ece_chance_p95")})
         if trust.unknown is not None:
             summary["unknown"] = {"score": trust.unknown.score.kind, "accept": trust.unknown.accept,
                                   "threshold": round(trust.unknown.threshold, 6)}

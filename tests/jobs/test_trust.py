@@ -43,6 +43,7 @@ def test_model_summary_and_metrics_carry_temperature_detector_and_both_ece(run):
     for split, prefix in (("valid", ""), ("test", "test_")):
         assert summary[f"{prefix}ece_before"] == metrics[split]["ece_before"]
         assert summary[f"{prefix}ece_after"] == metrics[split]["ece_after"]
+        assert 0 < summary[f"{prefix}ece_chance_p95"] == metrics[split]["ece_chance_p95"] < 1
     # The temperature minimises validation log loss, which at a fixed accuracy usually also narrows the ECE.
     assert metrics["valid"]["ece_after"] <= metrics["valid"]["ece_before"] + 0.05
     assert (run.out / "reliability.png").is_file() and (run.out / "test_reliability.png").is_file()

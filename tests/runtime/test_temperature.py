@@ -8,6 +8,7 @@ import pytest
 
 from petclf import Predictor
 from petclf.core.errors import ModelFileError
+from petclf.evaluate.calibration import ece_by_chance
 from petclf.runtime.modelcheck import CURVE_POINTS
 from petclf.runtime.temperature import expected_calibration_error, fit_temperature, reliability
 
@@ -47,6 +48,23 @@ def test_calibration_lowers_the_error_and_bins_cover_every_image():
     assert after < 0.03 < before
     rows = reliability(scaled, labels)
     assert len(rows) == 15 and sum(r["count"] for r in rows) == len(labels)
+
+
+def test_ece_by_chance_is_what_a_calibrated_model_shows_and_shrinks_with_more_images():
+    logits, _ = _sample(1.0, n=800)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    rng = np.random.default_rng(1)
+    # Labels drawn from the probabilities themselves: calibrated by construction; their ECE is the chance level.
+    drawn = [expected_calibration_error(probs, (probs.cumsum(axis=1) > rng.random((len(probs), 1))).argmax(axis=1))
+             for _ in range(150)]
+    mean, p95 = ece_by_chance(probs)
+    assert mean == pytest.approx(np.mean(drawn), rel=0.15)
+    assert p95 == pytest.approx(np.quantile(drawn, 0.95), rel=0.25)
+    assert 0 < mean < p95
+    assert ece_by_chance(np.tile(probs, (10, 1)))[1] < p95 / 2  # ten times the images: a much smaller floor
+    overconfident = np.exp(logits * 3) / np.exp(logits * 3).sum(axis=1, keepdims=True)
+    labels = (probs.cumsum(axis=1) > rng.random((len(probs), 1))).argmax(axis=1)
+    assert expected_calibration_error(overconfident, labels) > ece_by_chance(overconfident)[1]
 
 
 def _unknown(**overrides) -> dict:
