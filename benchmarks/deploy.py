@@ -18,6 +18,9 @@ For each model × backend × precision (int8 only for the ONNX backends):
   batch      throughput of batch-32 forwards on ready pixels (the serve floor of that backend)
   serve      `petclf serve MODEL --backend B [--int8]` under --requests requests per concurrency level, one
              validation JPEG each (benchmarks/serve.py's load generator): req/s, p50, p99, errors; cold start
+  http       once per run: the same load against uvicorn + Starlette answering a fixed /predict-shaped JSON (body
+             read, nothing decoded, no forward) — what the HTTP stack and the load generator alone allow on these
+             cores; with a backend's floor it bounds serve: 1 / (1 / http + 1 / floor) when nothing overlaps
 Targets at concurrency 32: the best backend ≥ 2× torch serve; int8 top-1 within 1 point of fp32; serve ≥ 0.7× its
 backend's batch floor; p99 ≤ 3× p50 at concurrency 8.
 """
@@ -74,6 +77,24 @@ times.sort()
 print(json.dumps({"cold_s": cold, "latency_ms": 1000 * times[len(times) // 2],
                   "latency_p99_ms": 1000 * times[min(len(times) - 1, int(len(times) * 0.99))],
                   "batch_img_s": steps * 32 / wall, "precision": pred.precision}))
+"""
+
+
+# The HTTP stack alone: petclf serve's uvicorn settings and body reader, a fixed answer of /predict's shape.
+HTTP_ONLY = """
+import sys, uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from petclf.serve.body import read_body
+ANSWER = {"model": "model", "predictions": [[{"label": "daisy", "probability": 0.91}, {"label": "rose",
+          "probability": 0.05}, {"label": "tulip", "probability": 0.03}]], "ood_scores": [0.31], "unknown": [False]}
+async def predict(request):
+    await read_body(request, limit=32 * 2**20)
+    return JSONResponse(ANSWER)
+app = Starlette(routes=[Route("/predict", predict, methods=["POST"])])
+uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=int(sys.argv[1]), log_config=None, access_log=False,
+                              lifespan="on", ws="none")).run()
 """
 
 
@@ -138,12 +159,14 @@ def _accuracy(model: Path, valid: Path, configs: list[tuple[str, str, str | None
     return out
 
 
-def _serve(model: Path, backend: str, int8: bool, photos: list[Path], *, total: int, levels: list[int],
+def _serve(model: Path | None, backend: str, int8: bool, photos: list[Path], *, total: int, levels: list[int],
            log: Path) -> dict:
+    """Load figures of ``petclf serve`` (or, with ``model`` None, of the HTTP stack alone) per concurrency level."""
     port = _free_port()
     requests = [_request(p.read_bytes()) for p in photos]
-    cmd = [sys.executable, "-m", "petclf.cli", "serve", str(model), "--port", str(port), "--max-batch",
-           str(MAX_BATCH), "--backend", backend, "--no-access-log"] + (["--int8"] if int8 else [])
+    cmd = [sys.executable, "-c", HTTP_ONLY, str(port)] if model is None else \
+        [sys.executable, "-m", "petclf.cli", "serve", str(model), "--port", str(port), "--max-batch", str(MAX_BATCH),
+         "--backend", backend, "--no-access-log"] + (["--int8"] if int8 else [])
     proc = subprocess.Popen(cmd, cwd=tempfile.gettempdir(), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=open(log, "w"))
     try:
@@ -181,6 +204,14 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}; "
           f"{args.requests} serve requests per level", flush=True)
     results = {}
+    if not args.accuracy_only:
+        photos = sorted((data / "valid").rglob("*.jpg"))[:320]
+        results["http_only"] = _serve(None, "", False, photos, total=args.requests, levels=levels,
+                                      log=work / "http-only.log")
+        for c in levels:
+            r = results["http_only"][c]
+            print(f"  {'http only':<22} serve c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+                  f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}", flush=True)
     given = dict(item.split("=", 1) for item in args.model_dir)
     for name in list(given) or args.models.split(","):
         model = Path(given[name]) if name in given else _train(name, data, work)
@@ -203,7 +234,6 @@ def main() -> None:
             print(f"  size {key:<12} {size / 1e6:6.1f} MB", flush=True)
         figures["size_mb"] = {k: v / 1e6 for k, v in sizes.items()}
         if not args.accuracy_only:
-            photos = sorted((data / "valid").rglob("*.jpg"))[:320]
             for label, backend, graph in configs:
                 proc = subprocess.run([sys.executable, "-c", MICRO, str(model), backend, graph or "", str(args.single),
                                        str(max(320, args.requests // 5))], capture_output=True, text=True, env=_env())
@@ -224,9 +254,11 @@ def main() -> None:
                           f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}"
                           + (f" ({r['first_error']})" if r["errors"] else ""), flush=True)
                 top = max(levels)
+                bound = 1 / (1 / results["http_only"][top]["rps"] + 1 / micro["batch_img_s"])
                 print(f"  {label:<22} serve cold start {served['cold_start_s']:.2f} s, peak RSS "
                       f"{served['peak_rss_mb']:.0f} MB; serve/floor at c={top} "
-                      f"{served[top]['rps'] / micro['batch_img_s']:.2f}", flush=True)
+                      f"{served[top]['rps'] / micro['batch_img_s']:.2f}, serve/(http+floor) "
+                      f"{served[top]['rps'] / bound:.2f}", flush=True)
         results[name] = figures
     (work / "results.json").write_text(json.dumps(results, indent=1, default=str))
     print(f"all figures: {work / 'results.json'}")
