@@ -440,7 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", required=True, help="folder for the overlays (PNG), raw maps (.npy) and index.csv")
     explain.add_argument("--class", dest="class_name", default=None, metavar="NAME",
                          help="explain this class (default: the predicted one)")
-    explain.add_argument("--topk", type=int, default=1, help="explain the K most likely classes (default %(default)s)")
+    explain.add_argument("--topk", type=int, default=None,
+                         help="explain the K most likely classes (default: the predicted one; multi-label: every "
+                              "label over its threshold, else the most likely)")
     explain.add_argument("--device", default=None, help="cpu, cuda, mps (default: the fastest here)")
     explain.set_defaults(func=_cmd_explain)
 

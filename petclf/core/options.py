@@ -10,8 +10,8 @@ from petclf.core.defaults import (AUGMENTS, BALANCES, DEFAULT_BALANCE, DEFAULT_S
                                   MAX_LR, MIN_UNKNOWN_ACCEPT, MAX_SEED, MAX_SIZE, MIN_SIZE, PRECISIONS, THRESHOLD_MODES)
 from petclf.core.errors import UsageError, require_between, require_fraction, require_non_negative, require_positive
 
-__all__ = ["DEFAULT_EPOCHS", "DEFAULT_PRETRAINED_EPOCHS", "UNSET", "TrainOptions", "parse_duration", "require_acceptance",
-           "require_lr", "require_threshold", "resolve_options"]
+__all__ = ["DEFAULT_EPOCHS", "DEFAULT_PRETRAINED_EPOCHS", "UNSET", "TrainOptions", "parse_duration",
+           "require_acceptance", "require_lr", "require_threshold", "resolve_options"]
 
 #: Epochs with all layers training from scratch when neither --epochs nor --time-budget says otherwise.
 DEFAULT_EPOCHS = 5
