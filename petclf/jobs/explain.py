@@ -47,7 +47,7 @@ def explain_files(model_dir: str | Path, images: Sequence[str | Path], *, out: s
         raise UsageError(f"no image files found in {printable(', '.join(map(str, images)))}.")
     explainer = Explainer(model_dir, device=device)
     if label is not None:
-        explainer._index(label)  # an unknown class is refused before any work
+        explainer.class_index(label)  # an unknown class is refused before any work
     folder = output_dir(out, what="the heat maps")
     rows, failed, used = [], [], set()
     for file in files:

@@ -241,7 +241,7 @@ class Explainer:
                 logits = self.net(x)[0].float()
             targets = self._predicted(logits, topk=topk)
         else:
-            targets, logits = [self._index(name) for name in ([label] if isinstance(label, str) else label)], None
+            targets, logits = [self.class_index(name) for name in ([label] if isinstance(label, str) else label)], None
         scored: list[torch.Tensor] = []
         # The scores come from Grad-CAM's own forward pass when the classes were named: one pass, not two.
         hook = self.net.register_forward_hook(lambda _m, _i, out: scored.append(out.detach()))
@@ -265,7 +265,11 @@ class Explainer:
         # Always one map at least: an image with no label over its threshold still shows where its best one is.
         return over or logits.topk(1).indices.tolist()
 
-    def _index(self, label: str) -> int:
+    def class_index(self, label: str) -> int:
+        """The index of class ``label`` in ``classes``; a UsageError listing the classes when there is none.
+
+        Example: ``Explainer("runs/pets/model").class_index("Bengal")`` → ``1``.
+        """
         if label in self.classes:
             return self.classes.index(label)
         shown = ", ".join(map(printable, self.classes[:20])) + (" …" if len(self.classes) > 20 else "")
