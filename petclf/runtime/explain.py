@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 
 from petclf.core.defaults import DEFAULT_THRESHOLD, MULTI_LABEL
@@ -205,12 +205,7 @@ class Explainer:
 
         Example: ``Explainer(d).read("cat.jpg").shape`` → ``(96, 96, 3)``.
         """
-        try:
-            return self._presize(image)
-        except (FileNotFoundError, IsADirectoryError):
-            raise UsageError(f"image {printable(str(image))} does not exist.") from None
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-            raise UsageError(f"cannot read {printable(str(image))} as an image ({printable(str(err))}).") from None
+        return self._presize.read(image)
 
     def explain(self, image: ImageLike, *, label: str | Sequence[str] | None = None,
                 topk: int | None = None) -> list[Explanation]:

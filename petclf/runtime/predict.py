@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, Sequ
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 
 from petclf.core.defaults import DEFAULT_THRESHOLD, MULTI_LABEL
@@ -190,17 +190,8 @@ class Predictor:
     def pixels(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """(N, presize, presize, 3) uint8: the images read and centre-cropped as in validation."""
         # PIL decodes and resizes without the GIL, so threads read a batch on every core.
-        arrays = list(self._pool.map(self._read, images))
+        arrays = list(self._pool.map(self._presize.read, images))
         return torch.from_numpy(np.stack(arrays))
-
-    def _read(self, image: ImageLike) -> np.ndarray:
-        """One image's presized pixels, or a UsageError that says why the file cannot be read."""
-        try:
-            return self._presize(image)
-        except (FileNotFoundError, IsADirectoryError):
-            raise UsageError(f"image {image} does not exist.") from None
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-            raise UsageError(f"cannot read {image} as an image ({err}).") from None
 
     def logits(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """Raw fp32 scores, one row per image."""
@@ -331,17 +322,9 @@ class Predictor:
             yield ReadBatch(items, logits, failed, ood)
 
     def _pixels_skipping(self, images: Sequence[ImageLike]) -> tuple[torch.Tensor | None, list, list]:
-        def attempt(image: ImageLike) -> tuple[np.ndarray | None, str]:
-            try:
-                return self._read(image), ""
-            except UsageError as err:
-                return None, str(err)
-
-        results = list(self._pool.map(attempt, images))
-        kept = [(image, array) for image, (array, _) in zip(images, results) if array is not None]
-        failed = [(image, reason) for image, (array, reason) in zip(images, results) if array is None]
-        pixels = torch.from_numpy(np.stack([a for _, a in kept])) if kept else None
-        return pixels, [image for image, _ in kept], failed
+        read = self._presize.read_readable(images, mapper=self._pool.map)
+        return (None if read.pixels is None else torch.from_numpy(read.pixels), [images[k] for k in read.kept],
+                [(images[k], reason) for k, reason in read.failed])
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities from the scores of ``logits``/``iter_logits``: softmax at the model's temperature, or each

@@ -115,16 +115,11 @@ def network_outputs(model: nn.Module, pipeline: Pipeline, images: Sequence[str |
     presize = Presizer(pipeline.presize)
     outs, kept = [], []
     for start in range(0, len(images), bs):
-        arrays = []
-        for k, image in enumerate(images[start:start + bs], start):
-            try:
-                arrays.append(presize(image))
-            except (OSError, ValueError):
-                continue
-            kept.append(k)
-        if arrays:
+        read = presize.read_readable(images[start:start + bs])
+        kept += [start + k for k in read.kept]
+        if read.pixels is not None:
             with torch.inference_mode():
-                outs.append(net(torch.from_numpy(np.stack(arrays)).to(device)).float().cpu())
+                outs.append(net(torch.from_numpy(read.pixels).to(device)).float().cpu())
     both = torch.cat(outs) if outs else torch.zeros(0, classes + width)
     return both[:, classes:], both[:, :classes], kept
 
