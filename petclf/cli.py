@@ -117,6 +117,16 @@ def _add_backend_options(p: argparse.ArgumentParser) -> None:
                    help="run the model's int8 graph (MODEL_DIR/model.int8.onnx from `petclf export --int8`)")
 
 
+def _add_unknown_accept(p: argparse.ArgumentParser) -> None:
+    """--unknown-accept as the commands that use a saved model take it (`predict`, `serve`): None keeps the
+    model's own acceptance; the library checks the range (exit 2)."""
+    from petclf.core.defaults import MIN_UNKNOWN_ACCEPT  # noqa: PLC0415
+
+    p.add_argument("--unknown-accept", type=float, default=None, metavar="SHARE",
+                   help=f"share ({MIN_UNKNOWN_ACCEPT:g}-1) of ordinary images to keep known, moving the 'unknown' "
+                        "threshold of a model with a detector (default: as the model was trained)")
+
+
 def _threshold(text: str) -> str | float:
     from petclf.core.defaults import THRESHOLD_MODES  # noqa: PLC0415
 
@@ -335,7 +345,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                            device=args.device, cors_origins=tuple(args.cors_origin), access_log=not args.no_access_log,
                            allowed_hosts=tuple(args.allowed_host), max_decode_mpx=args.max_decode_mpx,
                            max_header_kb=args.max_header_kb, header_timeout_s=args.header_timeout,
-                           backend=args.backend, int8=args.int8)
+                           backend=args.backend, int8=args.int8, unknown_accept=args.unknown_accept)
     serve(args.model_dirs, host=args.host, port=args.port, options=options)
     return 0
 
@@ -418,8 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also score each image's mirror (default: as the model was trained, --tta or not)")
     predict.add_argument("--reject-unknown", action="store_true",
                          help="answer 'unknown' instead of classes for images unlike the training images")
-    predict.add_argument("--unknown-accept", type=float, default=None, metavar="SHARE",
-                         help="share (0.5-1) of ordinary images to keep known (default: as the model was trained)")
+    _add_unknown_accept(predict)
     _add_backend_options(predict)
     predict.add_argument("--graph", default=None, metavar="ONNX",
                          help="run this exported ONNX graph (from `petclf export`) with --backend")
@@ -431,7 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", required=True, help="folder for the overlays (PNG), raw maps (.npy) and index.csv")
     explain.add_argument("--class", dest="class_name", default=None, metavar="NAME",
                          help="explain this class (default: the predicted one)")
-    explain.add_argument("--topk", type=int, default=1, help="explain the K most likely classes (default %(default)s)")
+    explain.add_argument("--topk", type=int, default=None,
+                         help="explain the K most likely classes (default: the predicted one; multi-label: every "
+                              "label over its threshold, else the most likely)")
     explain.add_argument("--device", default=None, help="cpu, cuda, mps (default: the fastest here)")
     explain.set_defaults(func=_cmd_explain)
 
@@ -556,6 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="request line and headers size limit (default %(default)s)")
     serve.add_argument("--header-timeout", type=float, default=d.header_timeout_s,
                        help="seconds a client has to send its request headers (default %(default)s)")
+    _add_unknown_accept(serve)
     _add_backend_options(serve)
     serve.set_defaults(func=_cmd_serve)
     return parser

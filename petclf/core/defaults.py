@@ -5,7 +5,8 @@ from __future__ import annotations
 __all__ = ["DEFAULT_LR", "ARCH_SOURCES", "AUGMENTS", "BALANCES", "DEFAULT_BALANCE", "MULTI_LABEL", "SINGLE_LABEL", "TASKS",
            "THRESHOLD_MODES", "DEFAULT_SEED", "DEFAULT_VALID_PCT", "IMAGENET_STATS", "LAYOUTS", "MAX_LR", "MAX_SEED",
            "MAX_SIZE", "MIN_SIZE", "PRECISIONS", "MAX_CLASSES", "MAX_CLASS_NAME_CHARS",
-           "DEFAULT_OOD_SCORE", "DEFAULT_KNN_K", "DEFAULT_UNKNOWN_ACCEPT", "ECE_BINS", "OOD_FIT_IMAGES",
+           "DEFAULT_OOD_SCORE", "DEFAULT_KNN_K", "DEFAULT_UNKNOWN_ACCEPT", "MIN_UNKNOWN_ACCEPT", "ECE_BINS",
+           "OOD_FIT_IMAGES",
            "BACKENDS", "DEFAULT_MAX_INT8_DROP", "DEFAULT_CALIB_IMAGES",
            "DEFAULT_THRESHOLD", "QUANTIZERS", "DEFAULT_QUANTIZER"]
 
@@ -65,6 +66,9 @@ DEFAULT_KNN_K = 10
 #: Share of in-distribution (validation) images whose OOD score stays under the "unknown" threshold: 0.95 means
 #: 5% of ordinary images are flagged unknown, the usual operating point (FPR at 95% TPR) of the OOD literature.
 DEFAULT_UNKNOWN_ACCEPT = 0.95
+#: The lowest acceptance a model stores a threshold for (its curve runs from here to 1) and so the lowest one
+#: training, `predict` and `serve` take: below it more ordinary images would be flagged than kept.
+MIN_UNKNOWN_ACCEPT = 0.5
 #: Equal-width confidence bins of the expected calibration error and the reliability diagram (the usual 15).
 ECE_BINS = 15
 #: Training images (a random sample when there are more) the OOD score is fitted on after training: enough for

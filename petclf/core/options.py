@@ -7,11 +7,11 @@ from typing import Any
 
 from petclf.core.defaults import (AUGMENTS, BALANCES, DEFAULT_BALANCE, DEFAULT_SEED, DEFAULT_UNKNOWN_ACCEPT,
                                   DEFAULT_VALID_PCT, LAYOUTS,
-                                  MAX_LR, MAX_SEED, MAX_SIZE, MIN_SIZE, PRECISIONS, THRESHOLD_MODES)
+                                  MAX_LR, MIN_UNKNOWN_ACCEPT, MAX_SEED, MAX_SIZE, MIN_SIZE, PRECISIONS, THRESHOLD_MODES)
 from petclf.core.errors import UsageError, require_between, require_fraction, require_non_negative, require_positive
 
-__all__ = ["DEFAULT_EPOCHS", "DEFAULT_PRETRAINED_EPOCHS", "UNSET", "TrainOptions", "parse_duration", "require_lr",
-           "require_threshold", "resolve_options"]
+__all__ = ["DEFAULT_EPOCHS", "DEFAULT_PRETRAINED_EPOCHS", "UNSET", "TrainOptions", "parse_duration",
+           "require_acceptance", "require_lr", "require_threshold", "resolve_options"]
 
 #: Epochs with all layers training from scratch when neither --epochs nor --time-budget says otherwise.
 DEFAULT_EPOCHS = 5
@@ -67,6 +67,18 @@ def require_threshold(threshold: str | float) -> None:
                          f"(e.g. 0.5). Received: threshold={threshold!r}.")
 
 
+def require_acceptance(**values: float) -> None:
+    """Refuse an "unknown" acceptance that is not a number from ``MIN_UNKNOWN_ACCEPT`` to 1, naming it: training,
+    ``Predictor(unknown=)`` and ``ServeOptions`` check theirs with it.
+
+    Example: ``require_acceptance(unknown_accept=1.5)`` raises ``unknown_accept is the share of ordinary images …``.
+    """
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not MIN_UNKNOWN_ACCEPT <= value <= 1.0:
+            raise UsageError(f"{name} is the share of ordinary images to keep known (as the validation images were), "
+                             f"from {MIN_UNKNOWN_ACCEPT:g} to 1 (e.g. 0.95). Received: {name}={value!r}.")
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     """Settings of one training run; written to ``config.json`` next to its results."""
@@ -119,10 +131,7 @@ class TrainOptions:
             raise UsageError(f"lr_find chooses the learning rate, but lr={self.lr:g} was given too: keep one of them.")
         require_fraction(valid_pct=self.valid_pct)
         require_threshold(self.threshold)
-        if isinstance(self.unknown_accept, bool) or not isinstance(self.unknown_accept, (int, float)) or not (
-                0.5 <= self.unknown_accept <= 1.0):
-            raise UsageError("unknown_accept is the share of ordinary (validation) images to keep known, from 0.5 "
-                             f"to 1 (e.g. 0.95). Received: unknown_accept={self.unknown_accept!r}.")
+        require_acceptance(unknown_accept=self.unknown_accept)
         if self.tta and self.augment != "standard":
             raise UsageError(f"tta mirrors images, but augment={self.augment!r} trains without mirrored images: "
                              "use tta only with augment='standard' (flip-invariant photos).")

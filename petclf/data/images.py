@@ -3,7 +3,8 @@
 fastai opens images with ``convert('RGB')`` only: EXIF rotation is ignored, 16-bit scans are
 clipped to white and transparent areas turn to whatever colour hides behind the alpha.
 ``read_rgb`` handles those cases; ``Presizer`` reads an image as validation and prediction see
-it (shorter side to the presize, centre crop), in plain PIL.
+it (shorter side to the presize, centre crop), in plain PIL, and says why a file cannot be read
+(``read``, ``read_readable``: what ``Predictor``, ``Explainer`` and the "unknown" fit share).
 """
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ import math
 import os
 import stat
 from pathlib import Path
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_FILE_BYTES", "Presizer", "UnreadableImage", "centre_crop", "draft_for", "file_problem",
-           "pixel_problem", "read_rgb", "to_rgb"]
+from petclf.core.errors import UsageError
+from petclf.core.safe_text import printable
+
+__all__ = ["IMAGE_EXTENSIONS", "MAX_FILE_BYTES", "Presized", "Presizer", "UnreadableImage", "centre_crop", "draft_for",
+           "file_problem", "pixel_problem", "read_rgb", "to_rgb"]
 
 #: File endings read as images (by content: a PNG named .jpg is read as PNG).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -139,6 +144,15 @@ def centre_crop(img: Image.Image, presize: int) -> Image.Image:
     return img.crop((left, top, left + side, top + side)).resize((presize, presize), Image.BILINEAR)
 
 
+class Presized(NamedTuple):
+    """What ``Presizer.read_readable`` read of a list of images: the (n, presize, presize, 3) uint8 pixels of those
+    it could read (None when none), their positions in the list, and (position, reason) for the others."""
+
+    pixels: np.ndarray | None
+    kept: list[int]
+    failed: list[tuple[int, str]]
+
+
 class Presizer:
     """Reads images as validation does (shorter side to ``presize``, centre crop) into uint8 arrays; thread-safe.
 
@@ -151,3 +165,35 @@ class Presizer:
     def __call__(self, image: str | Path | Image.Image) -> np.ndarray:
         img = to_rgb(image) if isinstance(image, Image.Image) else read_rgb(image, min_side=self.presize)
         return np.asarray(centre_crop(img, self.presize), dtype=np.uint8)
+
+    def read(self, image: str | Path | Image.Image) -> np.ndarray:
+        """As calling it, but a file that cannot be read (gone, damaged, not an image, too large) raises a
+        UsageError that says why.
+
+        Example: ``Presizer(336).read("gone.jpg")`` raises ``image gone.jpg does not exist.``
+        """
+        try:
+            return self(image)
+        except (FileNotFoundError, IsADirectoryError):
+            raise UsageError(f"image {printable(image)} does not exist.") from None
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+            raise UsageError(f"cannot read {printable(image)} as an image ({printable(err)}).") from None
+
+    def read_readable(self, images: Sequence[str | Path | Image.Image], *,
+                      mapper: Callable[[Callable, Iterable], Iterable] = map) -> Presized:
+        """``images`` read as ``read`` reads them, those that cannot be read left out and named with the reason;
+        ``mapper`` may be a thread pool's ``map`` (PIL decodes and resizes without the GIL).
+
+        Example: ``Presizer(336).read_readable(["cat.jpg", "gone.jpg"]).failed`` → ``[(1, 'image gone.jpg does
+        not exist.')]``.
+        """
+        def attempt(image: str | Path | Image.Image) -> np.ndarray | str:
+            try:
+                return self.read(image)
+            except UsageError as err:
+                return str(err)
+
+        results = list(mapper(attempt, images))
+        kept = [k for k, r in enumerate(results) if not isinstance(r, str)]
+        failed = [(k, r) for k, r in enumerate(results) if isinstance(r, str)]
+        return Presized(np.stack([results[k] for k in kept]) if kept else None, kept, failed)

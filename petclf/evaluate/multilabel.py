@@ -199,9 +199,13 @@ class MultiLabelInterpretation:
     def _names(self, mask: np.ndarray) -> str:
         return " ".join(c for c, on in zip(self.classes, mask) if on) or "(none)"
 
+    def worst(self, k: int = 9) -> np.ndarray:
+        """Indices of the ``k`` items with the largest loss, largest first (the rows of ``top_losses``)."""
+        return np.argsort(-self.losses, kind="stable")[:k]
+
     def top_losses(self, k: int = 9) -> pd.DataFrame:
         """The ``k`` items with the largest loss: given and predicted label sets, what was missed and added."""
-        order = np.argsort(-self.losses, kind="stable")[:k]
+        order = self.worst(k)
         truth = self.targets.astype(bool)
         return pd.DataFrame({
             "path": [self.items[i] if self.items else "" for i in order],

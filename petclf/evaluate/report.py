@@ -81,19 +81,14 @@ def _single_label_parts(interp: Interpretation, out: Path, *, top_k: int,
         "top-losses": [_image(losses, f"{interp.split} top losses"), _table(interp.top_losses(top_k), index=False)],
         "per-class": [_table(per_class)],
     }
-    if heatmaps is not None and interp.items:
-        from petclf.evaluate.heatmaps import plot_top_loss_heatmaps  # noqa: PLC0415 - only when asked for
-
-        figure = plot_top_loss_heatmaps(interp, heatmaps, k=top_k)
-        if figure is not None:
-            png = figure_png(figure)
-            (out / f"{prefix}top_losses_heatmaps.png").write_bytes(png)
-            parts["top-losses"].insert(1, _image(png, f"{interp.split} top losses beside their heat maps"))
+    _add_heatmaps(parts, interp, out, top_k=top_k, heatmaps=heatmaps)
     return parts
 
 
-def _multi_label_parts(interp: MultiLabelInterpretation, out: Path, *, top_k: int) -> dict[str, list[dict]]:
-    """Write one split's files (per-label, most-missed and most-added CSVs, top losses); its page blocks."""
+def _multi_label_parts(interp: MultiLabelInterpretation, out: Path, *, top_k: int,
+                       heatmaps: str | Path | None = None) -> dict[str, list[dict]]:
+    """Write one split's files (per-label, most-missed and most-added CSVs, top losses and, with a model directory
+    ``heatmaps``, their heat maps); its page blocks."""
     prefix = _prefix(interp.split)
     per_label, missed, added = interp.per_label(), interp.most_missed(), interp.most_added()
     losses = figure_png(interp.plot_top_losses(top_k))
@@ -101,12 +96,29 @@ def _multi_label_parts(interp: MultiLabelInterpretation, out: Path, *, top_k: in
     csv_safe(per_label).to_csv(out / f"{prefix}per_label.csv")
     csv_safe(missed).to_csv(out / f"{prefix}most_missed.csv", index=False)
     csv_safe(added).to_csv(out / f"{prefix}most_added.csv", index=False)
-    return {
+    parts = {
         "per-label": [_table(per_label)],
         "most-missed": [_table(missed, index=False) if len(missed) else _text("No label was missed.")],
         "most-added": [_table(added, index=False) if len(added) else _text("No label was added.")],
         "top-losses": [_image(losses, f"{interp.split} top losses"), _table(interp.top_losses(top_k), index=False)],
     }
+    _add_heatmaps(parts, interp, out, top_k=top_k, heatmaps=heatmaps)
+    return parts
+
+
+def _add_heatmaps(parts: dict[str, list[dict]], interp: AnyInterpretation, out: Path, *, top_k: int,
+                  heatmaps: str | Path | None) -> None:
+    """With a model directory ``heatmaps``: the top losses beside their heat maps, written and shown after the
+    top losses' grid."""
+    if heatmaps is None or not interp.items:
+        return
+    from petclf.evaluate.heatmaps import plot_top_loss_heatmaps  # noqa: PLC0415 - only when asked for
+
+    figure = plot_top_loss_heatmaps(interp, heatmaps, k=top_k)
+    if figure is not None:
+        png = figure_png(figure)
+        (out / f"{_prefix(interp.split)}top_losses_heatmaps.png").write_bytes(png)
+        parts["top-losses"].insert(1, _image(png, f"{interp.split} top losses beside their heat maps"))
 
 
 def write_report(out: str | Path, interps: Sequence[AnyInterpretation], *, summary: dict | None = None,
@@ -120,7 +132,8 @@ def write_report(out: str | Path, interps: Sequence[AnyInterpretation], *, summa
     figures; multi-label splits per-label figures, the labels most often missed and added, and
     top losses with given and predicted label sets. Files of the validation split have plain
     names; other splits get a prefix (``test_per_class.csv``). ``heatmaps``: the model directory of the
-    predictions, to draw each single-label top loss beside its Grad-CAM heat maps (``top_losses_heatmaps.png``).
+    predictions, to draw each top loss beside its Grad-CAM heat maps (``top_losses_heatmaps.png``: the predicted
+    and the actual class, or a multi-label item's worst added and worst missed label).
     With a single-label model's ``temperature``, each split's ECE before and after it goes into ``metrics.json``
     and a reliability diagram into the page (``calibrated``: the probabilities are already at that temperature,
     as a saved model's ``Predictor`` gives them).
@@ -147,7 +160,7 @@ def write_report(out: str | Path, interps: Sequence[AnyInterpretation], *, summa
         sections["calibration"] = _calibration_blocks(calibration, out)
     for interp in interps:
         if isinstance(interp, MultiLabelInterpretation):
-            split_parts = _multi_label_parts(interp, out, top_k=top_k)
+            split_parts = _multi_label_parts(interp, out, top_k=top_k, heatmaps=heatmaps)
         else:
             split_parts = _single_label_parts(interp, out, top_k=top_k, heatmaps=heatmaps)
         title = {"kind": "title", "text": f"{interp.split} split ({len(interp.targets)} images)"}

@@ -29,23 +29,25 @@ def _safe_stem(path: Path) -> str:
 
 
 def explain_files(model_dir: str | Path, images: Sequence[str | Path], *, out: str | Path, label: str | None = None,
-                  topk: int = 1, device: str | torch.device | None = None) -> Path:
+                  topk: int | None = None, device: str | torch.device | None = None) -> Path:
     """Write a heat-map overlay (PNG) and its raw Grad-CAM map (``.npy``, float32) per image and class into
     ``out``, and ``index.csv`` naming the image, class and probability of each; return the index's path.
 
     Folders among ``images`` stand for the images inside them. Each image is explained for ``label``, else
-    for its ``topk`` most likely classes. Images that cannot be read are named in a UsageError once the
-    others are written.
+    for its ``topk`` most likely classes, else for its predicted class, or for a multi-label model every label
+    over its threshold (the most likely label when none is; see ``Explainer.explain``). Images that cannot be
+    read are named in a UsageError once the others are written.
 
     Example: ``explain_files("runs/pets/model", ["cat.jpg"], out="why", topk=2)`` → ``why/index.csv``.
     """
-    require_positive(topk=topk)
+    if topk is not None:
+        require_positive(topk=topk)
     files = expand_images(images)
     if not files:
         raise UsageError(f"no image files found in {printable(', '.join(map(str, images)))}.")
     explainer = Explainer(model_dir, device=device)
     if label is not None:
-        explainer._index(label)  # an unknown class is refused before any work
+        explainer.class_index(label)  # an unknown class is refused before any work
     folder = output_dir(out, what="the heat maps")
     rows, failed, used = [], [], set()
     for file in files:

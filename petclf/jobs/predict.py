@@ -15,8 +15,8 @@ from petclf.core.destinations import output_file
 from petclf.core.errors import UsageError, require_positive
 from petclf.core.safe_text import csv_cell, printable
 from petclf.data.listing import expand_images
-# The fastai learner an export.pkl holds is predicted beside Predictor, whose interface it mirrors.
-from petclf.runtime.predict import DEFAULT_TOPK, UNKNOWN, Predictor, _PickledPredictor
+from petclf.runtime.pickled import PickledPredictor
+from petclf.runtime.predict import DEFAULT_TOPK, UNKNOWN, Predictor
 
 __all__ = ["predict_files"]
 
@@ -42,7 +42,7 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: 
         require_positive(topk=topk)
     csv_path = output_file(csv) if csv is not None else None
     if Path(model_dir).is_file() and trust_pickle:
-        predictor = _PickledPredictor(model_dir)
+        predictor = PickledPredictor(model_dir)  # the fastai learner inside, behind Predictor's interface
     else:
         predictor = Predictor(model_dir, precision="auto", tta=tta, unknown=unknown, reject_unknown=reject_unknown,
                               backend=backend, int8=int8, graph=graph)

@@ -25,10 +25,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 
-from petclf.core.defaults import MULTI_LABEL
+from petclf.core.defaults import DEFAULT_THRESHOLD, MULTI_LABEL
 from petclf.core.errors import UsageError, require_positive
 from petclf.core.safe_text import printable
 from petclf.data.images import Presizer
@@ -157,6 +157,7 @@ class Explainer:
         top.label, top.probability            # ('Bengal', 0.91)
         Path("why.png").write_bytes(top.png())
         why.explain("my_cat.jpg", label="Egyptian_Mau")   # another class
+        Explainer("runs/planet/model").explain("tile.jpg")   # multi-label: a map per label over its threshold
     """
 
     def __init__(self, model_dir: str | Path, *, device: str | torch.device | None = None,
@@ -165,25 +166,33 @@ class Explainer:
         Example: ``Explainer("runs/pets/model", device="cpu")``."""
         _layer_gradcam()  # say what is missing before loading a model
         loaded = load_model(model_dir, arch=arch)
-        self._setup(loaded.model, loaded.classes, loaded.pipeline, device=device,
-                    multi_label=loaded.meta.get("task") == MULTI_LABEL)
+        multi_label = loaded.meta.get("task") == MULTI_LABEL
+        self._setup(loaded.model, loaded.classes, loaded.pipeline, device=device, multi_label=multi_label,
+                    thresholds=loaded.meta.get("thresholds") if multi_label else None)
 
     @classmethod
     def from_network(cls, model: nn.Module, classes: Sequence[str], pipeline: Pipeline, *,
-                     device: str | torch.device | None = None, multi_label: bool = False) -> "Explainer":
-        """An explainer for a float32 network in memory (used as it is, not copied).
+                     device: str | torch.device | None = None, multi_label: bool = False,
+                     thresholds: Sequence[float] | None = None) -> "Explainer":
+        """An explainer for a float32 network in memory (used as it is, not copied); a ``multi_label`` network's
+        labels are predicted at ``thresholds`` (one per class; default 0.5), as ``Predictor`` predicts them.
 
         Example: ``Explainer.from_network(net, ["cat", "dog"], make_pipeline(size=64))``.
         """
         _layer_gradcam()
         explainer = cls.__new__(cls)
-        explainer._setup(model, classes, pipeline, device=device, multi_label=multi_label)
+        explainer._setup(model, classes, pipeline, device=device, multi_label=multi_label, thresholds=thresholds)
         return explainer
 
     def _setup(self, model: nn.Module, classes: Sequence[str], pipeline: Pipeline, *, device,
-               multi_label: bool) -> None:
+               multi_label: bool, thresholds: Sequence[float] | None = None) -> None:
         self.device = pick_device(device)
         self.classes, self.pipeline, self.multi_label = tuple(classes), pipeline, bool(multi_label)
+        if thresholds is not None and len(thresholds) != len(self.classes):
+            raise UsageError(f"expected one threshold per class ({len(self.classes)}). Received {len(thresholds)}.")
+        #: A multi-label model's decision thresholds, one per class (None for a single-label model).
+        self.thresholds = (tuple(float(t) for t in thresholds) if thresholds is not None
+                           else (DEFAULT_THRESHOLD,) * len(self.classes)) if self.multi_label else None
         # Channels-last, as PixelClassifier hands it the image: a forward and backward pass costs about half as
         # much on a CPU as in the default layout (FACTS.md: tf_efficientnet_lite0 72 vs 128 ms per image).
         self.net = PixelClassifier(model.float().to(memory_format=torch.channels_last), pipeline).to(self.device).eval()
@@ -196,28 +205,27 @@ class Explainer:
 
         Example: ``Explainer(d).read("cat.jpg").shape`` → ``(96, 96, 3)``.
         """
-        try:
-            return self._presize(image)
-        except (FileNotFoundError, IsADirectoryError):
-            raise UsageError(f"image {printable(str(image))} does not exist.") from None
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-            raise UsageError(f"cannot read {printable(str(image))} as an image ({printable(str(err))}).") from None
+        return self._presize.read(image)
 
-    def explain(self, image: ImageLike, *, label: str | None = None, topk: int = 1) -> list[Explanation]:
-        """Heat maps of one image: for ``label``, else for its ``topk`` most likely classes (most likely first).
+    def explain(self, image: ImageLike, *, label: str | Sequence[str] | None = None,
+                topk: int | None = None) -> list[Explanation]:
+        """Heat maps of one image, most likely first: for ``label`` (one class or several), else for its ``topk``
+        most likely classes; without ``topk``, the predicted class, or for a multi-label model every label at or
+        over its threshold (the most likely label when none is).
 
         Example: ``Explainer(d).explain("cat.jpg", topk=2)`` → two ``Explanation``s.
         """
         return self.explain_pixels(self.read(image), label=label, topk=topk)
 
     def explain_pixels(self, pixels: np.ndarray, *, label: str | Sequence[str] | None = None,
-                       topk: int = 1) -> list[Explanation]:
+                       topk: int | None = None) -> list[Explanation]:
         """As ``explain``, for (presize, presize, 3) uint8 pixels already read (``read``, or a server's decoder);
         ``label`` may also be several classes, explained in one pass.
 
         Example: ``Explainer(d).explain_pixels(np.zeros((96, 96, 3), np.uint8), label=["cat", "dog"])``.
         """
-        require_positive(topk=topk)
+        if topk is not None:
+            require_positive(topk=topk)
         presize = self.pipeline.presize
         if pixels.shape != (presize, presize, 3) or pixels.dtype != np.uint8:
             raise UsageError(f"expected ({presize}, {presize}, 3) uint8 pixels. Received {pixels.shape} "
@@ -226,9 +234,9 @@ class Explainer:
         if label is None:
             with torch.no_grad():  # the classes to explain are known only once the image is scored
                 logits = self.net(x)[0].float()
-            targets = logits.topk(min(topk, len(self.classes))).indices.tolist()
+            targets = self._predicted(logits, topk=topk)
         else:
-            targets, logits = [self._index(name) for name in ([label] if isinstance(label, str) else label)], None
+            targets, logits = [self.class_index(name) for name in ([label] if isinstance(label, str) else label)], None
         scored: list[torch.Tensor] = []
         # The scores come from Grad-CAM's own forward pass when the classes were named: one pass, not two.
         hook = self.net.register_forward_hook(lambda _m, _i, out: scored.append(out.detach()))
@@ -243,7 +251,20 @@ class Explainer:
         return [Explanation(label=self.classes[t], probability=float(probs[t]), heatmap=m, pixels=pixels)
                 for t, m in zip(targets, maps)]
 
-    def _index(self, label: str) -> int:
+    def _predicted(self, logits: torch.Tensor, *, topk: int | None) -> list[int]:
+        """The classes to explain when none was named, most likely first (see ``explain``)."""
+        if topk is not None or not self.multi_label:
+            return logits.topk(min(topk or 1, len(self.classes))).indices.tolist()  # as Predictor orders them
+        probs = logits.sigmoid().tolist()
+        over = sorted((j for j, p in enumerate(probs) if p >= self.thresholds[j]), key=lambda j: -probs[j])
+        # Always one map at least: an image with no label over its threshold still shows where its best one is.
+        return over or logits.topk(1).indices.tolist()
+
+    def class_index(self, label: str) -> int:
+        """The index of class ``label`` in ``classes``; a UsageError listing the classes when there is none.
+
+        Example: ``Explainer("runs/pets/model").class_index("Bengal")`` → ``1``.
+        """
         if label in self.classes:
             return self.classes.index(label)
         shown = ", ".join(map(printable, self.classes[:20])) + (" …" if len(self.classes) > 20 else "")

@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from petclf.core.defaults import (ARCH_SOURCES, AUGMENTS, LAYOUTS, MAX_CLASS_NAME_CHARS, MAX_CLASSES, MAX_SIZE,
-                                  MIN_SIZE, MULTI_LABEL, SINGLE_LABEL, TASKS)
+                                  MIN_SIZE, MIN_UNKNOWN_ACCEPT, MULTI_LABEL, SINGLE_LABEL, TASKS)
 from petclf.core.errors import ModelFileError, UsageError
 from petclf.core.safe_text import one_line
 from petclf.runtime.ood import OOD_KINDS
@@ -57,7 +57,7 @@ MAX_ABS_STAT = 1e3
 MAX_WEIGHTS_HEADER_BYTES = 16 * 1024 * 1024
 MAX_TEXT_CHARS = 1000
 #: The "unknown" thresholds stored per acceptance: 0.50, 0.505, …, 1.00 (``petclf.runtime.trust``).
-CURVE_LOW, CURVE_POINTS = 0.5, 101
+CURVE_LOW, CURVE_POINTS = MIN_UNKNOWN_ACCEPT, 101
 #: OOD scores petclf computes are logits-sized or distances; one beyond this is a damaged or hostile file.
 MAX_OOD_SCORE = 1e12
 

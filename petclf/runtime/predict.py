@@ -1,7 +1,7 @@
 """Predict with a saved model directory, preprocessing images exactly as validation does.
 
-Long on purpose: ``Predictor`` is one class (reading, TTA, calibration, the "unknown" flag, backends), and its
-fastai-pickle twin beside it mirrors its interface.
+``Predictor`` is one class (reading, TTA, calibration, the "unknown" flag, backends); its twin for a trusted
+fastai pickle, ``petclf.runtime.pickled.PickledPredictor``, mirrors the part of its interface ``petclf predict`` uses.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, Sequ
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 
 from petclf.core.defaults import DEFAULT_THRESHOLD, MULTI_LABEL
@@ -22,15 +22,14 @@ from petclf.data.pipeline import Pipeline
 from petclf.runtime.device import pick_device, pick_precision
 from petclf.runtime.modeldir import load_model
 from petclf.runtime.ood import features_at, split_network
-from petclf.runtime.pickled import load_pickled_learner
 from petclf.runtime.preprocess import PixelClassifier
 from petclf.runtime.trust import ScoredNetwork, Unknown, load_unknown
 
 if TYPE_CHECKING:
     from petclf.runtime.graphs import GraphNet
 
-__all__ = ["Answer", "DEFAULT_THRESHOLD", "DEFAULT_TOPK", "Predictor", "ReadBatch", "UNKNOWN", "labels_over",
-           "top_classes"]
+__all__ = ["Answer", "DEFAULT_THRESHOLD", "DEFAULT_TOPK", "ImageLike", "Predictor", "ReadBatch", "UNKNOWN",
+           "labels_over", "top_classes"]
 
 ImageLike = str | Path | Image.Image
 #: Classes ``predict`` returns when not told (single-label models).
@@ -191,17 +190,8 @@ class Predictor:
     def pixels(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """(N, presize, presize, 3) uint8: the images read and centre-cropped as in validation."""
         # PIL decodes and resizes without the GIL, so threads read a batch on every core.
-        arrays = list(self._pool.map(self._read, images))
+        arrays = list(self._pool.map(self._presize.read, images))
         return torch.from_numpy(np.stack(arrays))
-
-    def _read(self, image: ImageLike) -> np.ndarray:
-        """One image's presized pixels, or a UsageError that says why the file cannot be read."""
-        try:
-            return self._presize(image)
-        except (FileNotFoundError, IsADirectoryError):
-            raise UsageError(f"image {image} does not exist.") from None
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-            raise UsageError(f"cannot read {image} as an image ({err}).") from None
 
     def logits(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """Raw fp32 scores, one row per image."""
@@ -332,17 +322,9 @@ class Predictor:
             yield ReadBatch(items, logits, failed, ood)
 
     def _pixels_skipping(self, images: Sequence[ImageLike]) -> tuple[torch.Tensor | None, list, list]:
-        def attempt(image: ImageLike) -> tuple[np.ndarray | None, str]:
-            try:
-                return self._read(image), ""
-            except UsageError as err:
-                return None, str(err)
-
-        results = list(self._pool.map(attempt, images))
-        kept = [(image, array) for image, (array, _) in zip(images, results) if array is not None]
-        failed = [(image, reason) for image, (array, reason) in zip(images, results) if array is None]
-        pixels = torch.from_numpy(np.stack([a for _, a in kept])) if kept else None
-        return pixels, [image for image, _ in kept], failed
+        read = self._presize.read_readable(images, mapper=self._pool.map)
+        return (None if read.pixels is None else torch.from_numpy(read.pixels), [images[k] for k in read.kept],
+                [(images[k], reason) for k, reason in read.failed])
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Probabilities from the scores of ``logits``/``iter_logits``: softmax at the model's temperature, or each
@@ -385,38 +367,3 @@ def labels_over(probs: torch.Tensor, classes: Sequence[str],
         picked = [(classes[i], p) for i, p in enumerate(row) if p >= thresholds[i]]
         rows.append(sorted(picked, key=lambda pair: -pair[1]))
     return rows
-
-
-class _PickledPredictor:
-    """fastai's own ``Learner.predict`` for an ``export.pkl`` the user chose to trust, one image at a time."""
-
-    def __init__(self, path: str | Path) -> None:
-        import fastai.callback.progress  # noqa: F401, PLC0415 - Learner.no_bar, used here
-
-        self.learn = load_pickled_learner(path, trust=True)
-        self.classes = tuple(self.learn.dls.vocab)
-        self.multi_label = False
-        self.detector = None
-
-    def answers(self, logits: torch.Tensor, ood: torch.Tensor | None, *, topk: int | None = None) -> list[Answer]:
-        """As ``Predictor.answers``; a pickled learner has no "unknown" detector."""
-        return [Answer(top, None, False) for top in self.decide(logits, topk=topk)]
-
-    def decide(self, logits: torch.Tensor, *, topk: int | None = None) -> list[list[tuple[str, float]]]:
-        """As ``Predictor.decide`` for a single-label fastai learner."""
-        return top_classes(logits.softmax(dim=1), self.classes, DEFAULT_TOPK if topk is None else topk)
-
-    def iter_readable(self, images: Sequence[ImageLike], *, bs: int = 64) -> Iterator[ReadBatch]:
-        """As ``Predictor.iter_readable``; the scores are log-probabilities, so their softmax is fastai's output."""
-        for start in range(0, len(images), bs):
-            items, rows, failed = [], [], []
-            for image in images[start:start + bs]:
-                try:
-                    with self.learn.no_bar():
-                        probs = self.learn.predict(Path(image) if not isinstance(image, Image.Image) else image)[2]
-                except (OSError, ValueError, UnidentifiedImageError) as err:
-                    failed.append((image, f"cannot read {image} as an image ({err})."))
-                    continue
-                items.append(image)
-                rows.append(probs.float().clamp_min(1e-12).log())
-            yield ReadBatch(items, torch.stack(rows) if rows else torch.zeros(0, len(self.classes)), failed)

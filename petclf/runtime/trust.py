@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from petclf.core.atomic import atomic_path
 from petclf.core.errors import ModelFileError, UsageError
+from petclf.core.options import require_acceptance
 from petclf.core.safe_text import one_line
 from petclf.data.images import Presizer
 from petclf.data.pipeline import Pipeline
@@ -52,9 +53,7 @@ class Unknown:
 
     def threshold_for(self, accept: float) -> float:
         """The threshold that keeps ``accept`` (0.5 to 1) of the validation images known, from the stored curve."""
-        if not (isinstance(accept, (int, float)) and not isinstance(accept, bool) and CURVE_LOW <= accept <= 1.0):
-            raise UsageError(f"unknown= is the share of ordinary images to accept, from {CURVE_LOW} to 1. "
-                             f"Received: {accept!r}.")
+        require_acceptance(unknown=accept)
         grid = np.linspace(CURVE_LOW, 1.0, CURVE_POINTS)
         return float(np.interp(accept, grid, np.asarray(self.curve)))
 
@@ -116,16 +115,11 @@ def network_outputs(model: nn.Module, pipeline: Pipeline, images: Sequence[str |
     presize = Presizer(pipeline.presize)
     outs, kept = [], []
     for start in range(0, len(images), bs):
-        arrays = []
-        for k, image in enumerate(images[start:start + bs], start):
-            try:
-                arrays.append(presize(image))
-            except (OSError, ValueError):
-                continue
-            kept.append(k)
-        if arrays:
+        read = presize.read_readable(images[start:start + bs])
+        kept += [start + k for k in read.kept]
+        if read.pixels is not None:
             with torch.inference_mode():
-                outs.append(net(torch.from_numpy(np.stack(arrays)).to(device)).float().cpu())
+                outs.append(net(torch.from_numpy(read.pixels).to(device)).float().cpu())
     both = torch.cat(outs) if outs else torch.zeros(0, classes + width)
     return both[:, classes:], both[:, :classes], kept
 

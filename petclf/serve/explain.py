@@ -2,10 +2,11 @@
 
 The image is sent as to ``/predict`` (raw body or one multipart file) and read under the same
 limits (body size, pixel budget, time limit). The answer is the overlay (``image/png``) for the
-predicted class, or for ``?class=NAME``; the headers ``Petclf-Class`` (percent-encoded UTF-8) and
-``Petclf-Probability`` say which class it shows and how likely it is. A heat map costs a forward and a
-backward pass in float32: it runs on the server's one forward thread, between batches, so
-explanations never run side by side, and each model's float32 explainer is built on the first request.
+predicted class (a multi-label model's most likely label: one map per answer), or for ``?class=NAME``;
+the headers ``Petclf-Class`` (percent-encoded UTF-8) and ``Petclf-Probability`` say which class it shows
+and how likely it is. A heat map costs a forward and a backward pass in float32: it runs on the server's
+one forward thread, between batches, so explanations never run side by side, and each model's float32
+explainer is built on the first request.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ async def explain_image(request: Request) -> Response:
         loop = asyncio.get_running_loop()
 
         def draw() -> tuple[bytes, str, float]:
-            (shown,) = _explainer(state, model).explain_pixels(pixels[0], label=label)
+            (shown,) = _explainer(state, model).explain_pixels(pixels[0], label=label, topk=1)
             return shown.png(), shown.label, shown.probability
 
         try:

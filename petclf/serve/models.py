@@ -32,14 +32,24 @@ class ServedModel:
     directory: Path
     predictor: Predictor = field(repr=False)
     max_batch: int
+    #: The share of ordinary images its "unknown" threshold keeps known (None without a detector).
+    unknown_accept: float | None = None
 
     @classmethod
     def load(cls, name: str, directory: str | Path, *, options: ServeOptions) -> "ServedModel":
         """Load ``directory`` (checked as ``Predictor`` checks it) and run one image through it, so the first
-        request does not pay for the kernels' set-up."""
+        request does not pay for the kernels' set-up; ``options.unknown_accept`` moves the "unknown" threshold of
+        a model with a detector as ``Predictor(unknown=)`` does (a model without one is served as it is)."""
         predictor = Predictor(directory, device=options.device, precision=options.precision, backend=options.backend,
                               int8=options.int8)
-        model = cls(name=name, directory=Path(directory), predictor=predictor, max_batch=options.max_batch)
+        accept = None
+        if predictor.detector is not None:
+            accept = predictor.detector.accept
+            if options.unknown_accept is not None:
+                accept = float(options.unknown_accept)
+                predictor.unknown_threshold = predictor.detector.threshold_for(accept)
+        model = cls(name=name, directory=Path(directory), predictor=predictor, max_batch=options.max_batch,
+                    unknown_accept=accept)
         model.logits(np.zeros((1, model.presize, model.presize, 3), dtype=np.uint8))
         return model
 
@@ -136,7 +146,7 @@ class ServedModel:
             "temperature": None if self.multi_label else self.predictor.temperature,
             "unknown": None if not self.has_unknown else {
                 "score": self.predictor.detector.score.kind, "threshold": self.predictor.unknown_threshold,
-                "accept": self.predictor.detector.accept},
+                "accept": self.unknown_accept},
             "arch": (meta.get("arch") or {}).get("name"),
             "input": {"size": self.predictor.pipeline.size, "presize": self.presize,
                       "pixels": [-1, self.presize, self.presize, 3]},
@@ -191,5 +201,12 @@ def load_models(model_dirs: Sequence[str | Path] | Mapping[str, str | Path], *,
 
     Example: ``load_models(["runs/pets/model"], options=ServeOptions())["model"].classes``.
     """
-    return {name: ServedModel.load(name, directory, options=options)
-            for name, directory in model_names(model_dirs).items()}
+    models = {name: ServedModel.load(name, directory, options=options)
+              for name, directory in model_names(model_dirs).items()}
+    if options.unknown_accept is not None and not any(model.has_unknown for model in models.values()):
+        # Only models with a detector take it; with none, the setting would be ignored without a word.
+        raise UsageError(f"unknown_accept={options.unknown_accept:g} moves the 'unknown' threshold of a single-label "
+                         f"model trained with an 'unknown' detector (petclf train writes one); none of "
+                         f"{', '.join(printable(str(m.directory)) for m in models.values())} has one: leave it out, "
+                         "or train the model again with this petclf.")
+    return models

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from petclf.core.defaults import BACKENDS, PRECISIONS
 from petclf.core.errors import UsageError, require_between, require_positive
+from petclf.core.options import require_acceptance
 
 __all__ = ["ServeOptions"]
 
@@ -38,6 +39,9 @@ class ServeOptions:
     # (fp32, exported and cached on first use; with int8, MODEL/model.int8.onnx from `petclf export --int8`).
     backend: str = "torch"
     int8: bool = False
+    # Share (0.5 to 1) of ordinary images each model with an "unknown" detector keeps known, as Predictor(unknown=)
+    # takes it: its threshold moves along the model's stored validation curve. None: each model's own.
+    unknown_accept: float | None = None
 
     def validate(self) -> "ServeOptions":
         """The options themselves, once every value is in range (else a UsageError naming the value and the fix).
@@ -55,6 +59,8 @@ class ServeOptions:
             raise UsageError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={self.backend!r}.")
         if self.int8 and self.backend == "torch":
             raise UsageError("int8 graphs run on backend 'onnxruntime' or 'openvino': add --backend onnxruntime.")
+        if self.unknown_accept is not None:
+            require_acceptance(unknown_accept=self.unknown_accept)
         require_between(1, 1_000_000, max_decode_mpx=self.max_decode_mpx)
         require_between(1, 1024, max_header_kb=self.max_header_kb)
         require_between(0.001, 3600, header_timeout_s=self.header_timeout_s)

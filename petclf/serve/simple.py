@@ -5,7 +5,8 @@ or ``application/octet-stream``) or any number of files as ``multipart/form-data
 ``{"model": NAME, "predictions": [[{"label": …, "probability": …}, …], …]}``: one list per image, in
 the order sent, most likely label first. A model with an "unknown" detector adds ``"ood_scores"`` and
 ``"unknown"`` (one number and one boolean per image: how unlike the training images it is, and whether that
-is over the model's threshold); with ``?reject_unknown=true`` an unknown image's predictions are ``[]``.
+is over the model's threshold, or the one ``ServeOptions.unknown_accept`` sets); with ``?reject_unknown=true``
+an unknown image's predictions are ``[]``.
 """
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ and answers with (all of them unless the request names some):
   so a client that sends ``pixels`` and reads ``logits`` runs unchanged against Triton or KServe
   serving that export;
 - for a model with an "unknown" detector also ``ood_score``, FP32, ``[N]`` (higher: less like the training
-  images) and ``unknown``, BOOL, ``[N]`` (over the model's threshold), as in the ONNX export.
+  images) and ``unknown``, BOOL, ``[N]`` (over the model's threshold, or ``ServeOptions.unknown_accept``'s), as in
+  the ONNX export.
 
 With Triton's classification extension (``class_count=k`` in tritonclient) ``probabilities`` or
 ``logits`` come as BYTES ``[N, k]`` of ``"value:index:label"``, most likely first.

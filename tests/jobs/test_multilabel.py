@@ -128,6 +128,8 @@ def test_saved_model_report_matches_the_training_report(run, label_sets):
     assert interp.metrics()["f1_micro"] == pytest.approx(training["f1_micro"], abs=1e-6)
     assert main(["report", str(run / "model"), str(label_sets / "labels.csv"), "--out", str(run / "again")]) == 0
     assert (run / "again" / "per_label.csv").is_file()
+    # Both reports draw the top losses beside heat maps of their worst added and missed labels.
+    assert (run / "top_losses_heatmaps.png").is_file() and (run / "again" / "top_losses_heatmaps.png").is_file()
 
 
 def test_thresholds_chosen_on_validation_beat_or_match_a_fixed_half():

@@ -1,6 +1,7 @@
 """A trained single-label model's temperature and "unknown" detector, end to end: stored in petclf.json, applied
 the same way by Predictor (with and without TTA), `predict --csv`, /predict, /v2 (tritonclient) and the ONNX
-export; the report carries both ECE figures and shows the reliability diagram in a real browser."""
+export, also at another acceptance (`Predictor(unknown=)`, `serve --unknown-accept`); the report carries both
+ECE figures and shows the reliability diagram in a real browser."""
 from __future__ import annotations
 
 import csv
@@ -118,6 +119,32 @@ def test_unknown_flag_agrees_across_predictor_csv_predict_and_v2(run, images, tm
                                                         tritonclient.InferRequestedOutput("unknown")])
             assert result.as_numpy("unknown").tolist() == flags
             assert result.as_numpy("ood_score") == pytest.approx([a.ood_score for a in answers], abs=1e-4)
+
+
+def test_serve_unknown_accept_moves_the_flags_as_predictor_unknown_does(run, images):
+    tritonclient = pytest.importorskip("tritonclient.http")
+    from petclf.serve import ServeOptions, app
+
+    own = Predictor(run.model_dir, device="cpu", precision="fp32").judge_batch(images)
+    looser = Predictor(run.model_dir, device="cpu", precision="fp32", unknown=0.99)
+    answers = looser.judge_batch(images)
+    flags = [a.unknown for a in answers]
+    # Trained at 0.5, the model flags half its validation images; keeping 99% known flags fewer.
+    assert sum(flags) < sum(a.unknown for a in own), (flags, [a.unknown for a in own])
+    options = ServeOptions(precision="fp32", max_images=32, timeout_s=60, access_log=False, unknown_accept=0.99)
+    with ThreadServer(app({"m": run.model_dir}, options=options)) as server:
+        card = httpx.get(server.url + "/metadata", timeout=30).json()["models"][0]
+        assert card["unknown"]["accept"] == 0.99
+        assert card["unknown"]["threshold"] == pytest.approx(looser.unknown_threshold)
+        files = [("image", (p.name, p.read_bytes(), "image/png")) for p in images]
+        answer = httpx.post(server.url + "/predict?reject_unknown=true", files=files, timeout=60).json()
+        assert answer["unknown"] == flags
+        assert [not top for top in answer["predictions"]] == flags
+        with tritonclient.InferenceServerClient(server.url.removeprefix("http://")) as client:
+            data = tritonclient.InferInput("image", [len(images)], "BYTES")
+            data.set_data_from_numpy(np.array([p.read_bytes() for p in images], dtype=object), binary_data=True)
+            result = client.infer("m", [data], outputs=[tritonclient.InferRequestedOutput("unknown")])
+            assert result.as_numpy("unknown").tolist() == flags
 
 
 @pytest.fixture(scope="module")

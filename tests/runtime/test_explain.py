@@ -81,6 +81,47 @@ def test_an_unknown_class_or_bad_pixels_are_refused():
         explainer.explain_pixels(np.zeros((32, 32, 3), np.uint8))
 
 
+def test_a_multi_label_network_is_explained_for_every_label_over_its_threshold():
+    pixels = _square(48, top=10, left=10, side=20)
+
+    def explained(thresholds, **options) -> list:
+        explainer = Explainer.from_network(_brightness_net(), ["bright", "dark"], make_pipeline(size=SIZE),
+                                           device="cpu", multi_label=True, thresholds=thresholds)
+        return explainer.explain_pixels(pixels, **options)
+
+    bright, dark = explained(None, topk=2)
+    assert bright.probability > 0.5 > dark.probability  # sigmoids: each label on its own
+    assert bright.probability + dark.probability == pytest.approx(1, abs=1e-5)  # here the logits are opposite
+    p, q = bright.probability, dark.probability
+    assert [e.label for e in explained((p - 0.01, q - 0.01))] == ["bright", "dark"]  # both over: most likely first
+    assert [e.label for e in explained((p + 0.01, q - 0.01))] == ["dark"]  # its threshold, not the ranking
+    assert [e.label for e in explained((p + 0.01, q + 0.01))] == ["bright"]  # none over: the most likely one
+    assert [e.label for e in explained((p + 0.01, q + 0.01), topk=2)] == ["bright", "dark"]
+
+
+def test_cli_explains_a_multi_label_model_for_the_labels_predict_gives(tmp_path, capsys):
+    from petclf import Predictor
+
+    image = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(image)
+    classes = ("sky", "tree", "road", "car")
+    probe = make_model_dir(tmp_path / "probe", classes=classes, extra={"task": "multi_label", "thresholds": [0.5] * 4})
+    probs = Predictor(probe, device="cpu", precision="fp32").logits([image]).sigmoid()[0].tolist()
+    # Thresholds just under labels 0 and 2 and just over 1 and 3: exactly labels 0 and 2 are predicted.
+    thresholds = [probs[0] - 0.01, probs[1] + 0.01, probs[2] - 0.01, probs[3] + 0.01]
+    model = make_model_dir(tmp_path / "tags", classes=classes,
+                           extra={"task": "multi_label", "thresholds": thresholds})
+    assert Explainer(model, device="cpu").thresholds == pytest.approx(thresholds)
+    predicted = Predictor(model, device="cpu", precision="fp32").predict(image)
+    assert sorted(label for label, _ in predicted) == ["road", "sky"]
+    assert main(["explain", str(model), str(image), "--out", str(tmp_path / "why")]) == 0
+    with open(tmp_path / "why" / "index.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["class"] for r in rows] == [label for label, _ in predicted]  # a map per label, most likely first
+    assert [float(r["probability"]) for r in rows] == pytest.approx([p for _, p in predicted], abs=1e-4)
+    assert [r["overlay"] for r in rows] == ["scene.top1.png", "scene.top2.png"]
+
+
 def test_feature_layer_of_torchvision_and_timm_bodies():
     resnet = build_network("resnet18", "torchvision", 3)
     assert feature_layer(resnet, 64) is resnet[0]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import json
 import pickle
 
@@ -78,3 +79,12 @@ def test_fastai_export_round_trip_with_consent(pets_dir, tmp_path):
     assert list(loaded.dls.vocab) == list(learn.dls.vocab)
     assert not any(type(cb).__module__.startswith("petclf") for cb in loaded.cbs)
     assert any(type(cb).__module__.startswith("petclf") for cb in learn.cbs)  # put back after export
+    # `petclf predict --trust-pickle` answers with fastai's own Learner.predict of the file.
+    images = sorted(pets_dir.glob("*.jpg"))[:2]
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(path), *map(str, images), "--trust-pickle", "--topk", "1", "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    for row, image in zip(rows, images):
+        probs = loaded.predict(image)[2]
+        assert row["label_1"] == loaded.dls.vocab[int(probs.argmax())]
+        assert float(row["prob_1"]) == pytest.approx(float(probs.max()), abs=1e-5)

@@ -163,3 +163,31 @@ def test_split_network_gives_the_last_linear_and_what_feeds_it():
         split_network(nn.Linear(3, 4))
     with pytest.raises(UsageError, match="at must be"):
         split_network(model, at="body")
+
+
+def test_network_outputs_skip_the_files_predictor_skips(tmp_path, monkeypatch):
+    """The OOD fit reads images as Predictor.iter_readable does: the same files kept (a file that is gone, not an
+    image, or over PIL's decompression-bomb limit is left out, not fatal) and the same logits for them."""
+    from PIL import Image
+
+    from petclf.runtime.modeldir import load_model
+    from petclf.runtime.predict import Predictor
+    from petclf.runtime.trust import network_outputs
+
+    from ..serve.conftest import image_bytes, make_model_dir
+
+    model = make_model_dir(tmp_path / "m")
+    good = []
+    for k in range(3):
+        good.append(tmp_path / f"{k}.png")
+        good[-1].write_bytes(image_bytes(k))
+    (tmp_path / "text.png").write_text("not an image")
+    Image.new("RGB", (300, 200)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # 60,000 px: over twice the limit, PIL refuses to open it
+    images = [good[0], tmp_path / "gone.png", good[1], tmp_path / "text.png", tmp_path / "bomb.png", good[2]]
+    loaded = load_model(model)
+    _, logits, kept = network_outputs(loaded.model, loaded.pipeline, images, bs=4)  # two batches
+    assert kept == [0, 2, 5]
+    (batch,) = Predictor(model, device="cpu", precision="fp32").iter_readable(images, bs=8)
+    assert batch.items == [images[k] for k in kept]
+    assert torch.allclose(logits, batch.logits, atol=1e-3)

@@ -4,9 +4,11 @@ from __future__ import annotations
 import io
 from urllib.parse import quote, unquote
 
+import httpx
 from PIL import Image
 
-from .conftest import CLASSES, image_bytes
+from ..web import ThreadServer
+from .conftest import CLASSES, image_bytes, make_model_dir
 
 
 def test_explain_answers_a_png_of_the_predicted_class(client):
@@ -41,3 +43,21 @@ def test_explain_refusals(client):
     huge = client.post("/explain", content=b"\0" * (3 * 1024 * 1024), headers=png)  # the server takes 2 MB
     assert huge.status_code == 413
     assert client.post("/models/nope/explain", content=image_bytes(3), headers=png).status_code == 404
+
+
+def test_a_multi_label_model_is_explained_for_its_most_likely_label(tmp_path):
+    from petclf.serve import ServeOptions, app
+
+    model = make_model_dir(tmp_path / "tags", extra={"task": "multi_label", "thresholds": [0.5] * len(CLASSES)})
+    png, data = {"Content-Type": "image/png"}, image_bytes(11)
+    with ThreadServer(app([model], options=ServeOptions(precision="fp32", access_log=False))) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        (top,) = client.post("/predict?topk=1", content=data, headers=png).json()["predictions"][0]
+        response = client.post("/explain", content=data, headers=png)
+        assert response.status_code == 200, response.text
+        # One map per answer: the most likely label, with its own sigmoid probability as /predict gives it.
+        assert unquote(response.headers["Petclf-Class"]) == top["label"]
+        assert abs(float(response.headers["Petclf-Probability"]) - top["probability"]) < 1e-4
+        other = next(c for c in CLASSES if c != top["label"])
+        named = client.post(f"/explain?class={quote(other)}", content=data, headers=png)
+        assert named.status_code == 200 and unquote(named.headers["Petclf-Class"]) == other

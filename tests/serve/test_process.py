@@ -87,3 +87,17 @@ def test_the_limit_flags_reach_the_server_options(monkeypatch, model_dir):
     assert options.allowed_hosts == ("pets.example.org", "*.lan") and options.max_decode_mpx == 200
     assert options.max_header_kb == 8 and options.header_timeout_s == 3
     assert main(["serve", str(model_dir)]) == 0 and seen["options"].allowed_hosts == ()  # decided by the address
+
+
+def test_unknown_accept_reaches_the_server_options_and_is_checked(monkeypatch, model_dir, capsys):
+    assert main(["serve", str(model_dir), "--unknown-accept", "1.5"]) == 2  # checked before any model loads
+    assert "unknown_accept is the share of ordinary images" in capsys.readouterr().err
+    # This model has no "unknown" detector: the acceptance would be ignored, so it is refused.
+    assert main(["serve", str(model_dir), "--unknown-accept", "0.99"]) == 2
+    assert "has one: leave it out" in capsys.readouterr().err
+    import petclf.serve
+
+    seen = {}
+    monkeypatch.setattr(petclf.serve, "serve", lambda dirs, **kwargs: seen.update(kwargs), raising=False)
+    assert main(["serve", str(model_dir), "--unknown-accept", "0.99"]) == 0
+    assert seen["options"].unknown_accept == 0.99
