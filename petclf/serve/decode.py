@@ -18,16 +18,10 @@ from petclf.core.safe_text import one_line
 from petclf.data.images import Presizer, draft_for, pixel_problem
 from petclf.serve.errors import RequestError
 
-__all__ = ["DECODED_FORMATS", "INLINE_BODY_BYTES", "INLINE_PIXELS", "decode_pixels", "read_image_bytes",
-           "read_small_image"]
+__all__ = ["DECODED_FORMATS", "decode_pixels", "read_image_bytes"]
 
 #: Pillow formats an upload may be in: those of petclf's image files (IMAGE_EXTENSIONS), read by content.
 DECODED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")  # JPEG includes phones' MPO files
-#: Uploads of at most this many bytes and pixels (after a JPEG's draft) are decoded on the event loop: for a
-#: thumbnail the two hops to the decoding threads cost more than the decoding (BENCHMARKS.md, 2026-12-07 serving).
-#: The loop decodes one image at a time, so these need no share of the pixel budget.
-INLINE_BODY_BYTES = 64 * 1024
-INLINE_PIXELS = 256 * 256
 # Once: registers WebP and TIFF, which Pillow otherwise loads only after the common formats failed.
 Image.init()
 
@@ -53,22 +47,6 @@ def read_image_bytes(data: bytes, presize: int, *, name: str = "the upload") -> 
     """
     with _opened(data, name) as img:
         draft_for(img, presize)  # as read_rgb does for files: the same pixels
-        img.load()
-        return Presizer(presize)(img)
-
-
-def read_small_image(data: bytes, presize: int, *, name: str = "the upload",
-                     max_pixels: int = INLINE_PIXELS) -> np.ndarray | None:
-    """``read_image_bytes(data, presize)`` when the image decodes to at most ``max_pixels``, else None (unread).
-
-    Raises ``RequestError`` (422) as ``read_image_bytes`` does.
-
-    Example: ``read_small_image(thumbnail_bytes, 128).shape`` → ``(128, 128, 3)``; a 12 Mpx photo → ``None``.
-    """
-    with _opened(data, name) as img:
-        draft_for(img, presize)
-        if img.width * img.height > max_pixels:
-            return None
         img.load()
         return Presizer(presize)(img)
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from petclf.core.safe_text import printable
 from petclf.serve.batching import Batcher, ForwardGate
 from petclf.serve.budget import PixelBudget
-from petclf.serve.decode import INLINE_BODY_BYTES, decode_pixels, read_image_bytes, read_small_image
+from petclf.serve.decode import decode_pixels, read_image_bytes
 from petclf.serve.errors import RequestError
 from petclf.serve.metrics import Metrics
 from petclf.serve.models import ServedModel
@@ -128,11 +128,6 @@ class ServerState:
             raise RequestError(413, f"{len(images)} images in one request; the limit is {self.options.max_images}: "
                                     "split them over several requests (or start the server with a larger "
                                     "--max-images).")
-        small = [read_small_image(data, model.presize, name=name) if len(data) <= INLINE_BODY_BYTES else None
-                 for name, data in images]
-        if all(pixels is not None for pixels in small):
-            return np.stack(small)
-        images = [image for image, pixels in zip(images, small) if pixels is None]
         loop = asyncio.get_running_loop()
         # Headers first (no pixel decoded): what each image will take, so the request waits for its share of
         # the budget, or is refused, before any memory goes to its pixels.
@@ -154,10 +149,10 @@ class ServerState:
         await self.budget.acquire(total)
         jobs = [self.decoder.submit(read_image_bytes, data, model.presize, name=name) for name, data in images]
         try:
-            arrays = iter(await asyncio.gather(*(asyncio.wrap_future(job) for job in jobs)))
+            arrays = await asyncio.gather(*(asyncio.wrap_future(job) for job in jobs))
         finally:
             self._release_when_decoded(jobs, total, loop)
-        return np.stack([next(arrays) if pixels is None else pixels for pixels in small])
+        return np.stack(arrays)
 
     def _release_when_decoded(self, jobs: list[Future], pixels: int, loop: asyncio.AbstractEventLoop) -> None:
         """Give the budget back once no thread decodes for the request any more (it may have failed or timed out)."""

@@ -18,7 +18,6 @@ from PIL import Image
 from petclf.data.images import to_rgb
 from petclf.serve import ServeOptions
 from petclf.serve.budget import PixelBudget
-from petclf.serve.decode import INLINE_BODY_BYTES, read_image_bytes, read_small_image
 from petclf.serve.hosts import LOOPBACK_HOSTS, host_allowed, host_name
 from petclf.serve.server import prepare
 
@@ -204,22 +203,6 @@ def test_images_beyond_the_decode_budget_are_refused_before_decoding(loopback):
         Image.new("RGB", (2000, 1500), (200, 40, 40)).save(buf, format="JPEG")
         jpeg = client.post("/predict", content=buf.getvalue(), headers={"content-type": "image/jpeg"})
         assert jpeg.status_code == 200
-
-
-def test_thumbnails_decode_on_the_loop_to_the_same_pixels_and_keep_their_place_among_large_images(loopback):
-    thumb, large = _png(60, 50, seed=1), _png(700, 500, seed=2)
-    assert len(thumb) <= INLINE_BODY_BYTES < len(large)
-    assert np.array_equal(read_small_image(thumb, 96), read_image_bytes(thumb, 96))
-    assert read_small_image(_png(300, 300), 96) is None  # over INLINE_PIXELS: left to the decoding threads
-    with httpx.Client(base_url=loopback.url, timeout=30) as client:
-        def probs(files):
-            answer = client.post("/predict", files=[("image", (f"{k}.png", data)) for k, data in enumerate(files)])
-            assert answer.status_code == 200, answer.text
-            return [{p["label"]: p["probability"] for p in top} for top in answer.json()["predictions"]]
-
-        alone = probs([large])[0], probs([thumb])[0]
-        assert alone[0] != pytest.approx(alone[1], abs=1e-4)  # so that a swap would show
-        assert probs([large, thumb, large, thumb]) == [pytest.approx(p, abs=1e-5) for p in alone * 2]
 
 
 def test_sixteen_bit_images_convert_without_a_float64_copy_and_to_the_same_values():
