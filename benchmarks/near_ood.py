@@ -170,7 +170,7 @@ def finetune(arch: str, pixels: torch.Tensor, labels: np.ndarray, *, epochs: int
 
 
 def table(rows: dict[str, dict[str, tuple[float, float]]]) -> str:
-    names = list(next(iter(rows.values())))
+    names = [name for name in next(iter(rows.values())) if name != "_error"]
     lines = ["| features | 3-class error | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
     for label, scores in rows.items():
         error = scores.pop("_error")
