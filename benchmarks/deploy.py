@@ -80,21 +80,26 @@ print(json.dumps({"cold_s": cold, "latency_ms": 1000 * times[len(times) // 2],
 """
 
 
-# The HTTP stack alone: petclf serve's uvicorn settings and body reader, a fixed answer of /predict's shape.
+# The HTTP stack alone: petclf serve's uvicorn settings, HTTP protocol (h11 with its limits) and body reader; a
+# fixed answer of /predict's shape.
 HTTP_ONLY = """
 import sys, uvicorn
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from petclf.serve import ServeOptions
 from petclf.serve.body import read_body
+from petclf.serve.protocol import protocol_class
 ANSWER = {"model": "model", "predictions": [[{"label": "daisy", "probability": 0.91}, {"label": "rose",
           "probability": 0.05}, {"label": "tulip", "probability": 0.03}]], "ood_scores": [0.31], "unknown": [False]}
 async def predict(request):
     await read_body(request, limit=32 * 2**20)
     return JSONResponse(ANSWER)
 app = Starlette(routes=[Route("/predict", predict, methods=["POST"])])
+options = ServeOptions()
+http = protocol_class(max_header_bytes=options.max_header_bytes, header_timeout_s=options.header_timeout_s)
 uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=int(sys.argv[1]), log_config=None, access_log=False,
-                              lifespan="on", ws="none")).run()
+                              lifespan="on", ws="none", server_header=False, http=http)).run()
 """
 
 
@@ -191,6 +196,7 @@ def main() -> None:
     parser.add_argument("--models", default="lite0,resnet34")
     parser.add_argument("--backends", default="torch,onnxruntime,openvino")
     parser.add_argument("--accuracy-only", action="store_true", help="train, quantize, measure accuracy; no timing")
+    parser.add_argument("--http-only", action="store_true", help="only the HTTP stack's own figures (no model)")
     parser.add_argument("--no-int8", action="store_true", help="fp32 only (no quantization; e.g. to compare models)")
     parser.add_argument("--model-dir", action="append", default=[], metavar="NAME=DIR",
                         help="benchmark this saved model under NAME instead of training one (repeatable)")
@@ -213,7 +219,7 @@ def main() -> None:
             print(f"  {'http only':<22} serve c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
                   f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}", flush=True)
     given = dict(item.split("=", 1) for item in args.model_dir)
-    for name in list(given) or args.models.split(","):
+    for name in [] if args.http_only else list(given) or args.models.split(","):
         model = Path(given[name]) if name in given else _train(name, data, work)
         print(f"{name}: {model}", flush=True)
         int8 = {} if args.no_int8 else _int8(model)

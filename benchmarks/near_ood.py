@@ -169,9 +169,9 @@ def finetune(arch: str, pixels: torch.Tensor, labels: np.ndarray, *, epochs: int
     return net.eval(), head.eval()
 
 
-def table(rows: dict[str, dict[str, tuple[float, float]]]) -> str:
+def table(rows: dict[str, dict[str, tuple[float, float]]], *, known: int) -> str:
     names = [name for name in next(iter(rows.values())) if name != "_error"]
-    lines = ["| features | 3-class error | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
+    lines = [f"| features | {known}-class error | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
     for label, scores in rows.items():
         error = scores.pop("_error")
         lines.append(f"| {label} | {error[0]:.3f} | " + " | ".join(f"{a:.3f} ({f:.0%})" for a, f in scores.values())
@@ -192,7 +192,10 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     every = sorted(p.name for p in (args.data / "train").iterdir() if p.is_dir())
     known = args.known.split(",")
+    if set(known) - set(every) or len(known) < 2:
+        raise SystemExit(f"--known needs two or more of {', '.join(every)}; received {args.known!r}")
     held = [c for c in every if c not in known]
+    every = known + held  # class indices 0 .. len(known) - 1 are the known classes
     print(f"known {known}, held out {held}", flush=True)
     rows: dict[str, dict] = {}
     for side in (int(s) for s in args.sizes.split(",")):
@@ -216,7 +219,7 @@ def main() -> None:
             scores = score_all(train_f, train_y[tk], valid_f[vk], valid_f[~vk], logits)
             scores["_error"] = (float((logits(valid_f[vk]).argmax(1) != valid_y[vk]).mean()), 0.0)
             rows[f"{arch} {side} px, fine-tuned {args.finetune_epochs} epochs"] = scores
-    print("near AUROC (FPR@95) per score:\n" + table(rows), flush=True)
+    print("near AUROC (FPR@95) per score:\n" + table(rows, known=len(known)), flush=True)
     (args.work / "near_ood.json").write_text(json.dumps(rows, indent=1))
 
 

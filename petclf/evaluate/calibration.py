@@ -6,13 +6,11 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from petclf.core.defaults import ECE_BINS
+from petclf.core.defaults import ECE_BINS, ECE_CHANCE_DRAWS
+from petclf.core.errors import UsageError, require_positive
 from petclf.runtime.temperature import expected_calibration_error, reliability
 
 __all__ = ["calibration_metrics", "ece_by_chance", "plot_reliability", "rescale"]
-
-#: Simulated label draws behind ``ece_by_chance``; its 95th percentile moves by about 0.001 between seeds.
-CHANCE_DRAWS = 400
 
 
 def rescale(probs: np.ndarray, factor: float) -> np.ndarray:
@@ -26,7 +24,7 @@ def rescale(probs: np.ndarray, factor: float) -> np.ndarray:
     return out / out.sum(axis=1, keepdims=True)
 
 
-def ece_by_chance(probs: np.ndarray, *, bins: int = ECE_BINS, draws: int = CHANCE_DRAWS,
+def ece_by_chance(probs: np.ndarray, *, bins: int = ECE_BINS, draws: int = ECE_CHANCE_DRAWS,
                   seed: int = 0) -> tuple[float, float]:
     """(mean, 95th percentile) of the ECE a perfectly calibrated model with these confidences shows on this many images.
 
@@ -34,9 +32,13 @@ def ece_by_chance(probs: np.ndarray, *, bins: int = ECE_BINS, draws: int = CHANC
     by construction) and measures the ECE; what remains is the sampling noise of the bins. An observed
     ECE below the 95th percentile cannot be told from perfect calibration on this data.
 
-    Example: ``ece_by_chance(valid_probs)`` → ``(0.027, 0.037)`` for 864 images.
+    Example: ``ece_by_chance(valid_probs)`` → ``(0.036, 0.048)`` for a flowers5 model's 864 validation photos.
     """
-    confidence = np.asarray(probs, dtype=np.float64).max(axis=1)
+    require_positive(bins=bins, draws=draws)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2:
+        raise UsageError(f"expected (images, classes) probabilities. Received an array of shape {probs.shape}.")
+    confidence = probs.max(axis=1)
     if not len(confidence):
         return float("nan"), float("nan")
     index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)  # the bins of ``reliability``
@@ -61,11 +63,11 @@ def calibration_metrics(probs: np.ndarray, targets: np.ndarray, *, temperature: 
     """
     before = rescale(probs, temperature) if calibrated else np.asarray(probs, dtype=np.float64)
     after = np.asarray(probs, dtype=np.float64) if calibrated else rescale(probs, 1.0 / temperature)
-    chance, chance_95 = ece_by_chance(after)
+    _, chance_95 = ece_by_chance(after)
     return {"temperature": float(temperature),
             "ece_before": round(expected_calibration_error(before, targets), 6),
             "ece_after": round(expected_calibration_error(after, targets), 6),
-            "ece_chance": round(chance, 6), "ece_chance_p95": round(chance_95, 6),
+            "ece_chance_p95": round(chance_95, 6),
             "reliability_before": reliability(before, targets), "reliability_after": reliability(after, targets)}
 
 

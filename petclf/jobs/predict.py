@@ -42,7 +42,13 @@ def predict_files(model_dir: str | Path, inputs: Sequence[str | Path], *, topk: 
         require_positive(topk=topk)
     csv_path = output_file(csv) if csv is not None else None
     if Path(model_dir).is_file() and trust_pickle:
-        predictor = PickledPredictor(model_dir)  # the fastai learner inside, behind Predictor's interface
+        ignored = [flag for flag, given in (("--tta", tta is not None), ("--unknown-accept", unknown is not None),
+                                            ("--reject-unknown", reject_unknown), ("--backend", backend != "torch"),
+                                            ("--int8", int8), ("--graph", graph is not None)) if given]
+        if ignored:
+            raise UsageError(f"--trust-pickle runs fastai's own Learner.predict, which has no {', '.join(ignored)}: "
+                             "leave them out, or predict with a petclf model directory.")
+        predictor = PickledPredictor(model_dir, trust=True)  # the fastai learner inside, behind Predictor's interface
     else:
         predictor = Predictor(model_dir, precision="auto", tta=tta, unknown=unknown, reject_unknown=reject_unknown,
                               backend=backend, int8=int8, graph=graph)

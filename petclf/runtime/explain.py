@@ -168,25 +168,29 @@ class Explainer:
         loaded = load_model(model_dir, arch=arch)
         multi_label = loaded.meta.get("task") == MULTI_LABEL
         self._setup(loaded.model, loaded.classes, loaded.pipeline, device=device, multi_label=multi_label,
-                    thresholds=loaded.meta.get("thresholds") if multi_label else None)
+                    thresholds=loaded.meta.get("thresholds") if multi_label else None,
+                    temperature=1.0 if multi_label else float(loaded.meta.get("temperature", 1.0)))
 
     @classmethod
     def from_network(cls, model: nn.Module, classes: Sequence[str], pipeline: Pipeline, *,
                      device: str | torch.device | None = None, multi_label: bool = False,
-                     thresholds: Sequence[float] | None = None) -> "Explainer":
+                     thresholds: Sequence[float] | None = None, temperature: float = 1.0) -> "Explainer":
         """An explainer for a float32 network in memory (used as it is, not copied); a ``multi_label`` network's
-        labels are predicted at ``thresholds`` (one per class; default 0.5), as ``Predictor`` predicts them.
+        labels are predicted at ``thresholds`` (one per class; default 0.5), as ``Predictor`` predicts them; a
+        single-label network's probabilities are ``softmax(logits / temperature)``, as a saved model's are.
 
         Example: ``Explainer.from_network(net, ["cat", "dog"], make_pipeline(size=64))``.
         """
         _layer_gradcam()
         explainer = cls.__new__(cls)
-        explainer._setup(model, classes, pipeline, device=device, multi_label=multi_label, thresholds=thresholds)
+        explainer._setup(model, classes, pipeline, device=device, multi_label=multi_label, thresholds=thresholds,
+                         temperature=temperature)
         return explainer
 
     def _setup(self, model: nn.Module, classes: Sequence[str], pipeline: Pipeline, *, device,
-               multi_label: bool, thresholds: Sequence[float] | None = None) -> None:
+               multi_label: bool, thresholds: Sequence[float] | None = None, temperature: float = 1.0) -> None:
         self.device = pick_device(device)
+        self.temperature = float(temperature)  # the probabilities shown are those Predictor answers
         self.classes, self.pipeline, self.multi_label = tuple(classes), pipeline, bool(multi_label)
         if thresholds is not None and len(thresholds) != len(self.classes):
             raise UsageError(f"expected one threshold per class ({len(self.classes)}). Received {len(thresholds)}.")
@@ -246,7 +250,7 @@ class Explainer:
         finally:
             hook.remove()
         logits = scored[0][0].float() if logits is None else logits
-        probs = logits.sigmoid() if self.multi_label else logits.softmax(0)
+        probs = logits.sigmoid() if self.multi_label else (logits / self.temperature).softmax(0)
         maps = maps.detach().float().sum(1).cpu().numpy()
         return [Explanation(label=self.classes[t], probability=float(probs[t]), heatmap=m, pixels=pixels)
                 for t, m in zip(targets, maps)]

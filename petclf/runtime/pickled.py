@@ -63,13 +63,13 @@ class PickledPredictor:
     ``detector``, ``iter_readable``, ``answers``, ``decide``); a single-label learner without an "unknown"
     detector. Creating one unpickles the file: only for files you trust.
 
-    Example: ``[b.items for b in PickledPredictor("export.pkl").iter_readable(["cat.jpg"])]``.
+    Example: ``[b.items for b in PickledPredictor("export.pkl", trust=True).iter_readable(["cat.jpg"])]``.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, trust: bool = False) -> None:
         import fastai.callback.progress  # noqa: F401, PLC0415 - Learner.no_bar, used here
 
-        self.learn = load_pickled_learner(path, trust=True)
+        self.learn = load_pickled_learner(path, trust=trust)  # refuses (exit 2) unless the caller trusts the file
         self.classes = tuple(self.learn.dls.vocab)
         self.multi_label = False
         self.detector = None

@@ -16,7 +16,7 @@ from torch import nn
 from petclf.cli import main
 from petclf.data.pipeline import make_pipeline
 from petclf.runtime.explain import Explainer, feature_layer
-from petclf.runtime.modeldir import write_model_dir
+from petclf.runtime.modeldir import load_model, write_model_dir
 from petclf.runtime.network import build_network
 
 from ..serve.conftest import make_model_dir
@@ -252,3 +252,16 @@ def test_without_captum_the_cli_names_the_extra(model_dir, tmp_path, monkeypatch
     assert main(["explain", str(model_dir), str(good), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "captum, which is not installed" in err and "petclf[explain]" in err
+
+
+def test_the_probability_shown_is_the_calibrated_one_predict_answers(tmp_path):
+    from petclf import Predictor
+
+    model = make_model_dir(tmp_path / "hot", classes=("cat", "dog", "fox"), size=SIZE, extra={"temperature": 0.25})
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    (label, probability), = Predictor(model, device="cpu", precision="fp32", tta=False).predict(image, topk=1)
+    shown = Explainer(model, device="cpu").explain(image, topk=1)[0]
+    assert shown.label == label and shown.probability == pytest.approx(probability, abs=1e-4)
+    raw = Explainer.from_network(load_model(model).model, ("cat", "dog", "fox"), make_pipeline(size=SIZE),
+                                 device="cpu").explain(image, topk=1)[0]
+    assert raw.probability != pytest.approx(probability, abs=1e-3)  # temperature 1: the uncalibrated softmax
