@@ -15,7 +15,8 @@ For each model × backend × precision (int8 only for the ONNX backends):
   size       the weights file (model.safetensors) or the ONNX graph, MB
   cold       a fresh process: command → Predictor ready (graph already cached) and its first answer
   latency    one image (ready pixels) per forward: median and p99 over --single calls
-  batch      throughput of batch-32 forwards on ready pixels (the serve floor of that backend)
+  batch      throughput of batch-32 forwards on ready pixels (the serve floor of that backend; torch at the
+             precision `petclf serve` picks, "auto": bf16 where it pays on this CPU, as the line prints)
   serve      `petclf serve MODEL --backend B [--int8]` under --requests requests per concurrency level, one
              validation JPEG each (benchmarks/serve.py's load generator): req/s, p50, p99, errors; cold start
   http       once per run: the same load against uvicorn + Starlette answering a fixed /predict-shaped JSON (body
@@ -56,7 +57,7 @@ start = time.perf_counter()
 import torch
 from petclf import Predictor
 model, backend, graph, n_single, n_batch = sys.argv[1], sys.argv[2], sys.argv[3] or None, int(sys.argv[4]), int(sys.argv[5])
-pred = Predictor(model, backend=backend, graph=graph, tta=False, **({"precision": "fp32"} if backend == "torch" else {}))
+pred = Predictor(model, backend=backend, graph=graph, tta=False)  # torch: the precision serve picks ("auto")
 p = pred.pipeline.presize
 one = torch.randint(0, 256, (1, p, p, 3), dtype=torch.uint8)
 with torch.inference_mode():
@@ -247,7 +248,7 @@ def main() -> None:
                     raise SystemExit(proc.stderr[-3000:])
                 micro = json.loads(proc.stdout.strip().splitlines()[-1])
                 print(f"  {label:<22} cold {micro['cold_s']:5.2f} s  1 image {micro['latency_ms']:6.2f} ms "
-                      f"(p99 {micro['latency_p99_ms']:6.2f})  batch 32 {micro['batch_img_s']:7.1f} img/s", flush=True)
+                      f"(p99 {micro['latency_p99_ms']:6.2f})  batch 32 {micro['batch_img_s']:7.1f} img/s ({micro['precision']})", flush=True)
                 figures[label] = {"micro": micro}
                 if label.endswith("int8-ort"):
                     continue  # serve --int8 runs model.int8.onnx, the default quantizer's (NNCF) graph
