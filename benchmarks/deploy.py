@@ -248,7 +248,8 @@ def main() -> None:
                     raise SystemExit(proc.stderr[-3000:])
                 micro = json.loads(proc.stdout.strip().splitlines()[-1])
                 print(f"  {label:<22} cold {micro['cold_s']:5.2f} s  1 image {micro['latency_ms']:6.2f} ms "
-                      f"(p99 {micro['latency_p99_ms']:6.2f})  batch 32 {micro['batch_img_s']:7.1f} img/s ({micro['precision']})", flush=True)
+                      f"(p99 {micro['latency_p99_ms']:6.2f})  batch 32 {micro['batch_img_s']:7.1f} img/s "
+                      f"({micro['precision']})", flush=True)
                 figures[label] = {"micro": micro}
                 if label.endswith("int8-ort"):
                     continue  # serve --int8 runs model.int8.onnx, the default quantizer's (NNCF) graph
