@@ -165,6 +165,17 @@ def _accuracy(model: Path, valid: Path, configs: list[tuple[str, str, str | None
     return out
 
 
+def _batches(port: int) -> tuple[float, float]:
+    """(images, forward passes) so far, from ``petclf_batch_size``'s sum and count at the server's /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
+        text = answer.read().decode()
+    values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith(("petclf_batch_size_sum", "petclf_batch_size_count"))}
+    return values.get("petclf_batch_size_sum", 0.0), values.get("petclf_batch_size_count", 0.0)
+
+
 def _serve(model: Path | None, backend: str, int8: bool, photos: list[Path], *, total: int, levels: list[int],
            log: Path) -> dict:
     """Load figures of ``petclf serve`` (or, with ``model`` None, of the HTTP stack alone) per concurrency level."""
@@ -179,7 +190,11 @@ def _serve(model: Path | None, backend: str, int8: bool, photos: list[Path], *, 
         results = {"cold_start_s": _wait_for_answer(port, requests[0], proc)}
         asyncio.run(_load(port, requests, total=max(100, 4 * max(levels)), concurrency=max(levels)))  # warm-up
         for c in levels:
+            before = _batches(port) if model is not None else (0.0, 0.0)
             results[c] = asyncio.run(_load(port, requests, total=total, concurrency=c))
+            if model is not None:  # images per forward pass during this level, from the server's /metrics
+                after = _batches(port)
+                results[c]["mean_batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
         results["peak_rss_mb"] = _rss_mb(proc.pid)[1]
         return results
     finally:
@@ -259,7 +274,7 @@ def main() -> None:
                 for c in levels:
                     r = served[c]
                     print(f"  {label:<22} serve c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
-                          f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}"
+                          f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}  {r['mean_batch']:.1f} images/forward"
                           + (f" ({r['first_error']})" if r["errors"] else ""), flush=True)
                 top = max(levels)
                 bound = 1 / (1 / results["http_only"][top]["rps"] + 1 / micro["batch_img_s"])
