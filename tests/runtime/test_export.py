@@ -11,7 +11,7 @@ from petclf import Predictor, load_model, quick_learner, save_model, train
 from petclf.cli import main
 from petclf.core.errors import UsageError
 from petclf.runtime.export import export_onnx, onnx_input
-from petclf.runtime.pickled import load_pickled_learner
+from petclf.runtime.pickled import PickledPredictor, load_pickled_learner
 
 from ..conftest import TINY
 
@@ -67,6 +67,11 @@ def test_pickle_is_refused_without_consent_and_runs_nothing(evil_pickle, capsys)
         Predictor(path)
     assert main(["predict", str(path), str(path)]) == 2
     assert "trust" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="trust"):
+        PickledPredictor(path)  # the public class asks for consent too
+    # fastai's Learner.predict has no "unknown" or graph backends: refused before anything is unpickled
+    assert main(["predict", str(path), str(path), "--trust-pickle", "--reject-unknown", "--backend", "openvino"]) == 2
+    assert "no --reject-unknown, --backend" in capsys.readouterr().err
     assert not marker.exists()
 
 
