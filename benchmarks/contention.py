@@ -1,4 +1,4 @@
-"""Why a served graph backend stays under its floor on a small CPU: the forward pass with a busy Python thread beside it.
+"""Why a served graph backend stays under its floor on a small CPU: its forward beside a busy Python thread.
 
 Usage:  python benchmarks/contention.py MODEL [--backend openvino] [--int8] [--batches 1,8,11,16,32] [--seconds 2]
 

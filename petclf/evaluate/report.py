@@ -184,8 +184,8 @@ def _calibration_blocks(calibration: dict[str, dict], out: Path) -> list[dict]:
     if not calibration:
         return [_text("No temperature: this model was saved before calibration.")]
     blocks = [_text("Probabilities are divided by a temperature fitted on the validation split. Expected "
-                    "calibration error (ECE, 15 bins): the mean gap between confidence and accuracy; 0 is perfect. Even a "
-                    "perfectly calibrated model shows some ECE on a finite split: 'ECE by chance' is the 95th "
+                    "calibration error (ECE, 15 bins): the mean gap between confidence and accuracy; 0 is perfect. "
+                    "Even a perfectly calibrated model shows some ECE on a finite split: 'ECE by chance' is the 95th "
                     "percentile of the ECE such a model with these confidences would show on as many images. An ECE "
                     "after below it cannot be told from perfect calibration on this split (on the validation split, "
                     "which the temperature was fitted on, the ECE after is a little optimistic; a test split is "
