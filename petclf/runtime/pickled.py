@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from petclf.core import log
 from petclf.core.errors import UsageError
+from petclf.core.safe_text import printable
 from petclf.runtime.predict import DEFAULT_TOPK, Answer, ImageLike, ReadBatch, top_classes
 
 if TYPE_CHECKING:
@@ -90,8 +91,8 @@ class PickledPredictor:
                 try:
                     with self.learn.no_bar():
                         probs = self.learn.predict(Path(image) if not isinstance(image, Image.Image) else image)[2]
-                except (OSError, ValueError, UnidentifiedImageError) as err:
-                    failed.append((image, f"cannot read {image} as an image ({err})."))
+                except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as err:
+                    failed.append((image, f"cannot read {printable(image)} as an image ({printable(err)})."))
                     continue
                 items.append(image)
                 rows.append(probs.float().clamp_min(1e-12).log())
