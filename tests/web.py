@@ -80,3 +80,12 @@ def chromium():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield browser
         browser.close()
+
+
+def watched_page(browser):
+    """(a new page, the list its script errors and console errors/warnings go to), for an assert at the end."""
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("console", lambda message: message.type in ("error", "warning") and problems.append(message.text))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    return page, problems

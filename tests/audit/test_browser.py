@@ -12,7 +12,7 @@ import petclf
 from petclf.audit.apply import apply_decisions, undo
 from petclf.audit.review import review_app
 
-from ..web import ThreadServer, chromium
+from ..web import ThreadServer, chromium, watched_page
 from .conftest import make_pictures, tree
 
 @pytest.fixture(scope="module")
@@ -34,10 +34,7 @@ def test_relabel_and_remove_in_the_browser(browser, tmp_path, model_dir):
     copy = next(i for i in items if "exact copy" in i["issues"])
     before = tree(data)
     with ThreadServer(review_app(out)) as server:
-        page = browser.new_page()
-        problems = []
-        page.on("console", lambda m: m.type in ("error", "warning") and problems.append(m.text))
-        page.on("pageerror", lambda e: problems.append(str(e)))
+        page, problems = watched_page(browser)
         page.goto(server.url + "/")
         page.wait_for_selector(".card")
         assert page.locator(".card").count() == len(items)

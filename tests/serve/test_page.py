@@ -6,7 +6,7 @@ import pytest
 
 from petclf import Predictor
 
-from ..web import chromium
+from ..web import chromium, watched_page
 from .conftest import CLASSES, image_bytes
 
 @pytest.fixture(scope="module")
@@ -21,10 +21,8 @@ def test_upload_an_image_and_see_its_label(browser, server, model_dir, tmp_path)
         path.write_bytes(image_bytes(seed))
         files.append(path)
     expected = [top[0][0] for top in Predictor(model_dir, device="cpu", precision="fp32").predict_batch(files, topk=1)]
-    page = browser.new_page()
-    problems, requests = [], []
-    page.on("console", lambda message: message.type in ("error", "warning") and problems.append(message.text))
-    page.on("pageerror", lambda error: problems.append(str(error)))
+    page, problems = watched_page(browser)
+    requests = []
     page.on("request", lambda request: requests.append(request.url))
     page.goto(server.url + "/")
     card = page.locator(".card")
@@ -46,10 +44,7 @@ def test_upload_an_image_and_see_its_label(browser, server, model_dir, tmp_path)
 def test_the_heat_map_box_shows_the_servers_overlay(browser, server, tmp_path):
     path = tmp_path / "photo.png"
     path.write_bytes(image_bytes(33))
-    page = browser.new_page()
-    problems = []
-    page.on("console", lambda message: message.type in ("error", "warning") and problems.append(message.text))
-    page.on("pageerror", lambda error: problems.append(str(error)))
+    page, problems = watched_page(browser)
     page.goto(server.url + "/")
     page.check("#explain")
     page.set_input_files("#files", [str(path)])
