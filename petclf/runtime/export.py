@@ -32,7 +32,8 @@ from petclf.runtime.ood import features_at, split_network
 from petclf.runtime.preprocess import PixelClassifier
 from petclf.runtime.trust import OOD_FILE, ScoredNetwork, Unknown, load_unknown
 
-__all__ = ["HASH_KEY", "export_metadata", "export_onnx", "export_wrapper", "model_hash", "onnx_input"]
+__all__ = ["HASH_KEY", "example_pixels", "export_metadata", "export_onnx", "export_wrapper", "model_hash",
+           "onnx_input"]
 
 #: Metadata key of an exported graph naming the model files it was made from.
 HASH_KEY = "petclf.model_sha256"
@@ -95,10 +96,8 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8",
         import onnxscript  # noqa: F401, PLC0415 - the exporter's dependency
     except ImportError:
         raise UsageError("ONNX export needs the onnx extras: pip install 'petclf[onnx]'.") from None
-    loaded = load_model(model_dir)
-    wrapper, outputs = export_wrapper(loaded, model_dir=model_dir)
-    p = loaded.pipeline.presize
-    example = torch.zeros(2, p, p, 3, dtype=torch.uint8 if dtype == "uint8" else torch.float32)
+    loaded, wrapper, outputs = export_wrapper(model_dir)
+    example = example_pixels(loaded.pipeline, batch=2, dtype=dtype)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -116,19 +115,30 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8",
     return out
 
 
-def export_wrapper(loaded: LoadedModel, *, model_dir: str | Path) -> tuple[nn.Module, list[str]]:
-    """The module every export target converts (pixels in, preprocessing inside) and its output names: a
-    single-label model gives ``logits``, calibrated ``probabilities`` and, with an "unknown" detector,
+def export_wrapper(model_dir: str | Path) -> tuple[LoadedModel, nn.Module, list[str]]:
+    """The loaded model, the module every export target converts (pixels in, preprocessing inside) and its output
+    names: a single-label model gives ``logits``, calibrated ``probabilities`` and, with an "unknown" detector,
     ``ood_score`` and ``unknown``; a multi-label model each label's ``probabilities``.
 
-    Example: ``export_wrapper(load_model(d), model_dir=d)`` → ``(_Calibrated(...), ["logits", "probabilities"])``.
+    Example: ``export_wrapper(d)`` → ``(LoadedModel(...), _Calibrated(...), ["logits", "probabilities"])``.
     """
+    loaded = load_model(model_dir)
     if loaded.meta.get("task") == MULTI_LABEL:
-        return nn.Sequential(PixelClassifier(loaded.model, loaded.pipeline), nn.Sigmoid()).eval(), ["probabilities"]
+        wrapper = nn.Sequential(PixelClassifier(loaded.model, loaded.pipeline), nn.Sigmoid()).eval()
+        return loaded, wrapper, ["probabilities"]
     detector = load_unknown(model_dir, loaded.meta, loaded.model)
     wrapper = _Calibrated(loaded.model, loaded.pipeline, temperature=float(loaded.meta.get("temperature", 1.0)),
                           detector=detector).eval()
-    return wrapper, ["logits", "probabilities"] + (["ood_score", "unknown"] if detector is not None else [])
+    return loaded, wrapper, ["logits", "probabilities"] + (["ood_score", "unknown"] if detector is not None else [])
+
+
+def example_pixels(pipeline: Pipeline, *, batch: int, dtype: str = "uint8") -> torch.Tensor:
+    """Zero (batch, presize, presize, 3) pixels of the export's input type, to trace a wrapper with.
+
+    Example: ``example_pixels(loaded.pipeline, batch=1).shape`` → ``torch.Size([1, 96, 96, 3])``.
+    """
+    p = pipeline.presize
+    return torch.zeros(batch, p, p, 3, dtype=torch.uint8 if dtype == "uint8" else torch.float32)
 
 
 def export_metadata(loaded: LoadedModel, *, outputs: list[str], dtype: str = "uint8") -> dict[str, str]:

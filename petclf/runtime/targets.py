@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from petclf.core.errors import PetclfError, UsageError
-from petclf.runtime.export import export_metadata, export_onnx, export_wrapper
+from petclf.runtime.export import example_pixels, export_metadata, export_onnx, export_wrapper
 from petclf.runtime.modeldir import LoadedModel, load_model
 
 __all__ = ["EXTRAS", "FORMATS", "export_coreml", "export_model", "export_openvino", "export_tflite", "written_bytes"]
@@ -131,10 +131,8 @@ def export_tflite(model_dir: str | Path, out: str | Path, *, dtype: str = "uint8
     _require("tflite")
     import litert_torch  # noqa: PLC0415 - an optional extra, installed in its own environment
 
-    loaded = load_model(model_dir)
-    wrapper, outputs = export_wrapper(loaded, model_dir=model_dir)
-    p = loaded.pipeline.presize
-    example = torch.zeros(1, p, p, 3, dtype=torch.uint8 if dtype == "uint8" else torch.float32)
+    loaded, wrapper, outputs = export_wrapper(model_dir)
+    example = example_pixels(loaded.pipeline, batch=1, dtype=dtype)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -160,8 +158,7 @@ def export_coreml(model_dir: str | Path, out: str | Path) -> Path:
     _require("coreml")
     import coremltools as ct  # noqa: PLC0415 - an optional extra
 
-    loaded = load_model(model_dir)
-    wrapper, outputs = export_wrapper(loaded, model_dir=model_dir)
+    loaded, wrapper, outputs = export_wrapper(model_dir)
     p = loaded.pipeline.presize
     example = torch.rand(1, 3, p, p) * 255
     out = Path(out)
