@@ -21,9 +21,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from petclf.core.errors import UsageError
 from petclf.core.safe_text import printable
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_FILE_BYTES", "Presized", "Presizer", "UnreadableImage", "centre_crop", "draft_for",
+__all__ = ["IMAGE_EXTENSIONS", "MAX_FILE_BYTES", "ImageLike", "Presized", "Presizer", "UnreadableImage", "centre_crop", "draft_for",
            "file_problem", "pixel_problem", "read_rgb", "to_rgb"]
 
+#: What the readers take: a path, or an image already opened.
+ImageLike = str | Path | Image.Image
 #: File endings read as images (by content: a PNG named .jpg is read as PNG).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 #: Larger files are not read: an uncompressed RGB image at PIL's pixel limit (89 Mpx) is 270 MB.

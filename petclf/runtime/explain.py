@@ -31,7 +31,7 @@ from torch import nn
 from petclf.core.defaults import DEFAULT_THRESHOLD, MULTI_LABEL
 from petclf.core.errors import UsageError, require_positive
 from petclf.core.safe_text import printable
-from petclf.data.images import Presizer
+from petclf.data.images import ImageLike, Presizer
 from petclf.data.pipeline import Pipeline
 from petclf.runtime.device import pick_device
 from petclf.runtime.modeldir import load_model
@@ -44,7 +44,6 @@ EXPLAIN_EXTRA = "explain"
 #: Share of the heat map's colour in an overlay (the rest is the image).
 OVERLAY_ALPHA = 0.45
 
-ImageLike = str | Path | Image.Image
 
 
 def explain_available() -> bool:

@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, Sequ
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from petclf.core.defaults import DEFAULT_THRESHOLD, MULTI_LABEL
 from petclf.core.errors import UsageError
-from petclf.data.images import Presizer
+from petclf.data.images import ImageLike, Presizer
 from petclf.data.pipeline import Pipeline
 from petclf.runtime.device import pick_device, pick_precision
 from petclf.runtime.modeldir import load_model
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["Answer", "DEFAULT_THRESHOLD", "DEFAULT_TOPK", "ImageLike", "Predictor", "ReadBatch", "UNKNOWN",
            "labels_over", "top_classes"]
 
-ImageLike = str | Path | Image.Image
 #: Classes ``predict`` returns when not told (single-label models).
 DEFAULT_TOPK = 3
 #: The answer of ``--reject-unknown`` (and ``Predictor(reject_unknown=True)``) for an image unlike the training ones.
@@ -142,6 +140,18 @@ class Predictor:
         predictor.meta = {}
         return predictor
 
+    def accept_unknown(self, share: float) -> None:
+        """Move the "unknown" threshold so that ``share`` (0.5 to 1) of ordinary images stay known, from the curve the
+        model stores; a model without a detector refuses.
+
+        Example: ``Predictor("runs/pets/model").accept_unknown(0.99)``.
+        """
+        if self.detector is None:
+            raise UsageError("accept_unknown needs a single-label model trained with an 'unknown' detector (petclf "
+                             "train writes one); this model has none: train it again with this petclf.")
+        self.unknown_threshold = self.detector.threshold_for(share)
+        self.unknown_accept = float(share)
+
     def _setup(self, model: nn.Module, classes, pipeline, *, device, precision: str, multi_label: bool,
                thresholds: Sequence[float] | None, tta: bool = False, temperature: float = 1.0,
                detector: Unknown | None = None, unknown: float | None = None, reject_unknown: bool = False,
@@ -158,8 +168,13 @@ class Predictor:
                              "detector: export it again with this petclf (petclf export MODEL --int8, or leave "
                              "graph= out to use the cached fp32 graph).")
         #: The OOD score over which an image is flagged unknown (None: no detector); may be set directly.
-        self.unknown_threshold = None if detector is None else (
-            detector.threshold if unknown is None else detector.threshold_for(unknown))
+        self.unknown_threshold: float | None = None
+        #: The share of ordinary images that threshold keeps known (None: no detector, or a threshold set directly).
+        self.unknown_accept: float | None = None
+        if detector is not None and unknown is None:  # the threshold as fitted, not read back from the curve
+            self.unknown_threshold, self.unknown_accept = detector.threshold, detector.accept
+        elif detector is not None:
+            self.accept_unknown(unknown)
         self.backend = "torch" if net is None else net.backend
         self.device = pick_device(device) if net is None else torch.device("cpu")
         self.precision = (pick_precision(precision, self.device, model=model, size=pipeline.size) if net is None

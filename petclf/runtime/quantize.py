@@ -26,7 +26,8 @@ import numpy as np
 from petclf.core.atomic import atomic_path
 from petclf.core.defaults import DEFAULT_CALIB_IMAGES, DEFAULT_MAX_INT8_DROP, DEFAULT_QUANTIZER, MULTI_LABEL, QUANTIZERS
 from petclf.core.errors import DataError, UsageError
-from petclf.data.images import IMAGE_EXTENSIONS, Presizer
+from petclf.data.images import Presizer
+from petclf.data.listing import expand_images
 from petclf.runtime.graphs import INT8_FILE, GraphNet, cached_graph, require_runtime
 from petclf.runtime.modeldir import read_meta
 
@@ -139,7 +140,7 @@ def labelled_images(model_dir: str | Path, valid: str | Path | None, *, classes:
         if not folder.is_dir():
             raise UsageError(f"--valid {folder} is not a folder: expected one sub-folder of images per class.")
         pairs = [(f, index[d.name]) for d in sorted(folder.iterdir()) if d.is_dir() and d.name in index
-                 for f in _images_under(d)]
+                 for f in expand_images([d])]
     else:
         dataset = _run_dataset(Path(model_dir))
         frame = dataset.frame[dataset.frame.split == "valid"]
@@ -176,7 +177,7 @@ def _calibration_files(model_dir: Path, calib: str | Path | None, *, limit: int)
     if calib is not None:
         if not Path(calib).is_dir():
             raise UsageError(f"--calib {calib} is not a folder: expected a folder of images like the model's inputs.")
-        files = _images_under(Path(calib))
+        files = expand_images([Path(calib)])
     else:
         frame = _run_dataset(model_dir).frame
         files = [Path(p) for p in frame.path[frame.split == "train"]]
@@ -185,10 +186,6 @@ def _calibration_files(model_dir: Path, calib: str | Path | None, *, limit: int)
     # Evenly spread over the (sorted) list: every class of a class-sorted split is seen, and the choice is repeatable.
     picks = np.linspace(0, len(files) - 1, num=min(limit, len(files))).round().astype(int)
     return [files[k] for k in sorted(set(picks.tolist()))]
-
-
-def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _pixel_batches(files: Sequence[Path], presize: Presizer) -> Iterator[np.ndarray]:

@@ -32,8 +32,6 @@ class ServedModel:
     directory: Path
     predictor: Predictor = field(repr=False)
     max_batch: int
-    #: The share of ordinary images its "unknown" threshold keeps known (None without a detector).
-    unknown_accept: float | None = None
 
     @classmethod
     def load(cls, name: str, directory: str | Path, *, options: ServeOptions) -> "ServedModel":
@@ -42,14 +40,9 @@ class ServedModel:
         a model with a detector as ``Predictor(unknown=)`` does (a model without one is served as it is)."""
         predictor = Predictor(directory, device=options.device, precision=options.precision, backend=options.backend,
                               int8=options.int8)
-        accept = None
-        if predictor.detector is not None:
-            accept = predictor.detector.accept
-            if options.unknown_accept is not None:
-                accept = float(options.unknown_accept)
-                predictor.unknown_threshold = predictor.detector.threshold_for(accept)
-        model = cls(name=name, directory=Path(directory), predictor=predictor, max_batch=options.max_batch,
-                    unknown_accept=accept)
+        if predictor.detector is not None and options.unknown_accept is not None:
+            predictor.accept_unknown(options.unknown_accept)
+        model = cls(name=name, directory=Path(directory), predictor=predictor, max_batch=options.max_batch)
         model.logits(np.zeros((1, model.presize, model.presize, 3), dtype=np.uint8))
         return model
 
@@ -146,7 +139,7 @@ class ServedModel:
             "temperature": None if self.multi_label else self.predictor.temperature,
             "unknown": None if not self.has_unknown else {
                 "score": self.predictor.detector.score.kind, "threshold": self.predictor.unknown_threshold,
-                "accept": self.unknown_accept},
+                "accept": self.predictor.unknown_accept},
             "arch": (meta.get("arch") or {}).get("name"),
             "input": {"size": self.predictor.pipeline.size, "presize": self.presize,
                       "pixels": [-1, self.presize, self.presize, 3]},
