@@ -28,7 +28,6 @@ backend's batch floor; p99 ≤ 3× p50 at concurrency 8.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -42,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
-from serve import _free_port, _load, _request, _rss_mb, _wait_for_answer  # noqa: E402 - the serve benchmark's load
+from serve import measure_server  # noqa: E402 - the serve benchmark's server runner and load
 
 MODELS = {
     "lite0": ["--arch", "tf_efficientnet_lite0", "--size", "128", "--freeze-epochs", "1", "--epochs", "2"],
@@ -165,41 +164,16 @@ def _accuracy(model: Path, valid: Path, configs: list[tuple[str, str, str | None
     return out
 
 
-def _batches(port: int) -> tuple[float, float]:
-    """(images, forward passes) so far, from ``petclf_batch_size``'s sum and count at the server's /metrics."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
-        text = answer.read().decode()
-    values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-              if line.startswith(("petclf_batch_size_sum", "petclf_batch_size_count"))}
-    return values.get("petclf_batch_size_sum", 0.0), values.get("petclf_batch_size_count", 0.0)
-
-
 def _serve(model: Path | None, backend: str, int8: bool, photos: list[Path], *, total: int, levels: list[int],
            log: Path) -> dict:
     """Load figures of ``petclf serve`` (or, with ``model`` None, of the HTTP stack alone) per concurrency level."""
-    port = _free_port()
-    requests = [_request(p.read_bytes()) for p in photos]
-    cmd = [sys.executable, "-c", HTTP_ONLY, str(port)] if model is None else \
-        [sys.executable, "-m", "petclf.cli", "serve", str(model), "--port", str(port), "--max-batch", str(MAX_BATCH),
-         "--backend", backend, "--no-access-log"] + (["--int8"] if int8 else [])
-    proc = subprocess.Popen(cmd, cwd=tempfile.gettempdir(), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=open(log, "w"))
-    try:
-        results = {"cold_start_s": _wait_for_answer(port, requests[0], proc)}
-        asyncio.run(_load(port, requests, total=max(100, 4 * max(levels)), concurrency=max(levels)))  # warm-up
-        for c in levels:
-            before = _batches(port) if model is not None else (0.0, 0.0)
-            results[c] = asyncio.run(_load(port, requests, total=total, concurrency=c))
-            if model is not None:  # images per forward pass during this level, from the server's /metrics
-                after = _batches(port)
-                results[c]["mean_batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
-        results["peak_rss_mb"] = _rss_mb(proc.pid)[1]
-        return results
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    def command(port: int) -> list[str]:
+        if model is None:
+            return [sys.executable, "-c", HTTP_ONLY, str(port)]
+        return [sys.executable, "-m", "petclf.cli", "serve", str(model), "--port", str(port), "--max-batch",
+                str(MAX_BATCH), "--backend", backend, "--no-access-log"] + (["--int8"] if int8 else [])
+
+    return measure_server(command, photos, total=total, levels=levels, log=log, env=_env(), batches=model is not None)
 
 
 def main() -> None:
@@ -279,7 +253,7 @@ def main() -> None:
                 top = max(levels)
                 bound = 1 / (1 / results["http_only"][top]["rps"] + 1 / micro["batch_img_s"])
                 print(f"  {label:<22} serve cold start {served['cold_start_s']:.2f} s, peak RSS "
-                      f"{served['peak_rss_mb']:.0f} MB; serve/floor at c={top} "
+                      f"{served['peak_rss_end_mb']:.0f} MB; serve/floor at c={top} "
                       f"{served[top]['rps'] / micro['batch_img_s']:.2f}, serve/(http+floor) "
                       f"{served[top]['rps'] / bound:.2f}", flush=True)
         results[name] = figures

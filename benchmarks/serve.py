@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -155,38 +156,59 @@ def _wait_for_answer(port: int, request: bytes, proc: subprocess.Popen, timeout:
     raise SystemExit(f"no answer on port {port} within {timeout:.0f} s")
 
 
-def _server(kind: str, model: Path, port: int, log: Path) -> subprocess.Popen:
-    if kind == "serve":
-        cmd = [sys.executable, "-m", "petclf.cli", "serve", str(model), "--port", str(port),
-               "--max-batch", str(MAX_BATCH)]
-    else:
-        cmd = [sys.executable, "-c", UNBATCHED, str(model), str(port)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(cmd, cwd=tempfile.gettempdir(), env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(log, "w"))
+def _batches(port: int) -> tuple[float, float]:
+    """(images, forward passes) so far, from ``petclf_batch_size``'s sum and count at the server's /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
+        text = answer.read().decode()
+    values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith(("petclf_batch_size_sum", "petclf_batch_size_count"))}
+    return values.get("petclf_batch_size_sum", 0.0), values.get("petclf_batch_size_count", 0.0)
 
 
-def _run_server(kind: str, model: Path, photos: list[Path], *, total: int, levels: list[int], work: Path) -> dict:
+def measure_server(command: Callable[[int], list[str]], photos: list[Path], *, total: int, levels: list[int],
+                   log: Path, env: dict[str, str], batches: bool = False) -> dict:
+    """Start ``command(port)``, wait for its first answer (cold start), warm it up, then send ``total`` requests
+    at each concurrency level: figures per level, peak RSS after warm-up and at the end; with ``batches``, the
+    images per forward pass at each level from the server's /metrics (petclf serve only)."""
     port = _free_port()
     requests = [_request(p.read_bytes()) for p in photos]
-    proc = _server(kind, model, port, work / f"{kind}.log")
+    proc = subprocess.Popen(command(port), cwd=tempfile.gettempdir(), env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(log, "w"))
     try:
-        cold = _wait_for_answer(port, requests[0], proc)
+        results = {"cold_start_s": _wait_for_answer(port, requests[0], proc)}
         asyncio.run(_load(port, requests, total=max(200, 4 * max(levels)), concurrency=max(levels)))  # warm-up
-        warm_rss = _rss_mb(proc.pid)[1]
-        results = {"cold_start_s": cold, "peak_rss_warm_mb": warm_rss}
+        results["peak_rss_warm_mb"] = _rss_mb(proc.pid)[1]
         for c in levels:
+            before = _batches(port) if batches else None
             results[c] = asyncio.run(_load(port, requests, total=total, concurrency=c))
-            r = results[c]
-            print(f"  {kind:<9} c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
-                  f"  errors {r['errors']}" + (f"  ({r['first_error']})" if r["errors"] else ""), flush=True)
+            if before is not None:
+                after = _batches(port)
+                results[c]["mean_batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
         results["peak_rss_end_mb"] = _rss_mb(proc.pid)[1]
-        print(f"  {kind:<9} cold start {cold:.2f} s, peak RSS {warm_rss:.0f} MB after warm-up, "
-              f"{results['peak_rss_end_mb']:.0f} MB after the run", flush=True)
         return results
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def _run_server(kind: str, model: Path, photos: list[Path], *, total: int, levels: list[int], work: Path) -> dict:
+    def command(port: int) -> list[str]:
+        if kind == "serve":
+            return [sys.executable, "-m", "petclf.cli", "serve", str(model), "--port", str(port),
+                    "--max-batch", str(MAX_BATCH)]
+        return [sys.executable, "-c", UNBATCHED, str(model), str(port)]
+
+    results = measure_server(command, photos, total=total, levels=levels, log=work / f"{kind}.log",
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    for c in levels:
+        r = results[c]
+        print(f"  {kind:<9} c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
+              f"  errors {r['errors']}" + (f"  ({r['first_error']})" if r["errors"] else ""), flush=True)
+    print(f"  {kind:<9} cold start {results['cold_start_s']:.2f} s, peak RSS {results['peak_rss_warm_mb']:.0f} MB "
+          f"after warm-up, {results['peak_rss_end_mb']:.0f} MB after the run", flush=True)
+    return results
 
 
 def main() -> None:
