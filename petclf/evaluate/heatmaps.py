@@ -20,29 +20,36 @@ from petclf.evaluate.interpretation import Interpretation
 from petclf.evaluate.multilabel import MultiLabelInterpretation
 from petclf.runtime.explain import EXPLAIN_EXTRA, Explainer, explain_available
 
-__all__ = ["plot_top_loss_heatmaps"]
+__all__ = ["heatmap_explainer", "plot_top_loss_heatmaps"]
 
 #: One row of the figure: the item's path, its loss, and (label, title) of the two maps; a label None is no map.
 _Row = tuple[str, float, list[tuple[str | None, str]]]
 
 
-def plot_top_loss_heatmaps(interp: Interpretation | MultiLabelInterpretation, model_dir: str | Path, *,
-                           k: int = 9) -> Figure | None:
-    """A figure of the ``k`` top losses of ``interp``: image, heat map of the predicted and of the actual class
-    (multi-label: of the worst added and the worst missed label, see the module's docstring); None (with a
-    warning) when captum is not installed, the network cannot be rebuilt here (a custom architecture) or no
-    item can be read.
+def heatmap_explainer(model_dir: str | Path) -> Explainer | None:
+    """The explainer of the report's heat maps, built once for every split; None (with a warning) when captum is not
+    installed or the network cannot be rebuilt here (a custom architecture).
 
-    Example: ``save_figure(plot_top_loss_heatmaps(interp, "runs/pets/model"), "top_losses_heatmaps.png")``.
+    Example: ``heatmap_explainer("runs/pets/model")`` → ``Explainer(...)``.
     """
     if not explain_available():
         log.warn(f"no heat maps in the report: captum is not installed (pip install 'petclf[{EXPLAIN_EXTRA}]').")
         return None
     try:
-        explainer = Explainer(model_dir)
+        return Explainer(model_dir)
     except PetclfError as err:  # a custom architecture this process cannot rebuild: the rest of the report stands
         log.warn(f"no heat maps in the report: {err}")
         return None
+
+
+def plot_top_loss_heatmaps(interp: Interpretation | MultiLabelInterpretation, explainer: Explainer, *,
+                           k: int = 9) -> Figure | None:
+    """A figure of the ``k`` top losses of ``interp``: image, heat map of the predicted and of the actual class
+    (multi-label: of the worst added and the worst missed label, see the module's docstring); None when no item
+    can be read.
+
+    Example: ``save_figure(plot_top_loss_heatmaps(interp, Explainer(d)), "top_losses_heatmaps.png")``.
+    """
     rows = []
     for path, loss, panels in (_multi_label_rows(interp, k) if isinstance(interp, MultiLabelInterpretation)
                                else _single_label_rows(interp, k)):

@@ -9,7 +9,7 @@ import base64
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 from markupsafe import Markup
@@ -22,6 +22,9 @@ from petclf.evaluate.interpretation import AnyInterpretation, Interpretation, in
 from petclf.evaluate.multilabel import MultiLabelInterpretation
 from petclf.evaluate.plots import figure_png
 from petclf.runtime.modeldir import read_meta
+
+if TYPE_CHECKING:  # captum behind it is imported only when heat maps are drawn
+    from petclf.runtime.explain import Explainer
 
 __all__ = ["SECTIONS", "MULTI_LABEL_SECTIONS", "report_saved_model", "write_report"]
 
@@ -63,9 +66,9 @@ def _prefix(split: str) -> str:
 
 
 def _single_label_parts(interp: Interpretation, out: Path, *, top_k: int,
-                        heatmaps: str | Path | None = None) -> dict[str, list[dict]]:
-    """Write one split's files (confusion matrix, top losses and, with a model directory ``heatmaps``, their heat
-    maps, most-confused and per-class CSVs); its page blocks."""
+                        explainer: "Explainer | None" = None) -> dict[str, list[dict]]:
+    """Write one split's files (confusion matrix, top losses and, with an ``explainer``, their heat maps,
+    most-confused and per-class CSVs); its page blocks."""
     prefix = _prefix(interp.split)
     confused, per_class = interp.most_confused(), interp.per_class()
     confusion = figure_png(interp.plot_confusion_matrix(normalize=len(interp.classes) > 30))
@@ -81,14 +84,14 @@ def _single_label_parts(interp: Interpretation, out: Path, *, top_k: int,
         "top-losses": [_image(losses, f"{interp.split} top losses"), _table(interp.top_losses(top_k), index=False)],
         "per-class": [_table(per_class)],
     }
-    _add_heatmaps(parts, interp, out, top_k=top_k, heatmaps=heatmaps)
+    _add_heatmaps(parts, interp, out, top_k=top_k, explainer=explainer)
     return parts
 
 
 def _multi_label_parts(interp: MultiLabelInterpretation, out: Path, *, top_k: int,
-                       heatmaps: str | Path | None = None) -> dict[str, list[dict]]:
-    """Write one split's files (per-label, most-missed and most-added CSVs, top losses and, with a model directory
-    ``heatmaps``, their heat maps); its page blocks."""
+                       explainer: "Explainer | None" = None) -> dict[str, list[dict]]:
+    """Write one split's files (per-label, most-missed and most-added CSVs, top losses and, with an ``explainer``,
+    their heat maps); its page blocks."""
     prefix = _prefix(interp.split)
     per_label, missed, added = interp.per_label(), interp.most_missed(), interp.most_added()
     losses = figure_png(interp.plot_top_losses(top_k))
@@ -102,19 +105,18 @@ def _multi_label_parts(interp: MultiLabelInterpretation, out: Path, *, top_k: in
         "most-added": [_table(added, index=False) if len(added) else _text("No label was added.")],
         "top-losses": [_image(losses, f"{interp.split} top losses"), _table(interp.top_losses(top_k), index=False)],
     }
-    _add_heatmaps(parts, interp, out, top_k=top_k, heatmaps=heatmaps)
+    _add_heatmaps(parts, interp, out, top_k=top_k, explainer=explainer)
     return parts
 
 
 def _add_heatmaps(parts: dict[str, list[dict]], interp: AnyInterpretation, out: Path, *, top_k: int,
-                  heatmaps: str | Path | None) -> None:
-    """With a model directory ``heatmaps``: the top losses beside their heat maps, written and shown after the
-    top losses' grid."""
-    if heatmaps is None or not interp.items:
+                  explainer: "Explainer | None") -> None:
+    """With an ``explainer``: the top losses beside their heat maps, written and shown after the top losses' grid."""
+    if explainer is None or not interp.items:
         return
     from petclf.evaluate.heatmaps import plot_top_loss_heatmaps  # noqa: PLC0415 - only when asked for
 
-    figure = plot_top_loss_heatmaps(interp, heatmaps, k=top_k)
+    figure = plot_top_loss_heatmaps(interp, explainer, k=top_k)
     if figure is not None:
         png = figure_png(figure)
         (out / f"{_prefix(interp.split)}top_losses_heatmaps.png").write_bytes(png)
@@ -158,11 +160,16 @@ def write_report(out: str | Path, interps: Sequence[AnyInterpretation], *, summa
                                        else _text("No training history (saved model)."))
     if not multi:
         sections["calibration"] = _calibration_blocks(calibration, out)
+    explainer = None
+    if heatmaps is not None and any(i.items for i in interps):  # one network for every split's maps
+        from petclf.evaluate.heatmaps import heatmap_explainer  # noqa: PLC0415 - only when asked for
+
+        explainer = heatmap_explainer(heatmaps)
     for interp in interps:
         if isinstance(interp, MultiLabelInterpretation):
-            split_parts = _multi_label_parts(interp, out, top_k=top_k, heatmaps=heatmaps)
+            split_parts = _multi_label_parts(interp, out, top_k=top_k, explainer=explainer)
         else:
-            split_parts = _single_label_parts(interp, out, top_k=top_k, heatmaps=heatmaps)
+            split_parts = _single_label_parts(interp, out, top_k=top_k, explainer=explainer)
         title = {"kind": "title", "text": f"{interp.split} split ({len(interp.targets)} images)"}
         for key, blocks in split_parts.items():
             sections[key] += [title, *blocks]
