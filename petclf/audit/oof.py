@@ -132,13 +132,11 @@ def knn_distances(features: np.ndarray, *, bank: np.ndarray | None = None, k: in
     return out * want / others
 
 
-def centroid_distances(features: np.ndarray, codes: np.ndarray, n_classes: int, *,
-                       reference: np.ndarray | None = None) -> np.ndarray:
-    """Cosine distance of each embedding to the nearest class centroid (of the ``reference`` rows, default all): the
-    audit's outlier distance before ``knn_distances``, which misses images between a class's clusters."""
+def centroid_distances(features: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Cosine distance of each embedding to the nearest class centroid: the audit's outlier distance before
+    ``knn_distances``, which misses images between a class's clusters (kept to compare the two)."""
     unit = _unit(features)
-    ref = np.ones(len(codes), bool) if reference is None else reference
-    centroids = np.stack([unit[ref & (codes == c)].mean(0) if (ref & (codes == c)).any() else np.zeros(unit.shape[1])
+    centroids = np.stack([unit[codes == c].mean(0) if (codes == c).any() else np.zeros(unit.shape[1])
                           for c in range(n_classes)])
     return 1.0 - (unit @ _unit(centroids).T).max(1)
 
