@@ -23,7 +23,8 @@ from petclf.data.pipeline import Pipeline
 from petclf.runtime.modelcheck import FORMAT, FORMAT_VERSION, check_weights_header, read_meta_file
 from petclf.runtime.network import build_network
 
-__all__ = ["FORMAT_VERSION", "META_FILE", "WEIGHTS_FILE", "LoadedModel", "load_model", "read_meta", "write_model_dir"]
+__all__ = ["FORMAT_VERSION", "META_FILE", "WEIGHTS_FILE", "LoadedModel", "load_model", "read_meta", "read_tensors", "save_tensors",
+           "write_model_dir"]
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "petclf.json"
@@ -39,6 +40,30 @@ class LoadedModel:
     meta: dict = field(repr=False)
 
 
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write ``tensors`` (copied to the CPU) as a safetensors file of petclf's format, whole or not at all.
+
+    Example: ``save_tensors(directory / WEIGHTS_FILE, model.state_dict())``.
+    """
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates owner-only files; match ordinary files
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a model directory's safetensors file; a damaged file is a ``ModelFileError`` naming it.
+
+    Example: ``read_tensors(directory / WEIGHTS_FILE)["0.0.weight"].shape``.
+    """
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ModelFileError(f"cannot read {path} ({one_line(err)}); the model directory is damaged.") from None
+
+
 def write_model_dir(directory: str | Path, state: dict[str, torch.Tensor], meta: dict) -> Path:
     """Write ``state`` (tensors) and ``meta`` (petclf.json's content) as a model directory, each file whole.
 
@@ -48,12 +73,7 @@ def write_model_dir(directory: str | Path, state: dict[str, torch.Tensor], meta:
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"{directory} is a file: expected a directory for the model.")
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates owner-only files; match ordinary files
+    save_tensors(directory / WEIGHTS_FILE, state)
     write_json_atomic(directory / META_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION, **meta})
     return directory
 
@@ -92,10 +112,7 @@ def load_model(directory: str | Path, *, arch: Callable | nn.Module | None = Non
     info = meta["arch"]
     weights_path = directory / WEIGHTS_FILE
     model = _build_checked(info, arch, weights_path, meta_path=directory / META_FILE)
-    try:
-        state = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise ModelFileError(f"cannot read {weights_path} ({one_line(err)}); the model directory is damaged.") from None
+    state = read_tensors(weights_path)
     try:
         # assign: a network built on the meta device takes the loaded tensors as its own, with no second copy.
         model.load_state_dict(state, assign=True)

@@ -9,24 +9,20 @@ images. Tensors a score needs (feature statistics) are in ``ood.safetensors``.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from petclf.core.atomic import atomic_path
 from petclf.core.errors import ModelFileError, UsageError
 from petclf.core.options import require_acceptance
-from petclf.core.safe_text import one_line
 from petclf.data.images import Presizer
 from petclf.data.pipeline import Pipeline
-from petclf.runtime.modelcheck import CURVE_LOW, CURVE_POINTS, FORMAT, check_header_length
+from petclf.runtime.modelcheck import CURVE_LOW, CURVE_POINTS, check_header_length
+from petclf.runtime.modeldir import read_tensors, save_tensors
 from petclf.runtime.ood import (OODScore, features_at, fit_ood_score, load_ood_score, split_network,
                                threshold_at_acceptance)
 from petclf.runtime.preprocess import PixelClassifier
@@ -155,16 +151,12 @@ def save_unknown(directory: str | Path, unknown: Unknown) -> None:
 
     Example: ``save_unknown("runs/pets/model", unknown)``.
     """
-    tensors = {k: v.detach().cpu().contiguous() for k, v in unknown.score.tensors().items()}
+    tensors = unknown.score.tensors()
     path = Path(directory) / OOD_FILE
     if not tensors:
         path.unlink(missing_ok=True)
         return
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+    save_tensors(path, tensors)
 
 
 def load_unknown(directory: str | Path, meta: dict, model: nn.Module) -> Unknown | None:
@@ -181,10 +173,7 @@ def load_unknown(directory: str | Path, meta: dict, model: nn.Module) -> Unknown
         if path.stat().st_size > MAX_OOD_FILE_BYTES:
             raise ModelFileError(f"{path} is larger than {MAX_OOD_FILE_BYTES // 2**20} MB; the model directory is damaged.")
         check_header_length(path)
-        try:
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-            raise ModelFileError(f"cannot read {path} ({one_line(err)}); the model directory is damaged.") from None
+        tensors = read_tensors(path)
     width, classes = network_dims(model, at=features_at(info["kind"]))
     score = load_ood_score(info["kind"], tensors, feature_dim=width, classes=classes)
     return Unknown(score=score.eval(), threshold=float(info["threshold"]), accept=float(info["accept"]),
