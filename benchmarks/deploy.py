@@ -15,8 +15,9 @@ For each model × backend × precision (int8 only for the ONNX backends):
   size       the weights file (model.safetensors) or the ONNX graph, MB
   cold       a fresh process: command → Predictor ready (graph already cached) and its first answer
   latency    one image (ready pixels) per forward: median and p99 over --single calls
-  batch      throughput of batch-32 forwards on ready pixels (the serve floor of that backend; torch at the
-             precision `petclf serve` picks, "auto": bf16 where it pays on this CPU, as the line prints)
+  batch      throughput of batch-32 forwards on ready pixels, from as many threads as `petclf serve` computes batches
+             at once (its streams: 1 on torch; "one stream" beside it): the serve floor of that backend; torch at the
+             precision `petclf serve` picks, "auto": bf16 where it pays on this CPU, as the line prints
   serve      `petclf serve MODEL --backend B [--int8]` under --requests requests per concurrency level, one
              validation JPEG each (benchmarks/serve.py's load generator): req/s, p50, p99, errors; cold start
   http       once per run: the same load against uvicorn + Starlette answering a fixed /predict-shaped JSON (body
@@ -52,31 +53,47 @@ MAX_BATCH = 32
 # One configuration in a fresh process: cold start, single-image latency, batch throughput (ready pixels).
 MICRO = """
 import json, sys, time
+from concurrent.futures import ThreadPoolExecutor
 start = time.perf_counter()
 import torch
 from petclf import Predictor
+from petclf.serve import ServeOptions
 model, backend, graph, n_single, n_batch = sys.argv[1], sys.argv[2], sys.argv[3] or None, int(sys.argv[4]), int(sys.argv[5])
+streams = ServeOptions(backend=backend, streams=int(sys.argv[6]) if sys.argv[6] else None).forward_streams
 pred = Predictor(model, backend=backend, graph=graph, tta=False)  # torch: the precision serve picks ("auto")
 p = pred.pipeline.presize
 one = torch.randint(0, 256, (1, p, p, 3), dtype=torch.uint8)
+batch = torch.randint(0, 256, (32, p, p, 3), dtype=torch.uint8)
+steps = max(1, n_batch // 32)
+
+def throughput(pred):
+    # batch-32 forwards from as many threads as serve runs batches at once
+    def loop(_):
+        with torch.inference_mode():
+            for _ in range(steps):
+                pred.scores(batch)
+    with torch.inference_mode():
+        for _ in range(2):
+            pred.scores(batch)
+    with ThreadPoolExecutor(pred.streams) as pool:
+        t = time.perf_counter()
+        list(pool.map(loop, range(pred.streams)))
+        return pred.streams * steps * 32 / (time.perf_counter() - t)
+
 with torch.inference_mode():
     pred.scores(one)
     cold = time.perf_counter() - start
     times = []
     for _ in range(n_single):
         t = time.perf_counter(); pred.scores(one); times.append(time.perf_counter() - t)
-    batch = torch.randint(0, 256, (32, p, p, 3), dtype=torch.uint8)
-    for _ in range(2):
-        pred.scores(batch)
-    steps = max(1, n_batch // 32)
-    t = time.perf_counter()
-    for _ in range(steps):
-        pred.scores(batch)
-    wall = time.perf_counter() - t
+one_stream = throughput(pred)
+served = one_stream if streams == 1 else throughput(Predictor(model, backend=backend, graph=graph, tta=False,
+                                                              streams=streams))
 times.sort()
 print(json.dumps({"cold_s": cold, "latency_ms": 1000 * times[len(times) // 2],
                   "latency_p99_ms": 1000 * times[min(len(times) - 1, int(len(times) * 0.99))],
-                  "batch_img_s": steps * 32 / wall, "precision": pred.precision}))
+                  "batch_img_s": served, "batch_one_stream_img_s": one_stream, "streams": streams,
+                  "precision": pred.precision}))
 """
 
 
@@ -165,13 +182,14 @@ def _accuracy(model: Path, valid: Path, configs: list[tuple[str, str, str | None
 
 
 def _serve(model: Path | None, backend: str, int8: bool, photos: list[Path], *, total: int, levels: list[int],
-           log: Path) -> dict:
+           log: Path, streams: int | None = None) -> dict:
     """Load figures of ``petclf serve`` (or, with ``model`` None, of the HTTP stack alone) per concurrency level."""
     def command(port: int) -> list[str]:
         if model is None:
             return [sys.executable, "-c", HTTP_ONLY, str(port)]
         return [sys.executable, "-m", "petclf.cli", "serve", str(model), "--port", str(port), "--max-batch",
-                str(MAX_BATCH), "--backend", backend, "--no-access-log"] + (["--int8"] if int8 else [])
+                str(MAX_BATCH), "--backend", backend, "--no-access-log"] + (["--int8"] if int8 else []) + \
+            (["--streams", str(streams)] if streams and backend != "torch" else [])
 
     return measure_server(command, photos, total=total, levels=levels, log=log, env=_env(), batches=model is not None)
 
@@ -188,6 +206,8 @@ def main() -> None:
     parser.add_argument("--accuracy-only", action="store_true", help="train, quantize, measure accuracy; no timing")
     parser.add_argument("--http-only", action="store_true", help="only the HTTP stack's own figures (no model)")
     parser.add_argument("--no-int8", action="store_true", help="fp32 only (no quantization; e.g. to compare models)")
+    parser.add_argument("--streams", type=int, default=None,
+                        help="batches a graph backend computes at once (serve's --streams; default: serve's own)")
     parser.add_argument("--model-dir", action="append", default=[], metavar="NAME=DIR",
                         help="benchmark this saved model under NAME instead of training one (repeatable)")
     args = parser.parse_args()
@@ -232,18 +252,20 @@ def main() -> None:
         if not args.accuracy_only:
             for label, backend, graph in configs:
                 proc = subprocess.run([sys.executable, "-c", MICRO, str(model), backend, graph or "", str(args.single),
-                                       str(max(320, args.requests // 5))], capture_output=True, text=True, env=_env())
+                                       str(max(320, args.requests // 5)), str(args.streams or "")],
+                                      capture_output=True, text=True, env=_env())
                 if proc.returncode:
                     raise SystemExit(proc.stderr[-3000:])
                 micro = json.loads(proc.stdout.strip().splitlines()[-1])
                 print(f"  {label:<22} cold {micro['cold_s']:5.2f} s  1 image {micro['latency_ms']:6.2f} ms "
                       f"(p99 {micro['latency_p99_ms']:6.2f})  batch 32 {micro['batch_img_s']:7.1f} img/s "
-                      f"({micro['precision']})", flush=True)
+                      f"({micro['precision']}, {micro['streams']} stream(s); one stream "
+                      f"{micro['batch_one_stream_img_s']:.1f})", flush=True)
                 figures[label] = {"micro": micro}
                 if label.endswith("int8-ort"):
                     continue  # serve --int8 runs model.int8.onnx, the default quantizer's (NNCF) graph
                 served = _serve(model, backend, label.endswith("int8"), photos, total=args.requests, levels=levels,
-                                log=work / f"{name}-{backend}-{label.split()[-1]}.log")
+                                log=work / f"{name}-{backend}-{label.split()[-1]}.log", streams=args.streams)
                 figures[label]["serve"] = served
                 for c in levels:
                     r = served[c]

@@ -12,7 +12,7 @@ import warnings
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Sequence
 
-from petclf.core.defaults import (AUGMENTS, BACKENDS, BALANCES, DEFAULT_CALIB_IMAGES, DEFAULT_LR,
+from petclf.core.defaults import (AUGMENTS, BACKENDS, BALANCES, DEFAULT_CALIB_IMAGES, DEFAULT_GRAPH_STREAMS, DEFAULT_LR,
                                   DEFAULT_MAX_INT8_DROP, DEFAULT_QUANTIZER, LAYOUTS, PRECISIONS, QUANTIZERS)
 from petclf.core.errors import PetclfError, UsageError
 from petclf.core.safe_text import printable
@@ -345,7 +345,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                            device=args.device, cors_origins=tuple(args.cors_origin), access_log=not args.no_access_log,
                            allowed_hosts=tuple(args.allowed_host), max_decode_mpx=args.max_decode_mpx,
                            max_header_kb=args.max_header_kb, header_timeout_s=args.header_timeout,
-                           backend=args.backend, int8=args.int8, unknown_accept=args.unknown_accept)
+                           backend=args.backend, int8=args.int8, unknown_accept=args.unknown_accept,
+                           streams=args.streams)
     serve(args.model_dirs, host=args.host, port=args.port, options=options)
     return 0
 
@@ -569,6 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds a client has to send its request headers (default %(default)s)")
     _add_unknown_accept(serve)
     _add_backend_options(serve)
+    serve.add_argument("--streams", type=int, default=d.streams,
+                       help="batches computed at once on a graph backend, each on its share of the cores (default: "
+                            f"{DEFAULT_GRAPH_STREAMS}, at most one per core; torch computes one at a time)")
     serve.set_defaults(func=_cmd_serve)
     return parser
 

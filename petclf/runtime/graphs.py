@@ -10,6 +10,7 @@ same hash and is refused when it no longer matches its model.
 from __future__ import annotations
 
 import os
+import queue
 from pathlib import Path
 
 import numpy as np
@@ -99,32 +100,44 @@ class GraphNet:
     (a multi-label graph's ``probabilities`` turned back into scores), followed by the ``ood_score`` as one
     more column when the graph has one (as the torch network with an "unknown" detector answers), and
     ``run`` returns every named
-    output of the graph. ``threads``: intra-op threads (default: every core; the server runs one batch at a
-    time, so one forward may take them all).
+    output of the graph. ``threads``: intra-op threads in all (default: every core). ``streams``: forwards that may
+    run at once, each called from its own thread and computed on ``threads // streams`` of the cores (1: one
+    forward at a time on every core, the lowest latency for one batch; a server gains throughput from 2,
+    BENCHMARKS.md). Calls beyond ``streams`` at once wait for a free one.
 
     Example: ``GraphNet("pets.onnx", backend="openvino")(torch.zeros(1, 96, 96, 3, dtype=torch.uint8))``.
     """
 
-    def __init__(self, path: str | Path, *, backend: str, threads: int | None = None, multi_label: bool = False) -> None:
+    def __init__(self, path: str | Path, *, backend: str, threads: int | None = None, streams: int = 1,
+                 multi_label: bool = False) -> None:
         self.path, self.backend, self.multi_label = Path(path), backend, multi_label
         threads = threads or os.cpu_count() or 1
+        if not isinstance(streams, int) or isinstance(streams, bool) or not 1 <= streams <= max(threads, 1):
+            raise UsageError(f"streams must be a whole number from 1 to the {threads} threads the graph may use, as "
+                             f"each stream computes on at least one. Received: streams={streams!r}.")
+        self.streams = streams
         runtime = require_runtime(backend)
         self.precision = graph_precision(path)
         if backend == "onnxruntime":
             opts = runtime.SessionOptions()
-            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+            # One session serves concurrent calls (ONNX Runtime's Run is thread-safe), each on its share of the cores.
+            opts.intra_op_num_threads, opts.inter_op_num_threads = max(1, threads // streams), 1
             opts.execution_mode = runtime.ExecutionMode.ORT_SEQUENTIAL
             self._session = runtime.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
             self._input = self._session.get_inputs()[0].name
             self.outputs = tuple(o.name for o in self._session.get_outputs())
         else:
             core = runtime.Core()
-            # LATENCY: one stream on every core, as one batch runs at a time. f32: on CPUs with bf16 instructions
-            # OpenVINO would otherwise compute in bf16 (scores 1e-2 away from torch's, measured here).
+            # One stream: LATENCY on every core. Several: THROUGHPUT with that many streams and an infer request
+            # each. f32: on CPUs with bf16 instructions OpenVINO would otherwise compute in bf16 (scores 1e-2 away
+            # from torch's, measured here).
+            hint = {"PERFORMANCE_HINT": "LATENCY"} if streams == 1 else {"PERFORMANCE_HINT": "THROUGHPUT",
+                                                                        "NUM_STREAMS": streams}
             compiled = core.compile_model(core.read_model(str(path)), "CPU",
-                                          {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
-                                           "INFERENCE_PRECISION_HINT": "f32"})
-            self._request = compiled.create_infer_request()
+                                          {**hint, "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"})
+            self._requests: queue.SimpleQueue = queue.SimpleQueue()
+            for _ in range(streams):
+                self._requests.put(compiled.create_infer_request())
             self.outputs = tuple(o.get_any_name() for o in compiled.outputs)
         if "logits" not in self.outputs and not (multi_label and "probabilities" in self.outputs):
             raise UsageError(f"{path} has no 'logits' output (it has {', '.join(self.outputs)}): expected a graph "
@@ -133,16 +146,21 @@ class GraphNet:
         self.scores_ood = "ood_score" in self.outputs and "logits" in self.outputs
 
     def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        """Every output of the graph by name for (N, presize, presize, 3) uint8 ``pixels``.
+        """Every output of the graph by name for (N, presize, presize, 3) uint8 ``pixels``; safe from several
+        threads at once (``streams`` of them compute together).
 
         Example: ``net.run(pixels)["logits"].shape`` → ``(N, classes)``.
         """
         pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
         if self.backend == "onnxruntime":
             return dict(zip(self.outputs, self._session.run(None, {self._input: pixels})))
-        result = self._request.infer([pixels])
-        # Copies: the request's buffers are reused by the next call.
-        return {name: np.array(result[k]) for k, name in enumerate(self.outputs)}
+        request = self._requests.get()  # a free stream's request; waits while every stream computes
+        try:
+            result = request.infer([pixels])
+            # Copies: the request's buffers are reused by the next call.
+            return {name: np.array(result[k]) for k, name in enumerate(self.outputs)}
+        finally:
+            self._requests.put(request)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         out = self.run(pixels.cpu().numpy())

@@ -94,7 +94,7 @@ class Predictor:
     def __init__(self, model_dir: str | Path, *, device: str | torch.device | None = None,
                  precision: str = "auto", arch: Callable | nn.Module | None = None, tta: bool | None = None,
                  unknown: float | None = None, reject_unknown: bool = False, backend: str = "torch",
-                 int8: bool = False, graph: str | Path | None = None) -> None:
+                 int8: bool = False, graph: str | Path | None = None, streams: int = 1) -> None:
         """``tta``: also score each image's horizontal mirror and average the probabilities (flip-invariant
         photos only, not text or digits); ``None`` uses the model's own setting (``petclf train --tta``), so that
         predictions match its report. ``unknown``: the share (0.5 to 1) of ordinary images to accept as known,
@@ -105,13 +105,19 @@ class Predictor:
 
         ``backend``: 'torch', or 'onnxruntime' / 'openvino' running the model's exported graph on the CPU (its
         fp32 graph, exported and cached on first use; ``int8=True`` its ``petclf export --int8`` graph; ``graph``
-        a given ONNX file). Example: ``Predictor("runs/pets/model", backend="onnxruntime", int8=True)``."""
+        a given ONNX file). ``streams``: on those backends, forwards that may run at once from as many threads,
+        each on a share of the cores (``petclf serve`` runs two; see ``GraphNet``); torch runs one at a time.
+        Example: ``Predictor("runs/pets/model", backend="onnxruntime", int8=True)``."""
         loaded = load_model(model_dir, arch=arch)
         single = loaded.meta.get("task") != MULTI_LABEL
         detector = load_unknown(model_dir, loaded.meta, loaded.model) if single else None
         net = None
         if backend != "torch" or int8 or graph is not None:
-            net = _graph_net(model_dir, backend=backend, int8=int8, graph=graph, multi_label=not single)
+            net = _graph_net(model_dir, backend=backend, int8=int8, graph=graph, multi_label=not single,
+                             streams=streams)
+        elif streams != 1:
+            raise UsageError(f"streams={streams!r} applies to backend 'onnxruntime' or 'openvino'; the torch backend "
+                             "runs one forward at a time on every core: leave streams out or pass a graph backend.")
         self._setup(loaded.model, loaded.classes, loaded.pipeline, device=device, precision=precision,
                     multi_label=not single, thresholds=loaded.meta.get("thresholds"),
                     tta=bool(loaded.meta.get("tta", False)) if tta is None else tta,
@@ -176,6 +182,8 @@ class Predictor:
         elif detector is not None:
             self.accept_unknown(unknown)
         self.backend = "torch" if net is None else net.backend
+        #: Forwards that may run at once (``scores`` and its kin are then safe from as many threads).
+        self.streams = 1 if net is None else net.streams
         self.device = pick_device(device) if net is None else torch.device("cpu")
         self.precision = (pick_precision(precision, self.device, model=model, size=pipeline.size) if net is None
                           else net.precision)
@@ -354,7 +362,7 @@ class Predictor:
 
 
 def _graph_net(model_dir: str | Path, *, backend: str, int8: bool, graph: str | Path | None,
-               multi_label: bool) -> "GraphNet":
+               multi_label: bool, streams: int) -> "GraphNet":
     """The graph ``Predictor`` runs on a non-torch backend (see ``petclf.runtime.graphs``)."""
     from petclf.runtime.graphs import GraphNet, graph_for, require_runtime  # noqa: PLC0415 - only for those backends
 
@@ -362,7 +370,8 @@ def _graph_net(model_dir: str | Path, *, backend: str, int8: bool, graph: str | 
         raise UsageError("an ONNX graph (int8 or a given file) runs on backend 'onnxruntime' or 'openvino', not "
                          "'torch': pass backend='onnxruntime'.")
     require_runtime(backend)
-    return GraphNet(graph_for(model_dir, int8=int8, graph=graph), backend=backend, multi_label=multi_label)
+    return GraphNet(graph_for(model_dir, int8=int8, graph=graph), backend=backend, multi_label=multi_label,
+                    streams=streams)
 
 
 def top_classes(probs: torch.Tensor, classes: Sequence[str], topk: int) -> list[list[tuple[str, float]]]:

@@ -4,13 +4,15 @@ One forward of 32 images costs far less than 32 forwards of one (the weights are
 the matrix kernels run full), so under load the server runs what has queued as one batch.
 The first request of a batch waits for company at most ``max_wait_ms``, and only while other
 requests are on their way (being decoded): a lone request runs at once instead of idling. While
-a batch runs on the worker thread the next one gathers, so under load batches fill without waiting.
-The forward runs on one worker thread shared by every model of the server: two forwards at
-once would only fight over the same cores, and the event loop stays free to read requests.
-On a CPU, images are decoded between forward passes rather than during them (``ForwardGate``): a
-forward pass already uses every core, and OpenMP's threads, which wait for each other at every
-layer, slow down badly when anything else takes a core from them. Requests that arrive during a
-forward pass are decoded together once it ends, and form the next batch.
+a batch runs on a worker thread the next one gathers, so under load batches fill without waiting.
+A model runs ``slots`` batches at once: one for a forward that takes every core (torch), where two
+forwards at once would only fight over the same cores; as many as its graph has streams, each on its
+share of the cores, where one batch's threads would otherwise wait for the core that the event loop
+or a decoder took (BENCHMARKS.md, "streams"). The event loop stays free to read requests.
+With one slot on a CPU, images are decoded between forward passes rather than during them
+(``ForwardGate``): a forward pass already uses every core, and OpenMP's threads, which wait for each
+other at every layer, slow down badly when anything else takes a core from them. Requests that arrive
+during a forward pass are decoded together once it ends, and form the next batch.
 """
 from __future__ import annotations
 
@@ -71,8 +73,9 @@ class Batcher:
     """Queues (k, H, W, 3) pixel arrays from many requests and answers each with its rows of ``run``'s output.
 
     ``run`` takes one stacked (n, H, W, 3) array and returns an (n, classes) array; it runs on
-    ``executor``. ``on_batch(n)`` is told each batch's size (for metrics). With a ``gate``, requests
-    entering ``incoming`` wait while a forward pass of any batcher sharing the gate runs.
+    ``executor``, ``slots`` batches at once at most (``run`` must then be safe from that many threads,
+    and ``executor`` have as many). ``on_batch(n)`` is told each batch's size (for metrics). With a
+    ``gate``, requests entering ``incoming`` wait while a forward pass of any batcher sharing the gate runs.
 
     Example::
 
@@ -86,9 +89,11 @@ class Batcher:
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray], *, executor: Executor, max_batch: int,
                  max_wait_ms: float, on_batch: Callable[[int], None] | None = None,
-                 gate: ForwardGate | None = None) -> None:
+                 gate: ForwardGate | None = None, slots: int = 1) -> None:
         self._run, self._executor, self._on_batch, self._gate = run, executor, on_batch, gate
-        self.max_batch, self.max_wait_s = max_batch, max_wait_ms / 1000
+        self.max_batch, self.max_wait_s, self.slots = max_batch, max_wait_ms / 1000, slots
+        self._free: asyncio.Semaphore | None = None  # batches that may start now (made on the running loop)
+        self._running: set[asyncio.Task] = set()
         self._queue: deque[_Waiting] = deque()
         self._queued_images = 0
         self._incoming = 0  # requests being decoded, whose images will be submitted soon
@@ -98,7 +103,7 @@ class Batcher:
 
     def start(self) -> None:
         """Start gathering batches on the running event loop."""
-        self._arrived, self._stopping = asyncio.Event(), False
+        self._arrived, self._free, self._stopping = asyncio.Event(), asyncio.Semaphore(self.slots), False
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="petclf-batcher")
 
     async def stop(self) -> None:
@@ -108,6 +113,7 @@ class Batcher:
         self._stopping = True
         self._arrived.set()
         await self._task
+        await asyncio.gather(*self._running)
         self._task = None
 
     @contextlib.asynccontextmanager
@@ -145,10 +151,15 @@ class Batcher:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
+            await self._free.acquire()  # a slot: until one is free, what arrives queues into the next batch
             await self._gather()
             batch = self._take()
-            if batch:
-                await self._answer(batch)
+            if not batch:
+                self._free.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._answer(batch), name="petclf-batch")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _gather(self) -> None:
         """Wait until a full batch is queued, no other request is on its way, the oldest request has waited
@@ -184,10 +195,11 @@ class Batcher:
         return batch
 
     async def _answer(self, batch: list[_Waiting]) -> None:
-        pixels = batch[0].pixels if len(batch) == 1 else np.concatenate([w.pixels for w in batch])
-        if self._on_batch is not None:
-            self._on_batch(len(pixels))
+        """Run ``batch`` in its slot (freed at the end) and hand each request its rows, or the error."""
         try:
+            pixels = batch[0].pixels if len(batch) == 1 else np.concatenate([w.pixels for w in batch])
+            if self._on_batch is not None:
+                self._on_batch(len(pixels))
             with self._gate.closed() if self._gate is not None else contextlib.nullcontext():
                 out = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, pixels)
         except Exception as err:  # noqa: BLE001 - handed to every waiting request, which answers with it
@@ -195,6 +207,8 @@ class Batcher:
                 if not waiting.future.done():
                     waiting.future.set_exception(err)
             return
+        finally:
+            self._free.release()
         start = 0
         for waiting in batch:
             rows = out[start:start + len(waiting.pixels)]

@@ -39,7 +39,7 @@ class ServedModel:
         request does not pay for the kernels' set-up; ``options.unknown_accept`` moves the "unknown" threshold of
         a model with a detector as ``Predictor(unknown=)`` does (a model without one is served as it is)."""
         predictor = Predictor(directory, device=options.device, precision=options.precision, backend=options.backend,
-                              int8=options.int8)
+                              int8=options.int8, streams=options.forward_streams)
         if predictor.detector is not None and options.unknown_accept is not None:
             predictor.accept_unknown(options.unknown_accept)
         model = cls(name=name, directory=Path(directory), predictor=predictor, max_batch=options.max_batch)
@@ -146,7 +146,8 @@ class ServedModel:
             "metrics": metrics,
             "trained_with": meta.get("versions") or {},
             "serving": {"petclf": __version__, "torch": torch.__version__, "device": str(self.predictor.device),
-                        "precision": self.predictor.precision, "backend": self.predictor.backend},
+                        "precision": self.predictor.precision, "backend": self.predictor.backend,
+                        "streams": self.predictor.streams},
         }
 
 

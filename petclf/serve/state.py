@@ -34,8 +34,9 @@ def _not_ready() -> RequestError:
 class ServerState:
     """The models by name, the options, the metrics, and (while running) the threads and batchers.
 
-    Decoding runs on a pool of threads (PIL releases the GIL), between forward passes when these run on
-    the CPU; forward passes run on one worker thread: the event loop only reads requests and writes answers.
+    Decoding runs on a pool of threads (PIL releases the GIL), between forward passes when one takes every
+    core of the CPU; forward passes run on worker threads, as many as a model's graph has streams (one for
+    torch): the event loop only reads requests and writes answers.
     """
 
     models: dict[str, ServedModel]
@@ -60,14 +61,18 @@ class ServerState:
         if self.phase != "new":
             return
         self.decoder = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="petclf-decode")
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="petclf-forward")
+        streams = max(model.predictor.streams for model in self.models.values())
+        self.worker = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="petclf-forward")
         self.budget = PixelBudget(self.options.max_decode_pixels)
-        cpu_gate = ForwardGate()  # on an accelerator the CPU is free to decode during a forward pass
+        # Decoding waits for a forward pass that takes every core of the CPU; on an accelerator, or beside a graph's
+        # streams (each on its share of the cores), it runs alongside.
+        cpu_gate = ForwardGate()
         for name, model in self.models.items():
+            whole_cpu = model.predictor.device.type == "cpu" and model.predictor.streams == 1
             batcher = Batcher(model.logits, executor=self.worker, max_batch=self.options.max_batch,
                               max_wait_ms=self.options.max_wait_ms,
                               on_batch=functools.partial(self.metrics.observe_batch, name),
-                              gate=cpu_gate if model.predictor.device.type == "cpu" else None)
+                              gate=cpu_gate if whole_cpu else None, slots=model.predictor.streams)
             batcher.start()
             self.batchers[name] = batcher
         self.phase = "running"

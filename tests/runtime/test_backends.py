@@ -80,3 +80,28 @@ def test_unknown_backend_and_missing_int8_graph_are_refused(tmp_path):
         Predictor(model, backend="tensorrt")
     with pytest.raises(UsageError, match=r"petclf export .* --int8"):
         Predictor(model, backend="onnxruntime", int8=True)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_streams_answer_concurrent_calls_as_one_stream(tmp_path, backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = tiny_model_dir(tmp_path / "model")
+    one, two = Predictor(model, backend=backend), Predictor(model, backend=backend, streams=2)
+    assert (one.streams, two.streams, two.net.streams) == (1, 2, 2)
+    batches = [one.pixels(images(3, seed=k)) for k in range(6)]
+    expected = [one.scores(b) for b in batches]
+    with ThreadPoolExecutor(3) as pool:  # more callers than streams: the third waits for a free one
+        got = list(pool.map(two.scores, batches))
+    for e, g in zip(expected, got):
+        assert torch.allclose(g, e, atol=1e-5, rtol=0), (g - e).abs().max()
+
+
+def test_streams_out_of_range_or_on_torch_are_refused(tmp_path):
+    model = tiny_model_dir(tmp_path / "model")
+    with pytest.raises(UsageError, match="torch backend runs one forward at a time"):
+        Predictor(model, streams=2)
+    with pytest.raises(UsageError, match="streams must be a whole number from 1"):
+        Predictor(model, backend="onnxruntime", streams=0)

@@ -5,6 +5,7 @@ import io
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture()
 def onnx_server(model_dir, tmp_path):
     command = [sys.executable, "-m", "petclf.cli", "serve", f"{model_dir}=pets", "--port", "0", "--backend",
-               "onnxruntime", "--no-access-log"]
+               "onnxruntime", "--no-access-log", "--streams", "2"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PETCLF_CACHE_DIR": str(tmp_path / "cache"),
            "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True, env=env)
@@ -46,13 +47,28 @@ def test_serve_onnxruntime_answers_as_torch_on_both_apis(onnx_server, model_dir)
     with httpx.Client(base_url=f"http://{onnx_server}", timeout=60) as client:
         card = client.get("/metadata").json()
         assert card["models"][0]["serving"]["backend"] == "onnxruntime"
-        answer = client.post("/predict", content=image_bytes(seeds[0]), headers={"Content-Type": "image/png"}).json()
-    top = answer["predictions"][0][0]
-    probs = np.exp(torch_logits[0]) / np.exp(torch_logits[0]).sum()
-    assert abs(top["probability"] - probs.max()) < 1e-4
+        assert card["models"][0]["serving"]["streams"] == 2
+        # Requests at once: two batches compute together, each request still gets its own image's answer.
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda k: client.post("/predict", content=image_bytes(seeds[k % 3]),
+                                                          headers={"Content-Type": "image/png"}).json(), range(12)))
+    probs = np.exp(torch_logits) / np.exp(torch_logits).sum(axis=1, keepdims=True)
+    for k, answer in enumerate(answers):
+        assert abs(answer["predictions"][0][0]["probability"] - probs[k % 3].max()) < 1e-4
     pixels = np.stack([Presizer(48)(photo) for photo in photos])
     with tritonclient.InferenceServerClient(onnx_server) as triton:
         data = tritonclient.InferInput("pixels", list(pixels.shape), "UINT8")
         data.set_data_from_numpy(pixels)
         result = triton.infer("pets", [data], outputs=[tritonclient.InferRequestedOutput("logits")])
     assert np.allclose(result.as_numpy("logits"), torch_logits, atol=1e-4, rtol=0)
+
+
+def test_streams_are_for_graph_backends_and_auto_is_two_at_most_one_per_core(model_dir):
+    from petclf.cli import main
+    from petclf.serve import ServeOptions
+
+    assert ServeOptions().forward_streams == 1
+    assert ServeOptions(backend="openvino").forward_streams == min(2, os.cpu_count())
+    assert ServeOptions(backend="onnxruntime", streams=3).forward_streams == 3
+    assert main(["serve", str(model_dir), "--streams", "2", "--port", "0"]) == 2  # torch: refused before loading
+    assert main(["serve", str(model_dir), "--backend", "onnxruntime", "--streams", "0", "--port", "0"]) == 2

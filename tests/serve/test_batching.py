@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -112,3 +113,30 @@ def test_decoding_waits_for_the_forward_pass_on_the_gate():
 
     asyncio.run(main())
     assert events[:3] == ["forward starts", "forward ends", "decoding"]
+
+
+def test_slots_run_that_many_batches_at_once_and_no_more():
+    running, most, lock = [0], [0], threading.Lock()
+    both = threading.Barrier(2, timeout=10)  # the first two batches meet here only if they run together
+
+    def run(pixels: np.ndarray) -> np.ndarray:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        if pixels[0, 0, 0, 0] < 2:
+            both.wait()
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return pixels[:, 0, 0, :1].astype(np.float32)
+
+    async def main() -> list[np.ndarray]:
+        with ThreadPoolExecutor(3) as worker:  # a thread to spare: the slots, not the pool, must hold back the third
+            batcher = Batcher(run, executor=worker, max_batch=1, max_wait_ms=0, slots=2)
+            batcher.start()
+            answers = await asyncio.gather(*(batcher.submit(np.full((1, 1, 1, 3), k, np.uint8)) for k in range(6)))
+            await batcher.stop()
+            return answers
+
+    answers = asyncio.run(main())
+    assert [int(a[0, 0]) for a in answers] == list(range(6)) and most[0] == 2
