@@ -57,9 +57,8 @@ from concurrent.futures import ThreadPoolExecutor
 start = time.perf_counter()
 import torch
 from petclf import Predictor
-from petclf.serve import ServeOptions
 model, backend, graph, n_single, n_batch = sys.argv[1], sys.argv[2], sys.argv[3] or None, int(sys.argv[4]), int(sys.argv[5])
-streams = ServeOptions(backend=backend, streams=int(sys.argv[6]) if sys.argv[6] else None).forward_streams
+streams = int(sys.argv[6] or 1) if backend != "torch" else 1  # as `petclf serve --streams` runs it
 pred = Predictor(model, backend=backend, graph=graph, tta=False)  # torch: the precision serve picks ("auto")
 p = pred.pipeline.presize
 one = torch.randint(0, 256, (1, p, p, 3), dtype=torch.uint8)

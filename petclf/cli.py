@@ -12,7 +12,7 @@ import warnings
 from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Sequence
 
-from petclf.core.defaults import (AUGMENTS, BACKENDS, BALANCES, DEFAULT_CALIB_IMAGES, DEFAULT_GRAPH_STREAMS, DEFAULT_LR,
+from petclf.core.defaults import (AUGMENTS, BACKENDS, BALANCES, DEFAULT_CALIB_IMAGES, DEFAULT_LR,
                                   DEFAULT_MAX_INT8_DROP, DEFAULT_QUANTIZER, LAYOUTS, PRECISIONS, QUANTIZERS)
 from petclf.core.errors import PetclfError, UsageError
 from petclf.core.safe_text import printable
@@ -571,8 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_unknown_accept(serve)
     _add_backend_options(serve)
     serve.add_argument("--streams", type=int, default=d.streams,
-                       help="batches computed at once on a graph backend, each on its share of the cores (default: "
-                            f"{DEFAULT_GRAPH_STREAMS}, at most one per core; torch computes one at a time)")
+                       help="batches computed at once on a graph backend, each on its share of the cores: 2 or more "
+                            "answer more requests a second under load, 1 answers each soonest (default %(default)s)")
     serve.set_defaults(func=_cmd_serve)
     return parser
 

@@ -7,7 +7,7 @@ __all__ = ["DEFAULT_LR", "ARCH_SOURCES", "AUGMENTS", "BALANCES", "DEFAULT_BALANC
            "MAX_SIZE", "MIN_SIZE", "PRECISIONS", "MAX_CLASSES", "MAX_CLASS_NAME_CHARS",
            "DEFAULT_OOD_SCORE", "DEFAULT_KNN_K", "DEFAULT_UNKNOWN_ACCEPT", "MIN_UNKNOWN_ACCEPT", "ECE_BINS",
            "ECE_CHANCE_DRAWS", "OOD_FIT_IMAGES",
-           "BACKENDS", "DEFAULT_GRAPH_STREAMS", "DEFAULT_MAX_INT8_DROP", "DEFAULT_CALIB_IMAGES",
+           "BACKENDS", "DEFAULT_MAX_INT8_DROP", "DEFAULT_CALIB_IMAGES",
            "DEFAULT_THRESHOLD", "QUANTIZERS", "DEFAULT_QUANTIZER"]
 
 #: Where an architecture comes from: torchvision's or timm's names, ``register_arch``, or the user's own object.
@@ -78,10 +78,6 @@ ECE_CHANCE_DRAWS = 400
 OOD_FIT_IMAGES = 5000
 #: Where a saved model's forward pass runs: PyTorch, or its exported ONNX graph in ONNX Runtime or OpenVINO.
 BACKENDS = ("torch", "onnxruntime", "openvino")
-#: Forwards a server runs at once on a graph backend ('auto'), each on its share of the cores: two batches at once
-#: keep both busy where one batch on every core waits for a core the event loop or a decoder took (BENCHMARKS.md,
-#: "streams"). The torch backend runs one forward at a time.
-DEFAULT_GRAPH_STREAMS = 2
 #: `petclf export --int8` refuses a graph whose validation top-1 falls more than this many points below fp32's
 #: (OpenVINO publishes 0.2-point drops for ResNet-50; a silent multi-point loss is the known trap of int8 exports).
 DEFAULT_MAX_INT8_DROP = 1.0

@@ -106,7 +106,7 @@ class Predictor:
         ``backend``: 'torch', or 'onnxruntime' / 'openvino' running the model's exported graph on the CPU (its
         fp32 graph, exported and cached on first use; ``int8=True`` its ``petclf export --int8`` graph; ``graph``
         a given ONNX file). ``streams``: on those backends, forwards that may run at once from as many threads,
-        each on a share of the cores (``petclf serve`` runs two; see ``GraphNet``); torch runs one at a time.
+        each on a share of the cores (``petclf serve --streams``; see ``GraphNet``); torch runs one at a time.
         Example: ``Predictor("runs/pets/model", backend="onnxruntime", int8=True)``."""
         loaded = load_model(model_dir, arch=arch)
         single = loaded.meta.get("task") != MULTI_LABEL

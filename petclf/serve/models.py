@@ -39,7 +39,7 @@ class ServedModel:
         request does not pay for the kernels' set-up; ``options.unknown_accept`` moves the "unknown" threshold of
         a model with a detector as ``Predictor(unknown=)`` does (a model without one is served as it is)."""
         predictor = Predictor(directory, device=options.device, precision=options.precision, backend=options.backend,
-                              int8=options.int8, streams=options.forward_streams)
+                              int8=options.int8, streams=options.streams)
         if predictor.detector is not None and options.unknown_accept is not None:
             predictor.accept_unknown(options.unknown_accept)
         model = cls(name=name, directory=Path(directory), predictor=predictor, max_batch=options.max_batch)

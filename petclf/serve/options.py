@@ -1,10 +1,9 @@
 """``ServeOptions``: batching, limits and the network face of ``petclf serve``, one frozen value."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from petclf.core.defaults import BACKENDS, DEFAULT_GRAPH_STREAMS, PRECISIONS
+from petclf.core.defaults import BACKENDS, PRECISIONS
 from petclf.core.errors import UsageError, require_between, require_positive
 from petclf.core.options import require_acceptance
 
@@ -40,9 +39,9 @@ class ServeOptions:
     # (fp32, exported and cached on first use; with int8, MODEL/model.int8.onnx from `petclf export --int8`).
     backend: str = "torch"
     int8: bool = False
-    # Batches each model computes at once on a graph backend, each on its share of the cores; None: 'auto', two
-    # (DEFAULT_GRAPH_STREAMS) where there are two cores. The torch backend computes one at a time.
-    streams: int | None = None
+    # Batches each model computes at once on a graph backend, each on its share of the cores: 1 answers a request
+    # soonest; 2 or more answer more requests a second under load (BENCHMARKS.md, "streams"). torch: always 1.
+    streams: int = 1
     # Share (0.5 to 1) of ordinary images each model with an "unknown" detector keeps known, as Predictor(unknown=)
     # takes it: its threshold moves along the model's stored validation curve. None: each model's own.
     unknown_accept: float | None = None
@@ -63,11 +62,10 @@ class ServeOptions:
             raise UsageError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={self.backend!r}.")
         if self.int8 and self.backend == "torch":
             raise UsageError("int8 graphs run on backend 'onnxruntime' or 'openvino': add --backend onnxruntime.")
-        if self.streams is not None:
-            require_positive(streams=self.streams)
-            if self.backend == "torch" and self.streams != 1:
-                raise UsageError("streams apply to backend 'onnxruntime' or 'openvino'; the torch backend computes "
-                                 "one batch at a time on every core: add --backend openvino or leave out --streams.")
+        require_positive(streams=self.streams)
+        if self.backend == "torch" and self.streams != 1:
+            raise UsageError("streams apply to backend 'onnxruntime' or 'openvino'; the torch backend computes one "
+                             "batch at a time on every core: add --backend openvino or leave out --streams.")
         if self.unknown_accept is not None:
             require_acceptance(unknown_accept=self.unknown_accept)
         require_between(1, 1_000_000, max_decode_mpx=self.max_decode_mpx)
@@ -80,14 +78,6 @@ class ServeOptions:
                                  f"{('https://example.org',) if name == 'cors_origins' else ('example.org',)!r}, "
                                  f"not one string. Received: {name}={value!r}.")
         return self
-
-    @property
-    def forward_streams(self) -> int:
-        """Batches each model computes at once: ``streams``, or on a graph backend its default (one per core at most);
-        1 on torch."""
-        if self.backend == "torch":
-            return 1
-        return self.streams or min(DEFAULT_GRAPH_STREAMS, os.cpu_count() or 1)
 
     @property
     def max_decode_pixels(self) -> int:

@@ -63,12 +63,8 @@ def test_serve_onnxruntime_answers_as_torch_on_both_apis(onnx_server, model_dir)
     assert np.allclose(result.as_numpy("logits"), torch_logits, atol=1e-4, rtol=0)
 
 
-def test_streams_are_for_graph_backends_and_auto_is_two_at_most_one_per_core(model_dir):
+def test_streams_are_for_graph_backends_only(model_dir):
     from petclf.cli import main
-    from petclf.serve import ServeOptions
 
-    assert ServeOptions().forward_streams == 1
-    assert ServeOptions(backend="openvino").forward_streams == min(2, os.cpu_count())
-    assert ServeOptions(backend="onnxruntime", streams=3).forward_streams == 3
     assert main(["serve", str(model_dir), "--streams", "2", "--port", "0"]) == 2  # torch: refused before loading
     assert main(["serve", str(model_dir), "--backend", "onnxruntime", "--streams", "0", "--port", "0"]) == 2
