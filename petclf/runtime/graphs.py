@@ -98,12 +98,11 @@ class GraphNet:
 
     Stands in for the torch network of a ``Predictor``: ``net(pixels)`` returns the ``logits`` output
     (a multi-label graph's ``probabilities`` turned back into scores), followed by the ``ood_score`` as one
-    more column when the graph has one (as the torch network with an "unknown" detector answers), and
-    ``run`` returns every named
-    output of the graph. ``threads``: intra-op threads in all (default: every core). ``streams``: forwards that may
-    run at once, each called from its own thread and computed on ``threads // streams`` of the cores (1: one
-    forward at a time on every core, the lowest latency for one batch; a server gains throughput from 2,
-    BENCHMARKS.md). Calls beyond ``streams`` at once wait for a free one.
+    more column when the graph has one (as the torch network with an "unknown" detector answers), and ``run``
+    returns every named output of the graph. ``threads``: intra-op threads in all (default: every core).
+    ``streams``: forwards that may run at once, each called from its own thread and computed on
+    ``threads // streams`` of the cores; calls beyond that wait for a free stream. 1 (one forward at a time on
+    every core) answers one batch soonest; a server under heavy load answers more with 2 (BENCHMARKS.md).
 
     Example: ``GraphNet("pets.onnx", backend="openvino")(torch.zeros(1, 96, 96, 3, dtype=torch.uint8))``.
     """
