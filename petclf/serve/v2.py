@@ -55,6 +55,9 @@ INPUT_IMAGE, INPUT_PIXELS = "image", "pixels"
 OUTPUTS = ("probabilities", "labels", "logits")
 #: The outputs a model with an "unknown" detector adds.
 UNKNOWN_OUTPUTS = ("ood_score", "unknown")
+#: Each output's datatype, and whether it has a column per class ([N, classes]) or one value per image ([N]).
+_OUTPUT_TYPES = {"probabilities": ("FP32", True), "labels": ("BYTES", True), "logits": ("FP32", True),
+                 "ood_score": ("FP32", False), "unknown": ("BOOL", False)}
 #: A model directory is one version of a model; clients that name a version must name this one.
 VERSION = "1"
 _HEADER_LENGTH = "inference-header-content-length"
@@ -102,11 +105,8 @@ def model_metadata(model: ServedModel) -> dict:
     return {"name": model.name, "versions": [VERSION], "platform": "petclf_pytorch",
             "inputs": [{"name": INPUT_IMAGE, "datatype": "BYTES", "shape": [-1]},
                        {"name": INPUT_PIXELS, "datatype": "UINT8", "shape": [-1, p, p, 3]}],
-            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, c]},
-                        {"name": "labels", "datatype": "BYTES", "shape": [-1, c]},
-                        {"name": "logits", "datatype": "FP32", "shape": [-1, c]}]
-            + ([{"name": "ood_score", "datatype": "FP32", "shape": [-1]},
-                {"name": "unknown", "datatype": "BOOL", "shape": [-1]}] if model.has_unknown else [])}
+            "outputs": [{"name": name, "datatype": _OUTPUT_TYPES[name][0],
+                         "shape": [-1, c] if _OUTPUT_TYPES[name][1] else [-1]} for name in model_outputs(model)]}
 
 
 # ---- reading a request -----------------------------------------------------------------------------------------
