@@ -4,9 +4,9 @@ The image is sent as to ``/predict`` (raw body or one multipart file) and read u
 limits (body size, pixel budget, time limit). The answer is the overlay (``image/png``) for the
 predicted class (a multi-label model's most likely label: one map per answer), or for ``?class=NAME``;
 the headers ``Petclf-Class`` (percent-encoded UTF-8) and ``Petclf-Probability`` say which class it shows
-and how likely it is. A heat map costs a forward and a backward pass in float32: it runs on the server's
-one forward thread, between batches, so explanations never run side by side, and each model's float32
-explainer is built on the first request.
+and how likely it is. A heat map costs a forward and a backward pass in float32: it runs on a forward
+thread of the server, one explanation at a time (a Grad-CAM pass hooks the network, so two at once would
+mix their activations), and each model's float32 explainer is built on the first request.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ __all__ = ["routes"]
 
 
 def _explainer(state: ServerState, model: ServedModel) -> Explainer:
-    """The model's explainer, built once (on the forward thread, which alone calls this)."""
+    """The model's explainer, built once (called under ``state.explain_lock``)."""
     explainer = state.explainers.get(model.name)
     if explainer is None:
         explainer = state.explainers[model.name] = Explainer(model.directory, device=model.predictor.device)
@@ -56,7 +56,8 @@ async def explain_image(request: Request) -> Response:
         loop = asyncio.get_running_loop()
 
         def draw() -> tuple[bytes, str, float]:
-            (shown,) = _explainer(state, model).explain_pixels(pixels[0], label=label, topk=1)
+            with state.explain_lock:  # the forward pool may have several threads (--streams)
+                (shown,) = _explainer(state, model).explain_pixels(pixels[0], label=label, topk=1)
             return shown.png(), shown.label, shown.probability
 
         try:

@@ -47,6 +47,7 @@ class ServerState:
     worker: ThreadPoolExecutor | None = None
     budget: PixelBudget | None = None  # pixels decoded at once, all requests together
     explainers: dict = field(default_factory=dict)  # model name → its heat maps' Explainer, built on first use
+    explain_lock: threading.Lock = field(default_factory=threading.Lock)  # one heat map at a time
     # 'new' → 'running' (by the app's lifespan, or by the first request where a host app does not run the
     # lifespan of apps mounted in it) → 'stopped' (lifespan shutdown, after the requests in flight).
     phase: str = "new"

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote, unquote
 
 import httpx
+import numpy as np
+import pytest
 from PIL import Image
 
 from ..web import ThreadServer
@@ -61,3 +64,27 @@ def test_a_multi_label_model_is_explained_for_its_most_likely_label(tmp_path):
         other = next(c for c in CLASSES if c != top["label"])
         named = client.post(f"/explain?class={quote(other)}", content=data, headers=png)
         assert named.status_code == 200 and unquote(named.headers["Petclf-Class"]) == other
+
+
+def test_heat_maps_drawn_at_once_on_a_server_with_streams_equal_those_drawn_alone(tmp_path):
+    from petclf.serve import ServeOptions, app
+
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    model = make_model_dir(tmp_path / "pets")
+    png = {"Content-Type": "image/png"}
+    options = ServeOptions(precision="fp32", access_log=False, backend="onnxruntime", streams=2)
+    with ThreadServer(app([model], options=options)) as server, \
+            httpx.Client(base_url=server.url, timeout=60) as client:
+        def explain(seed: int) -> tuple[str, str, np.ndarray]:
+            response = client.post("/explain", content=image_bytes(seed), headers=png)
+            assert response.status_code == 200, response.text
+            return (response.headers["Petclf-Class"], response.headers["Petclf-Probability"],
+                    np.asarray(Image.open(io.BytesIO(response.content))))
+
+        alone = {seed: explain(seed) for seed in (21, 22, 23)}
+        with ThreadPoolExecutor(6) as pool:
+            together = list(pool.map(explain, [21, 22, 23] * 3))
+    for seed, (label, probability, picture) in zip([21, 22, 23] * 3, together):
+        assert (label, probability) == alone[seed][:2]
+        assert np.abs(picture.astype(int) - alone[seed][2].astype(int)).max() <= 1
