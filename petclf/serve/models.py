@@ -76,7 +76,8 @@ class ServedModel:
         """(n, classes) float32 scores of (n, presize, presize, 3) uint8 pixels, ``max_batch`` images per forward;
         for a model with an "unknown" detector (n, classes + 1), the OOD score last (``split`` parts them).
 
-        Runs on the server's worker thread (blocking); ``Batcher`` calls it with the images of many requests.
+        Runs on a forward thread of the server (blocking; with --streams N, N at once); ``Batcher`` calls it with
+        the images of many requests.
         """
         x = torch.from_numpy(pixels)
         # flip TTA included when the model asks for it
