@@ -206,7 +206,7 @@ def main() -> None:
     parser.add_argument("--http-only", action="store_true", help="only the HTTP stack's own figures (no model)")
     parser.add_argument("--no-int8", action="store_true", help="fp32 only (no quantization; e.g. to compare models)")
     parser.add_argument("--streams", type=int, default=None,
-                        help="batches a graph backend computes at once (serve's --streams; default: serve's own)")
+                        help="batches a graph backend computes at once (petclf serve --streams; default 1, as serve)")
     parser.add_argument("--model-dir", action="append", default=[], metavar="NAME=DIR",
                         help="benchmark this saved model under NAME instead of training one (repeatable)")
     args = parser.parse_args()
