@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from petclf.core.errors import UsageError
 from petclf.core.safe_text import printable
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_FILE_BYTES", "ImageLike", "Presized", "Presizer", "UnreadableImage", "centre_crop", "draft_for",
-           "file_problem", "pixel_problem", "read_rgb", "to_rgb"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_FILE_BYTES", "READ_ERRORS", "ImageLike", "Presized", "Presizer", "UnreadableImage",
+           "cannot_read", "centre_crop", "draft_for", "file_problem", "pixel_problem", "read_rgb", "to_rgb"]
 
 #: What the readers take: a path, or an image already opened.
 ImageLike = str | Path | Image.Image
@@ -30,6 +30,18 @@ ImageLike = str | Path | Image.Image
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 #: Larger files are not read: an uncompressed RGB image at PIL's pixel limit (89 Mpx) is 270 MB.
 MAX_FILE_BYTES = 1024**3
+
+
+#: What opening or decoding a bad file raises (UnidentifiedImageError is an OSError; UnreadableImage a ValueError).
+READ_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
+
+
+def cannot_read(image: object, err: BaseException) -> str:
+    """The reason given for an image that raised one of ``READ_ERRORS``.
+
+    Example: ``cannot_read("x.jpg", OSError("truncated"))`` → ``"cannot read x.jpg as an image (truncated)."``.
+    """
+    return f"cannot read {printable(image)} as an image ({printable(err)})."
 
 
 class UnreadableImage(ValueError):
@@ -164,11 +176,11 @@ class Presizer:
     def __init__(self, presize: int) -> None:
         self.presize = presize
 
-    def __call__(self, image: str | Path | Image.Image) -> np.ndarray:
+    def __call__(self, image: ImageLike) -> np.ndarray:
         img = to_rgb(image) if isinstance(image, Image.Image) else read_rgb(image, min_side=self.presize)
         return np.asarray(centre_crop(img, self.presize), dtype=np.uint8)
 
-    def read(self, image: str | Path | Image.Image) -> np.ndarray:
+    def read(self, image: ImageLike) -> np.ndarray:
         """As calling it, but a file that cannot be read (gone, damaged, not an image, too large) raises a
         UsageError that says why.
 
@@ -178,10 +190,10 @@ class Presizer:
             return self(image)
         except (FileNotFoundError, IsADirectoryError):
             raise UsageError(f"image {printable(image)} does not exist.") from None
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-            raise UsageError(f"cannot read {printable(image)} as an image ({printable(err)}).") from None
+        except READ_ERRORS as err:
+            raise UsageError(cannot_read(image, err)) from None
 
-    def read_readable(self, images: Sequence[str | Path | Image.Image], *,
+    def read_readable(self, images: Sequence[ImageLike], *,
                       mapper: Callable[[Callable, Iterable], Iterable] = map) -> Presized:
         """``images`` read as ``read`` reads them, those that cannot be read left out and named with the reason;
         ``mapper`` may be a thread pool's ``map`` (PIL decodes and resizes without the GIL).
@@ -189,7 +201,7 @@ class Presizer:
         Example: ``Presizer(336).read_readable(["cat.jpg", "gone.jpg"]).failed`` → ``[(1, 'image gone.jpg does
         not exist.')]``.
         """
-        def attempt(image: str | Path | Image.Image) -> np.ndarray | str:
+        def attempt(image: ImageLike) -> np.ndarray | str:
             try:
                 return self.read(image)
             except UsageError as err:

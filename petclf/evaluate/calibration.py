@@ -8,9 +8,12 @@ from matplotlib.figure import Figure
 
 from petclf.core.defaults import ECE_BINS, ECE_CHANCE_DRAWS
 from petclf.core.errors import UsageError, require_positive
-from petclf.runtime.temperature import expected_calibration_error, reliability
+from petclf.runtime.temperature import confidence_bins, expected_calibration_error, reliability
 
-__all__ = ["calibration_metrics", "ece_by_chance", "plot_reliability", "rescale"]
+__all__ = ["ECE_KEYS", "calibration_metrics", "ece_by_chance", "plot_reliability", "rescale"]
+
+#: The figures of ``calibration_metrics`` that summary.json and metrics.json carry.
+ECE_KEYS = ("ece_before", "ece_after", "ece_chance_p95")
 
 
 def rescale(probs: np.ndarray, factor: float) -> np.ndarray:
@@ -41,7 +44,7 @@ def ece_by_chance(probs: np.ndarray, *, bins: int = ECE_BINS, draws: int = ECE_C
     confidence = probs.max(axis=1)
     if not len(confidence):
         return float("nan"), float("nan")
-    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)  # the bins of ``reliability``
+    index = confidence_bins(confidence, bins)  # the bins of ``reliability``
     members = np.zeros((len(confidence), bins))
     members[np.arange(len(confidence)), index] = 1.0
     rng = np.random.default_rng(seed)

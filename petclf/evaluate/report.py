@@ -17,7 +17,7 @@ from markupsafe import Markup
 from petclf.core.atomic import write_json_atomic
 from petclf.core.destinations import output_dir
 from petclf.core.safe_text import csv_safe
-from petclf.evaluate.calibration import calibration_metrics, plot_reliability
+from petclf.evaluate.calibration import ECE_KEYS, calibration_metrics, plot_reliability
 from petclf.evaluate.interpretation import AnyInterpretation, Interpretation, interpret_saved
 from petclf.evaluate.multilabel import MultiLabelInterpretation
 from petclf.evaluate.plots import figure_png
@@ -126,7 +126,7 @@ def _add_heatmaps(parts: dict[str, list[dict]], interp: AnyInterpretation, out: 
 def write_report(out: str | Path, interps: Sequence[AnyInterpretation], *, summary: dict | None = None,
                  history: pd.DataFrame | None = None, loss_png: Path | None = None, top_k: int = 9,
                  heatmaps: str | Path | None = None, temperature: float | None = None,
-                 calibrated: bool = False) -> Path:
+                 calibrated: bool = False, calibration: dict[str, dict] | None = None) -> Path:
     """Write the figures and tables of each split in ``interps``, ``metrics.json`` and ``report.html`` into
     ``out``; return the HTML path.
 
@@ -138,18 +138,20 @@ def write_report(out: str | Path, interps: Sequence[AnyInterpretation], *, summa
     and the actual class, or a multi-label item's worst added and worst missed label).
     With a single-label model's ``temperature``, each split's ECE before and after it goes into ``metrics.json``
     and a reliability diagram into the page (``calibrated``: the probabilities are already at that temperature,
-    as a saved model's ``Predictor`` gives them).
+    as a saved model's ``Predictor`` gives them; ``calibration``: each split's ``calibration_metrics`` where the
+    caller has them already, not computed again).
 
     Example: ``write_report("runs/pets", [interpret(learn)], summary=summary)``.
     """
     out = output_dir(out, what="the report files")
     metrics = {i.split: i.metrics() for i in interps}
     multi = any(isinstance(i, MultiLabelInterpretation) for i in interps)
-    calibration = {} if multi or temperature is None else {
-        i.split: calibration_metrics(i.probs, i.targets, temperature=temperature, calibrated=calibrated)
-        for i in interps}
+    if calibration is None:
+        calibration = {} if multi or temperature is None else {
+            i.split: calibration_metrics(i.probs, i.targets, temperature=temperature, calibrated=calibrated)
+            for i in interps}
     for split, figures in calibration.items():
-        metrics[split].update({key: figures[key] for key in ("ece_before", "ece_after", "ece_chance_p95")})
+        metrics[split].update({key: figures[key] for key in ECE_KEYS})
     write_json_atomic(out / "metrics.json", metrics)
     sections: dict[str, list[dict]] = {key: [] for key in (MULTI_LABEL_SECTIONS if multi else SECTIONS)}
     sections["summary"] = [_summary_block(summary or {})]

@@ -20,7 +20,7 @@ from petclf.core.processes import is_main
 from petclf.core.safe_text import csv_safe
 from petclf.data.saved_split import split_record
 from petclf.core.defaults import DEFAULT_UNKNOWN_ACCEPT, MULTI_LABEL, SINGLE_LABEL
-from petclf.evaluate.calibration import calibration_metrics, rescale
+from petclf.evaluate.calibration import ECE_KEYS, calibration_metrics, rescale
 from petclf.evaluate.interpretation import AnyInterpretation, interpret_files
 from petclf.evaluate.multilabel import MultiLabelInterpretation, choose_thresholds
 from petclf.evaluate.plots import save_loss_plot, save_lr_find_plot
@@ -105,15 +105,20 @@ def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-o
     # counted in a time budget's evaluation).
     trust = fit_trust(learn, interps[0], accept=options.unknown_accept) if run_settings(learn).task == SINGLE_LABEL \
         else None
+    calibration = {}
     if trust is not None:  # the report shows what the saved model will answer: calibrated probabilities
         interps = _calibrated(learn, interps, trust.temperature, tta=options.tta)
-    summary = _summary(learn, result, interps, seconds=time.perf_counter() - start, trust=trust)
+        calibration = {i.split: calibration_metrics(i.probs, i.targets, temperature=trust.temperature,
+                                                    calibrated=True) for i in interps}
+    summary = _summary(learn, result, interps, seconds=time.perf_counter() - start, trust=trust,
+                       calibration=calibration)
     # Where the job's time went: before the first training step (imports, scan, caches, lr choice), training,
     # evaluation (writing the files comes after summary.json; the command's own wall time holds it).
     summary["timing"] = {"setup_s": round(evaluated - start - result.seconds, 2), "train_s": round(result.seconds, 2),
                          "evaluate_s": round(time.perf_counter() - evaluated, 2)}
     try:
-        model_dir = _write_results(learn, out, result, interps, summary, tta=options.tta, trust=trust)
+        model_dir = _write_results(learn, out, result, interps, summary, tta=options.tta, trust=trust,
+                                   calibration=calibration)
     except OSError as err:
         raise _unwritten(out, err, epochs=len(result.history)) from err
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the run is complete; the model dir has it all
@@ -126,7 +131,8 @@ def train_folder(path: str | Path | pd.DataFrame, *, out: str | Path = "petclf-o
 
 
 def _write_results(learn: Learner, out: Path, result: TrainResult, interps: list[AnyInterpretation],
-                   summary: dict, *, tta: bool, trust: Trust | None = None) -> Path:
+                   summary: dict, *, tta: bool, trust: Trust | None = None,
+                   calibration: dict[str, dict] | None = None) -> Path:
     if any(i.skipped for i in interps):
         _write_skipped(_all_skipped(learn, interps), out)
     result.history.to_csv(out / "history.csv", index=False)
@@ -135,7 +141,8 @@ def _write_results(learn: Learner, out: Path, result: TrainResult, interps: list
     model_dir = save_model(learn, out / "model", summary=summary, thresholds=thresholds, tta=tta, trust=trust)
     write_json_atomic(out / "summary.json", summary)
     write_report(out, interps, summary=summary, history=result.history, loss_png=out / "loss.png",
-                 heatmaps=model_dir, temperature=None if trust is None else trust.temperature, calibrated=True)
+                 heatmaps=model_dir, temperature=None if trust is None else trust.temperature, calibrated=True,
+                 calibration=calibration)
     return model_dir
 
 
@@ -251,7 +258,7 @@ _TEST_METRICS = {SINGLE_LABEL: ("error_rate", "accuracy", "balanced_accuracy", "
 
 
 def _summary(learn: Learner, result: TrainResult, interps: list[AnyInterpretation], *, seconds: float,
-             trust: Trust | None = None) -> dict:
+             trust: Trust | None = None, calibration: dict[str, dict] | None = None) -> dict:
     spec = run_settings(learn)
     dataset = run_settings_callback(learn).dataset
     best = result.best
@@ -275,10 +282,9 @@ def _summary(learn: Learner, result: TrainResult, interps: list[AnyInterpretatio
             summary.update(test_loss=m["log_loss"], **{f"test_{key}": m[key] for key in _TEST_METRICS[spec.task]})
     if trust is not None:
         summary["temperature"] = round(trust.temperature, 4)
-        for interp in interps:
-            prefix = "" if interp.split == "valid" else f"{interp.split}_"
-            ece = calibration_metrics(interp.probs, interp.targets, temperature=trust.temperature, calibrated=True)
-            summary.update({f"{prefix}{key}": ece[key] for key in ("ece_before", "ece_after", "ece_chance_p95")})
+        for split, ece in (calibration or {}).items():
+            prefix = "" if split == "valid" else f"{split}_"
+            summary.update({f"{prefix}{key}": ece[key] for key in ECE_KEYS})
         if trust.unknown is not None:
             summary["unknown"] = {"score": trust.unknown.score.kind, "accept": trust.unknown.accept,
                                   "threshold": round(trust.unknown.threshold, 6)}

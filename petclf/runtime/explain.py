@@ -45,7 +45,6 @@ EXPLAIN_EXTRA = "explain"
 OVERLAY_ALPHA = 0.45
 
 
-
 def explain_available() -> bool:
     """Whether captum, which computes the heat maps, can be imported here.
 
@@ -168,7 +167,7 @@ class Explainer:
         multi_label = loaded.meta.get("task") == MULTI_LABEL
         self._setup(loaded.model, loaded.classes, loaded.pipeline, device=device, multi_label=multi_label,
                     thresholds=loaded.meta.get("thresholds") if multi_label else None,
-                    temperature=1.0 if multi_label else float(loaded.meta.get("temperature", 1.0)))
+                    temperature=loaded.temperature)
 
     @classmethod
     def from_network(cls, model: nn.Module, classes: Sequence[str], pipeline: Pipeline, *,

@@ -127,7 +127,7 @@ def export_wrapper(model_dir: str | Path) -> tuple[LoadedModel, nn.Module, list[
         wrapper = nn.Sequential(PixelClassifier(loaded.model, loaded.pipeline), nn.Sigmoid()).eval()
         return loaded, wrapper, ["probabilities"]
     detector = load_unknown(model_dir, loaded.meta, loaded.model)
-    wrapper = _Calibrated(loaded.model, loaded.pipeline, temperature=float(loaded.meta.get("temperature", 1.0)),
+    wrapper = _Calibrated(loaded.model, loaded.pipeline, temperature=loaded.temperature,
                           detector=detector).eval()
     return loaded, wrapper, ["logits", "probabilities"] + (["ood_score", "unknown"] if detector is not None else [])
 
@@ -152,7 +152,7 @@ def export_metadata(loaded: LoadedModel, *, outputs: list[str], dtype: str = "ui
                                        f"to {p} then centre-cropped",
             "task": loaded.meta.get("task", SINGLE_LABEL), "outputs": json.dumps(outputs)}
     if loaded.meta.get("task") != MULTI_LABEL:
-        info["temperature"] = repr(float(loaded.meta.get("temperature", 1.0)))
+        info["temperature"] = repr(loaded.temperature)
         if loaded.meta.get("unknown") is not None:
             unknown = loaded.meta["unknown"]
             info["unknown"] = json.dumps({"score": unknown["kind"], "threshold": unknown["threshold"],

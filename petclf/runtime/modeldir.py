@@ -17,14 +17,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from petclf.core.atomic import atomic_path, write_json_atomic
+from petclf.core.defaults import MULTI_LABEL
 from petclf.core.errors import ModelFileError, UsageError
 from petclf.core.safe_text import one_line
 from petclf.data.pipeline import Pipeline
 from petclf.runtime.modelcheck import FORMAT, FORMAT_VERSION, check_weights_header, read_meta_file
 from petclf.runtime.network import build_network
 
-__all__ = ["FORMAT_VERSION", "META_FILE", "WEIGHTS_FILE", "LoadedModel", "load_model", "read_meta", "read_tensors", "save_tensors",
-           "write_model_dir"]
+__all__ = ["FORMAT_VERSION", "META_FILE", "WEIGHTS_FILE", "LoadedModel", "load_model", "read_meta", "read_tensors",
+           "save_tensors", "write_model_dir"]
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "petclf.json"
@@ -38,6 +39,11 @@ class LoadedModel:
     classes: tuple[str, ...]
     pipeline: Pipeline
     meta: dict = field(repr=False)
+
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature its probabilities are divided by (1 for a multi-label model or none stored)."""
+        return 1.0 if self.meta.get("task") == MULTI_LABEL else float(self.meta.get("temperature", 1.0))
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from petclf.core import log
 from petclf.core.errors import UsageError
-from petclf.core.safe_text import printable
-from petclf.runtime.predict import DEFAULT_TOPK, Answer, ImageLike, ReadBatch, top_classes
+from petclf.data.images import READ_ERRORS, ImageLike, cannot_read
+from petclf.runtime.predict import DEFAULT_TOPK, Answer, ReadBatch, top_classes
 
 if TYPE_CHECKING:
     from fastai.learner import Learner
@@ -91,8 +91,8 @@ class PickledPredictor:
                 try:
                     with self.learn.no_bar():
                         probs = self.learn.predict(Path(image) if not isinstance(image, Image.Image) else image)[2]
-                except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as err:
-                    failed.append((image, f"cannot read {printable(image)} as an image ({printable(err)})."))
+                except READ_ERRORS as err:
+                    failed.append((image, cannot_read(image, err)))
                     continue
                 items.append(image)
                 rows.append(probs.float().clamp_min(1e-12).log())

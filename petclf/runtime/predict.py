@@ -121,7 +121,7 @@ class Predictor:
         self._setup(loaded.model, loaded.classes, loaded.pipeline, device=device, precision=precision,
                     multi_label=not single, thresholds=loaded.meta.get("thresholds"),
                     tta=bool(loaded.meta.get("tta", False)) if tta is None else tta,
-                    temperature=float(loaded.meta.get("temperature", 1.0)) if single else 1.0, detector=detector,
+                    temperature=loaded.temperature, detector=detector,
                     unknown=unknown, reject_unknown=reject_unknown, net=net)
         self.meta = loaded.meta
 

@@ -91,6 +91,15 @@ def _confidences(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.
     return probs.max(axis=1), (probs.argmax(axis=1) == labels).astype(np.float64)
 
 
+def confidence_bins(confidence: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """The bin (0 .. ``bins`` - 1) of each confidence: right-closed equal widths, as in Guo et al. (2017), so a
+    confidence of exactly 1 falls in the last one.
+
+    Example: ``confidence_bins(np.array([0.05, 0.5, 1.0]), 10)`` → ``array([0, 4, 9])``.
+    """
+    return np.clip(np.ceil(np.asarray(confidence) * bins).astype(int) - 1, 0, bins - 1)
+
+
 def reliability(probs: np.ndarray, labels: np.ndarray, *, bins: int = ECE_BINS) -> list[dict]:
     """Per confidence bin (``bins`` equal widths over 0..1): images, mean confidence and accuracy (empty bins too).
 
@@ -98,8 +107,7 @@ def reliability(probs: np.ndarray, labels: np.ndarray, *, bins: int = ECE_BINS) 
     'confidence': 0.991, 'accuracy': 0.985}``.
     """
     confidence, correct = _confidences(probs, labels)
-    # Right-closed bins, as in Guo et al. (2017): a confidence of exactly 1 falls in the last one.
-    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    index = confidence_bins(confidence, bins)
     rows = []
     for b in range(bins):
         mask = index == b
