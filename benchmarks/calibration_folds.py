@@ -1,4 +1,4 @@
-"""Calibration of petclf's recipe measured on every photo: k models, each validated on a fold none of the others held out.
+"""Calibration of petclf's recipe measured on every photo: k models, each validated on its own held-out fold.
 
 Usage:  python benchmarks/calibration_folds.py [--data DIR] [--folds 5] [--work DIR] [-- TRAIN OPTIONS]
 
@@ -31,13 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
-from petclf.data.images import IMAGE_EXTENSIONS  # noqa: E402
+from petclf.data.listing import class_dirs, list_images  # noqa: E402
 from petclf.evaluate.calibration import ece_by_chance  # noqa: E402
 from petclf.runtime.predict import Predictor  # noqa: E402
 from petclf.runtime.temperature import expected_calibration_error as ece  # noqa: E402
-from petclf.runtime.temperature import fit_temperature  # noqa: E402
+from trust import crossfit, softmax  # noqa: E402 - benchmarks/trust.py's cross-fitted calibration
 
 DEFAULT_TRAIN = ["--arch", "tf_efficientnet_lite0", "--size", "128"]
 
@@ -46,9 +48,8 @@ def photos_by_class(data: Path) -> dict[str, list[Path]]:
     """Every photo of ``data``'s train/ and valid/ class folders, by class, in a fixed order."""
     found: dict[str, list[Path]] = {}
     for split in ("train", "valid"):
-        for folder in sorted(p for p in (data / split).iterdir() if p.is_dir()):
-            found.setdefault(folder.name, []).extend(sorted(p for p in folder.iterdir()
-                                                            if p.suffix.lower() in IMAGE_EXTENSIONS))
+        for folder in class_dirs(data / split):
+            found.setdefault(folder.name, []).extend(list_images(folder, recurse=False)[0])
     return found
 
 
@@ -69,10 +70,6 @@ def fold_folder(work: Path, fold: int, assigned: dict[Path, int]) -> Path:
     return root
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    return torch.softmax(torch.from_numpy(z).double(), 1).numpy()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="/work/shared/data/flowers5", help="train/ and valid/ class folders")
@@ -86,7 +83,7 @@ def main() -> None:
     classes = sorted(found)
     assigned = fold_of(found, args.folds, args.seed)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    logits, labels, own_t, fold_ids, rows = [], [], [], [], []
+    logits, labels, fold_ids, rows = [], [], [], []
     for fold in range(args.folds):
         data, run = fold_folder(work, fold, assigned), work / f"fold{fold}" / "run"
         if not (run / "model" / "petclf.json").is_file():
@@ -102,7 +99,6 @@ def main() -> None:
         y = np.array([classes.index(f.parent.name) for f in files])
         logits.append(z)
         labels.append(y)
-        own_t.append(np.full(len(y), pred.temperature))
         fold_ids.append(np.full(len(y), fold))
         rows.append({"fold": fold, "photos": len(y), "error": summary["error_rate"], "temperature": pred.temperature,
                      "ece_before": summary["ece_before"], "ece_after": summary["ece_after"],
@@ -110,11 +106,9 @@ def main() -> None:
         print(f"fold {fold}: {len(y)} photos, error {summary['error_rate']:.2%}, T {pred.temperature:.3f}, ECE "
               f"{summary['ece_before']:.4f} → {summary['ece_after']:.4f} (chance p95 {summary.get('ece_chance_p95')})",
               flush=True)
-    z, y, t, ids = (np.concatenate(a) for a in (logits, labels, own_t, fold_ids))
-    crossed = np.empty_like(z)
-    for fold in range(args.folds):
-        inside, rest = ids == fold, ids != fold
-        crossed[inside] = softmax(z[inside] / fit_temperature(z[rest], y[rest]))
+    z, y, ids = (np.concatenate(a) for a in (logits, labels, fold_ids))
+    t = np.array([row["temperature"] for row in rows])[ids]  # each photo's own model's temperature
+    crossed = crossfit(z, y, ids)
     results = {"photos": int(len(y)), "folds": rows, "error": float((z.argmax(1) != y).mean())}
     for name, probs in (("before", softmax(z)), ("after_own", softmax(z / t[:, None])), ("after_crossed", crossed)):
         mean, p95 = ece_by_chance(probs)

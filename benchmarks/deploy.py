@@ -58,7 +58,7 @@ start = time.perf_counter()
 import torch
 from petclf import Predictor
 model, backend, graph, n_single, n_batch = sys.argv[1], sys.argv[2], sys.argv[3] or None, int(sys.argv[4]), int(sys.argv[5])
-streams = int(sys.argv[6] or 1) if backend != "torch" else 1  # as `petclf serve --streams` runs it
+streams = int(sys.argv[6] or 1)  # as `petclf serve --streams` runs it (torch: 1)
 pred = Predictor(model, backend=backend, graph=graph, tta=False)  # torch: the precision serve picks ("auto")
 p = pred.pipeline.presize
 one = torch.randint(0, 256, (1, p, p, 3), dtype=torch.uint8)
@@ -180,17 +180,22 @@ def _accuracy(model: Path, valid: Path, configs: list[tuple[str, str, str | None
     return out
 
 
-def _serve(model: Path | None, backend: str, int8: bool, photos: list[Path], *, total: int, levels: list[int],
-           log: Path, streams: int | None = None) -> dict:
-    """Load figures of ``petclf serve`` (or, with ``model`` None, of the HTTP stack alone) per concurrency level."""
+def _print_level(label: str, c: int, r: dict) -> None:
+    print(f"  {label:<22} serve c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
+          f"errors {r['errors']}" + (f"  {r['mean_batch']:.1f} images/forward" if "mean_batch" in r else "")
+          + (f" ({r['first_error']})" if r["errors"] else ""), flush=True)
+
+
+def _serve(model: Path, backend: str, int8: bool, photos: list[Path], *, total: int, levels: list[int], log: Path,
+           streams: int | None, label: str) -> dict:
+    """Load figures of ``petclf serve`` per concurrency level, each printed as it ends."""
     def command(port: int) -> list[str]:
-        if model is None:
-            return [sys.executable, "-c", HTTP_ONLY, str(port)]
         return [sys.executable, "-m", "petclf.cli", "serve", str(model), "--port", str(port), "--max-batch",
                 str(MAX_BATCH), "--backend", backend, "--no-access-log"] + (["--int8"] if int8 else []) + \
-            (["--streams", str(streams)] if streams and backend != "torch" else [])
+            (["--streams", str(streams)] if streams else [])
 
-    return measure_server(command, photos, total=total, levels=levels, log=log, env=_env(), batches=model is not None)
+    return measure_server(command, photos, total=total, levels=levels, log=log, env=_env(), batches=True,
+                          on_level=lambda c, r: _print_level(label, c, r))
 
 
 def main() -> None:
@@ -221,12 +226,9 @@ def main() -> None:
     results = {}
     if not args.accuracy_only:
         photos = sorted((data / "valid").rglob("*.jpg"))[:320]
-        results["http_only"] = _serve(None, "", False, photos, total=args.requests, levels=levels,
-                                      log=work / "http-only.log")
-        for c in levels:
-            r = results["http_only"][c]
-            print(f"  {'http only':<22} serve c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
-                  f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}", flush=True)
+        results["http_only"] = measure_server(lambda port: [sys.executable, "-c", HTTP_ONLY, str(port)], photos,
+                                              total=args.requests, levels=levels, log=work / "http-only.log",
+                                              env=_env(), on_level=lambda c, r: _print_level("http only", c, r))
     given = dict(item.split("=", 1) for item in args.model_dir)
     for name in [] if args.http_only else list(given) or args.models.split(","):
         model = Path(given[name]) if name in given else _train(name, data, work)
@@ -250,8 +252,9 @@ def main() -> None:
         figures["size_mb"] = {k: v / 1e6 for k, v in sizes.items()}
         if not args.accuracy_only:
             for label, backend, graph in configs:
+                streams = args.streams if backend != "torch" else None  # torch computes one batch at a time
                 proc = subprocess.run([sys.executable, "-c", MICRO, str(model), backend, graph or "", str(args.single),
-                                       str(max(320, args.requests // 5)), str(args.streams or "")],
+                                       str(max(320, args.requests // 5)), str(streams or "")],
                                       capture_output=True, text=True, env=_env())
                 if proc.returncode:
                     raise SystemExit(proc.stderr[-3000:])
@@ -264,13 +267,8 @@ def main() -> None:
                 if label.endswith("int8-ort"):
                     continue  # serve --int8 runs model.int8.onnx, the default quantizer's (NNCF) graph
                 served = _serve(model, backend, label.endswith("int8"), photos, total=args.requests, levels=levels,
-                                log=work / f"{name}-{backend}-{label.split()[-1]}.log", streams=args.streams)
+                                log=work / f"{name}-{backend}-{label.split()[-1]}.log", streams=streams, label=label)
                 figures[label]["serve"] = served
-                for c in levels:
-                    r = served[c]
-                    print(f"  {label:<22} serve c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
-                          f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}  {r['mean_batch']:.1f} images/forward"
-                          + (f" ({r['first_error']})" if r["errors"] else ""), flush=True)
                 top = max(levels)
                 bound = 1 / (1 / results["http_only"][top]["rps"] + 1 / micro["batch_img_s"])
                 print(f"  {label:<22} serve cold start {served['cold_start_s']:.2f} s, peak RSS "

@@ -34,8 +34,10 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 from petclf.learn.pretrained import map_state_dict, pip_weights_file  # noqa: E402
-from petclf.runtime.ood import fit_ood_score, threshold_at_acceptance  # noqa: E402
+from petclf.runtime.ood import fit_ood_score  # noqa: E402
+from trust import auroc_fpr  # noqa: E402 - benchmarks/trust.py's, the same AUROC and FPR at 95% acceptance
 
 
 def body(arch: str) -> torch.nn.Module:
@@ -111,13 +113,6 @@ def relative_mahalanobis(train: np.ndarray, labels: np.ndarray, rows: int = 256)
     return score
 
 
-def auroc_fpr(inside: np.ndarray, near: np.ndarray) -> tuple[float, float]:
-    from sklearn.metrics import roc_auc_score
-
-    auroc = roc_auc_score(np.r_[np.zeros(len(inside)), np.ones(len(near))], np.r_[inside, near])
-    return float(auroc), float((near <= threshold_at_acceptance(torch.from_numpy(inside), 0.95)).mean())
-
-
 def score_all(train: np.ndarray, labels: np.ndarray, inside: np.ndarray, near: np.ndarray,
               logits_of) -> dict[str, tuple[float, float]]:
     """AUROC and FPR@95 of each score, fitted on (``train``, ``labels``)."""
@@ -173,10 +168,8 @@ def table(rows: dict[str, dict[str, tuple[float, float]]], *, known: int) -> str
     names = [name for name in next(iter(rows.values())) if name != "_error"]
     lines = [f"| features | {known}-class error | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
     for label, scores in rows.items():
-        error = scores.pop("_error")
-        lines.append(f"| {label} | {error[0]:.3f} | " + " | ".join(f"{a:.3f} ({f:.0%})" for a, f in scores.values())
-                     + " |")
-        scores["_error"] = error
+        lines.append(f"| {label} | {scores['_error'][0]:.3f} | "
+                     + " | ".join(f"{scores[n][0]:.3f} ({scores[n][1]:.0%})" for n in names) + " |")
     return "\n".join(lines)
 
 
@@ -198,11 +191,12 @@ def main() -> None:
     every = known + held  # class indices 0 .. len(known) - 1 are the known classes
     print(f"known {known}, held out {held}", flush=True)
     rows: dict[str, dict] = {}
-    for side in (int(s) for s in args.sizes.split(",")):
+    sizes, bodies = [int(s) for s in args.sizes.split(",")], args.bodies.split(",")
+    for side in sizes:
         train_px, train_y = photos(args.data, "train", every, side)
         valid_px, valid_y = photos(args.data, "valid", every, side)
         tk, vk = np.isin(train_y, range(len(known))), np.isin(valid_y, range(len(known)))
-        for arch in args.bodies.split(","):
+        for arch in bodies:
             start = time.perf_counter()
             net = body(arch)
             train_f, valid_f = features(net, train_px[tk]), features(net, valid_px)
@@ -211,8 +205,8 @@ def main() -> None:
             scores["_error"] = (float((head(valid_f[vk]).argmax(1) != valid_y[vk]).mean()), 0.0)
             rows[f"{arch} {side} px, frozen + linear head"] = scores
             print(f"  {arch} {side} px: {time.perf_counter() - start:.0f} s", flush=True)
-        if args.finetune_epochs and side == int(args.sizes.split(",")[0]):
-            arch = args.bodies.split(",")[0]
+        if args.finetune_epochs and side == sizes[0]:
+            arch = bodies[0]
             net, head = finetune(arch, train_px[tk], train_y[tk], epochs=args.finetune_epochs)
             train_f, valid_f = features(net, train_px[tk]), features(net, valid_px)
             logits = lambda f: head(torch.from_numpy(f)).detach().numpy()  # noqa: E731

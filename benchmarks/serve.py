@@ -168,10 +168,12 @@ def _batches(port: int) -> tuple[float, float]:
 
 
 def measure_server(command: Callable[[int], list[str]], photos: list[Path], *, total: int, levels: list[int],
-                   log: Path, env: dict[str, str], batches: bool = False) -> dict:
+                   log: Path, env: dict[str, str], batches: bool = False,
+                   on_level: Callable[[int, dict], None] | None = None) -> dict:
     """Start ``command(port)``, wait for its first answer (cold start), warm it up, then send ``total`` requests
     at each concurrency level: figures per level, peak RSS after warm-up and at the end; with ``batches``, the
-    images per forward pass at each level from the server's /metrics (petclf serve only)."""
+    images per forward pass at each level from the server's /metrics (petclf serve only). ``on_level(c, figures)``
+    is called as each level ends (to print progress during a long run)."""
     port = _free_port()
     requests = [_request(p.read_bytes()) for p in photos]
     proc = subprocess.Popen(command(port), cwd=tempfile.gettempdir(), env=env, stdout=subprocess.DEVNULL,
@@ -186,6 +188,8 @@ def measure_server(command: Callable[[int], list[str]], photos: list[Path], *, t
             if before is not None:
                 after = _batches(port)
                 results[c]["mean_batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+            if on_level is not None:
+                on_level(c, results[c])
         results["peak_rss_end_mb"] = _rss_mb(proc.pid)[1]
         return results
     finally:
@@ -200,12 +204,12 @@ def _run_server(kind: str, model: Path, photos: list[Path], *, total: int, level
                     "--max-batch", str(MAX_BATCH)]
         return [sys.executable, "-c", UNBATCHED, str(model), str(port)]
 
-    results = measure_server(command, photos, total=total, levels=levels, log=work / f"{kind}.log",
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    for c in levels:
-        r = results[c]
+    def level(c: int, r: dict) -> None:
         print(f"  {kind:<9} c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
               f"  errors {r['errors']}" + (f"  ({r['first_error']})" if r["errors"] else ""), flush=True)
+
+    results = measure_server(command, photos, total=total, levels=levels, log=work / f"{kind}.log",
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, on_level=level)
     print(f"  {kind:<9} cold start {results['cold_start_s']:.2f} s, peak RSS {results['peak_rss_warm_mb']:.0f} MB "
           f"after warm-up, {results['peak_rss_end_mb']:.0f} MB after the run", flush=True)
     return results

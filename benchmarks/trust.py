@@ -153,6 +153,16 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return torch.softmax(torch.from_numpy(z).double(), 1).numpy()
 
 
+def crossfit(logits: np.ndarray, labels: np.ndarray, fold_of: np.ndarray) -> np.ndarray:
+    """Calibrated probabilities of every image, each fold at a temperature fitted on the other folds' images
+    (``fold_of``: each image's fold), so no image is calibrated by a fit on itself."""
+    crossed = np.empty_like(logits, dtype=np.float64)
+    for k in np.unique(fold_of):
+        inside = fold_of == k
+        crossed[inside] = softmax(logits[inside] / fit_temperature(logits[~inside], labels[~inside]))
+    return crossed
+
+
 def calibration(logits: np.ndarray, labels: np.ndarray, seed: int = 0, folds: int = 10) -> dict:
     """ECE before/after petclf's temperature: in-sample on valid, on a held-out half, and cross-fitted over all of
     valid (each fold's temperature fitted on the other folds); with each, the ECE chance alone gives a perfectly
@@ -162,10 +172,10 @@ def calibration(logits: np.ndarray, labels: np.ndarray, seed: int = 0, folds: in
     fit, held = order[: len(order) // 2], order[len(order) // 2:]
     t_all = fit_temperature(logits, labels)
     t_half = fit_temperature(logits[fit], labels[fit])
-    crossed = np.empty_like(logits, dtype=np.float64)
-    for part in np.array_split(order, folds):
-        rest = np.setdiff1d(order, part)
-        crossed[part] = softmax(logits[part] / fit_temperature(logits[rest], labels[rest]))
+    fold_of = np.empty(len(labels), dtype=int)
+    for k, part in enumerate(np.array_split(order, folds)):
+        fold_of[part] = k
+    crossed = crossfit(logits, labels, fold_of)
     after_all, after_half = softmax(logits / t_all), softmax(logits[held] / t_half)
     chance = {name: ece_by_chance(p) for name, p in (("valid", after_all), ("heldout", after_half),
                                                       ("crossfit", crossed))}
